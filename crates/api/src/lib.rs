@@ -1,0 +1,1 @@
+//! Docker Engine API models, error kinds and version negotiation.

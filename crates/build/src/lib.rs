@@ -1,0 +1,1 @@
+//! Dockerfile parsing and the image builder with its layer cache.

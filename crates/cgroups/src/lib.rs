@@ -1,0 +1,1 @@
+//! Cgroup v1, v2 and hybrid management for containers.

@@ -1,0 +1,1 @@
+//! The berth command line: docker's commands over the Engine API.

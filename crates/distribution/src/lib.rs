@@ -1,0 +1,1 @@
+//! OCI registry client and registry server.

@@ -1,0 +1,1 @@
+//! The domain: containers, images, volumes, networks, supervision, logs, events.

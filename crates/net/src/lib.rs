@@ -1,0 +1,1 @@
+//! Container networking: bridges, veth, IPAM, NAT, published ports, embedded DNS.

@@ -1,0 +1,1 @@
+//! OCI runtime: bundle and spec to an isolated process (namespaces, rootfs, cgroups, security).

@@ -1,0 +1,1 @@
+//! OCI seccomp profiles compiled to kernel filters with libseccomp.

@@ -1,0 +1,1 @@
+//! Content store, image index, layers, overlayfs snapshots, archives, garbage collection.
