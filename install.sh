@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/deps.sh
-cargo build --release --locked
-install -m 0755 target/release/berth target/release/berth-runtime /usr/local/bin/
+cargo build --release --locked --workspace --bins
+install -m 0755 target/release/berth target/release/berth-runtime target/release/berth-monitor /usr/local/bin/
 echo "installed: $(command -v berth) $(command -v berth-runtime)"
