@@ -1,1 +1,277 @@
 //! OCI seccomp profiles compiled to kernel filters with libseccomp.
+//!
+//! # Model
+//!
+//! [`Filter::compile`] turns an OCI [`LinuxSeccomp`] into a libseccomp filter context
+//! (nothing touches the kernel yet); [`Filter::load`] installs it on the calling thread
+//! (or every thread with `SECCOMP_FILTER_FLAG_TSYNC`). Semantics follow runc:
+//!
+//! * syscall names unknown on this architecture are skipped;
+//! * a rule whose action equals the default action is redundant and skipped;
+//! * conditions of one rule are ANDed, unless two conditions test the same argument, in
+//!   which case each condition becomes its own rule (ORed) as libseccomp cannot AND two
+//!   comparisons of one argument;
+//! * `SCMP_CMP_MASKED_EQ` takes the mask in `value` and the expected value in `valueTwo`;
+//! * `SCMP_ACT_ERRNO`/`SCMP_ACT_TRACE` without `errnoRet` return `EPERM`.
+//!
+//! The filter does **not** set `no_new_privs` itself: the caller (the runtime) sets it
+//! when the spec asks for it, and otherwise must load the filter while it still holds
+//! `CAP_SYS_ADMIN`.
+//!
+//! [`docker_default`] builds Docker's default profile for a set of capabilities and an
+//! architecture.
+
+mod docker;
+mod error;
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
+
+pub use docker::docker_default;
+pub use error::SeccompError;
+
+/// Number of syscall arguments a condition can test.
+const MAX_ARGS: usize = 6;
+/// Largest errno a seccomp filter can return (`SECCOMP_RET_DATA` is 16 bits, but the
+/// kernel treats values above `MAX_ERRNO` as non-errors).
+const MAX_ERRNO: u32 = 4095;
+
+/// A compiled seccomp filter, ready to be loaded. Not `Send`: compile and load it on the
+/// same thread (the container's init process).
+pub struct Filter {
+    ctx: ScmpFilterContext,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter").finish_non_exhaustive()
+    }
+}
+
+fn lib_err(
+    what: impl Into<String>,
+) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+    let what = what.into();
+    move |source| SeccompError::Libseccomp { what, source }
+}
+
+fn errno_of(what: &str, errno: Option<u32>) -> Result<i32, SeccompError> {
+    let e = errno.unwrap_or(libc::EPERM as u32);
+    if e > MAX_ERRNO {
+        return Err(SeccompError::InvalidArgument {
+            what: what.to_string(),
+            reason: format!("errno {e} is larger than {MAX_ERRNO}"),
+        });
+    }
+    // Fits: checked against MAX_ERRNO above.
+    Ok(e as i32)
+}
+
+/// Map an OCI action (with its errno) to libseccomp's.
+fn action(
+    a: LinuxSeccompAction,
+    errno: Option<u32>,
+    what: &str,
+) -> Result<ScmpAction, SeccompError> {
+    Ok(match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno_of(what, errno)?),
+        LinuxSeccompAction::ScmpActTrace => {
+            let e = errno_of(what, errno)?;
+            // MAX_ERRNO < u16::MAX, so this cannot truncate.
+            ScmpAction::Trace(e as u16)
+        }
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        LinuxSeccompAction::ScmpActNotify => {
+            return Err(SeccompError::Unsupported {
+                what: "SCMP_ACT_NOTIFY (seccomp user notification)".into(),
+            })
+        }
+    })
+}
+
+/// The libseccomp architecture for an OCI one.
+pub fn scmp_arch(a: Arch) -> ScmpArch {
+    match a {
+        Arch::ScmpArchNative => ScmpArch::Native,
+        Arch::ScmpArchX86 => ScmpArch::X86,
+        Arch::ScmpArchX86_64 => ScmpArch::X8664,
+        Arch::ScmpArchX32 => ScmpArch::X32,
+        Arch::ScmpArchArm => ScmpArch::Arm,
+        Arch::ScmpArchAarch64 => ScmpArch::Aarch64,
+        Arch::ScmpArchMips => ScmpArch::Mips,
+        Arch::ScmpArchMips64 => ScmpArch::Mips64,
+        Arch::ScmpArchMips64n32 => ScmpArch::Mips64N32,
+        Arch::ScmpArchMipsel => ScmpArch::Mipsel,
+        Arch::ScmpArchMipsel64 => ScmpArch::Mipsel64,
+        Arch::ScmpArchMipsel64n32 => ScmpArch::Mipsel64N32,
+        Arch::ScmpArchPpc => ScmpArch::Ppc,
+        Arch::ScmpArchPpc64 => ScmpArch::Ppc64,
+        Arch::ScmpArchPpc64le => ScmpArch::Ppc64Le,
+        Arch::ScmpArchS390 => ScmpArch::S390,
+        Arch::ScmpArchS390x => ScmpArch::S390X,
+        Arch::ScmpArchParisc => ScmpArch::Parisc,
+        Arch::ScmpArchParisc64 => ScmpArch::Parisc64,
+        Arch::ScmpArchRiscv64 => ScmpArch::Riscv64,
+        Arch::ScmpArchLoongarch64 => ScmpArch::Loongarch64,
+        Arch::ScmpArchM68k => ScmpArch::M68k,
+        Arch::ScmpArchSh => ScmpArch::Sh,
+        Arch::ScmpArchSheb => ScmpArch::Sheb,
+    }
+}
+
+/// Parse an architecture name: the OCI form (`SCMP_ARCH_X86_64`), the kernel's `uname -m`
+/// form (`x86_64`, `aarch64`, `i686`) or Go's (`amd64`, `arm64`, `386`).
+pub fn parse_arch(name: &str) -> Result<Arch, SeccompError> {
+    let n = name.trim().to_ascii_lowercase();
+    let n = n.strip_prefix("scmp_arch_").unwrap_or(&n);
+    Ok(match n {
+        "native" => Arch::ScmpArchNative,
+        "x86_64" | "amd64" => Arch::ScmpArchX86_64,
+        "x86" | "386" | "i386" | "i486" | "i586" | "i686" => Arch::ScmpArchX86,
+        "x32" => Arch::ScmpArchX32,
+        "arm" | "armv7l" | "armv6l" | "armhf" | "armel" => Arch::ScmpArchArm,
+        "aarch64" | "arm64" => Arch::ScmpArchAarch64,
+        "mips" => Arch::ScmpArchMips,
+        "mips64" => Arch::ScmpArchMips64,
+        "mips64n32" => Arch::ScmpArchMips64n32,
+        "mipsel" | "mipsle" => Arch::ScmpArchMipsel,
+        "mipsel64" | "mips64le" => Arch::ScmpArchMipsel64,
+        "mipsel64n32" | "mips64n32le" => Arch::ScmpArchMipsel64n32,
+        "ppc" => Arch::ScmpArchPpc,
+        "ppc64" => Arch::ScmpArchPpc64,
+        "ppc64le" => Arch::ScmpArchPpc64le,
+        "s390" => Arch::ScmpArchS390,
+        "s390x" => Arch::ScmpArchS390x,
+        "parisc" => Arch::ScmpArchParisc,
+        "parisc64" => Arch::ScmpArchParisc64,
+        "riscv64" => Arch::ScmpArchRiscv64,
+        "loongarch64" | "loong64" => Arch::ScmpArchLoongarch64,
+        "m68k" => Arch::ScmpArchM68k,
+        "sh" => Arch::ScmpArchSh,
+        "sheb" => Arch::ScmpArchSheb,
+        _ => {
+            return Err(SeccompError::InvalidArgument {
+                what: "architecture".into(),
+                reason: format!("unknown architecture {name:?}"),
+            })
+        }
+    })
+}
+
+fn condition(
+    syscall: &str,
+    arg: &oci_spec::runtime::LinuxSeccompArg,
+) -> Result<ScmpArgCompare, SeccompError> {
+    let index = arg.index();
+    if index >= MAX_ARGS {
+        return Err(SeccompError::InvalidArgument {
+            what: format!("condition of syscall {syscall}"),
+            reason: format!("argument index {index} is not below {MAX_ARGS}"),
+        });
+    }
+    let (op, datum) = match arg.op() {
+        LinuxSeccompOperator::ScmpCmpNe => (ScmpCompareOp::NotEqual, arg.value()),
+        LinuxSeccompOperator::ScmpCmpLt => (ScmpCompareOp::Less, arg.value()),
+        LinuxSeccompOperator::ScmpCmpLe => (ScmpCompareOp::LessOrEqual, arg.value()),
+        LinuxSeccompOperator::ScmpCmpEq => (ScmpCompareOp::Equal, arg.value()),
+        LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, arg.value()),
+        LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, arg.value()),
+        LinuxSeccompOperator::ScmpCmpMaskedEq => (
+            ScmpCompareOp::MaskedEqual(arg.value()),
+            arg.value_two().unwrap_or(0),
+        ),
+    };
+    // index < MAX_ARGS (6), so it fits in u32.
+    Ok(ScmpArgCompare::new(index as u32, op, datum))
+}
+
+impl Filter {
+    /// Compile an OCI seccomp configuration. Fails on actions this crate does not
+    /// support (`SCMP_ACT_NOTIFY`), errno values above 4095, argument indexes above 5,
+    /// architectures or flags the installed libseccomp does not know.
+    pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
+        let default = action(s.default_action(), s.default_errno_ret(), "defaultAction")?;
+        let mut ctx = ScmpFilterContext::new(default).map_err(lib_err("create filter"))?;
+        ctx.set_ctl_nnp(false)
+            .map_err(lib_err("clear the no_new_privs attribute"))?;
+        for a in s.architectures().iter().flatten() {
+            let arch = scmp_arch(*a);
+            let present = ctx
+                .is_arch_present(arch)
+                .map_err(|source| SeccompError::Arch {
+                    arch: a.to_string(),
+                    source,
+                })?;
+            if !present {
+                ctx.add_arch(arch).map_err(|source| SeccompError::Arch {
+                    arch: a.to_string(),
+                    source,
+                })?;
+            }
+        }
+        for f in s.flags().iter().flatten() {
+            let r = match f {
+                LinuxSeccompFilterFlag::SeccompFilterFlagTsync => ctx.set_ctl_tsync(true),
+                LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx.set_ctl_log(true),
+                LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => ctx.set_ctl_ssb(true),
+                LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => {
+                    ctx.set_ctl_waitkill(true)
+                }
+            };
+            r.map_err(|source| SeccompError::Flag {
+                flag: f.to_string(),
+                source,
+            })?;
+        }
+        for rule in s.syscalls().iter().flatten() {
+            let first = rule.names().first().map(String::as_str).unwrap_or("");
+            let act = action(rule.action(), rule.errno_ret(), first)?;
+            if act == default {
+                continue;
+            }
+            let args = rule.args().as_deref().unwrap_or(&[]);
+            let mut conds = Vec::with_capacity(args.len());
+            let mut seen = [0usize; MAX_ARGS];
+            for a in args {
+                conds.push(condition(first, a)?);
+                seen[a.index()] += 1;
+            }
+            let separate = seen.iter().any(|&n| n > 1);
+            for name in rule.names() {
+                let Ok(sc) = ScmpSyscall::from_name(name) else {
+                    // Not a syscall on this architecture (or unknown to libseccomp).
+                    continue;
+                };
+                let what = format!("add a rule for syscall {name}");
+                if separate {
+                    for c in &conds {
+                        ctx.add_rule_conditional(act, sc, std::slice::from_ref(c))
+                            .map_err(lib_err(what.clone()))?;
+                    }
+                } else {
+                    ctx.add_rule_conditional(act, sc, &conds)
+                        .map_err(lib_err(what))?;
+                }
+            }
+        }
+        Ok(Filter { ctx })
+    }
+
+    /// Install the filter in the kernel for the calling thread (all threads with TSYNC).
+    /// Needs `no_new_privs` set or `CAP_SYS_ADMIN`. Irreversible for this process.
+    pub fn load(&self) -> Result<(), SeccompError> {
+        self.ctx
+            .load()
+            .map_err(|source| SeccompError::Load { source })
+    }
+}
