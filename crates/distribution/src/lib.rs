@@ -1,1 +1,10 @@
 //! OCI registry client and registry server.
+//!
+//! - [`server`]: an OCI distribution-spec registry (axum router) over a content store on
+//!   disk plus per-repository metadata; `berth registry serve` runs it.
+//! - [`names`], [`media`]: repository name / tag / digest syntax and manifest media types,
+//!   shared by both sides.
+
+pub mod media;
+pub mod names;
+pub mod server;
