@@ -1,8 +1,6 @@
 //! Syntax checks shared by the server and the client: repository names, tags and digests
 //! as the distribution spec defines them.
 
-use sha2::{Digest as _, Sha256};
-
 /// Longest repository name we accept (the spec suggests registries may limit it; docker
 /// limits the whole reference to 255 characters).
 pub const MAX_NAME_LEN: usize = 255;
@@ -68,57 +66,6 @@ pub fn valid_tag(tag: &str) -> bool {
         .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
 }
 
-/// A parsed `sha256:<64 lowercase hex>` digest (the only algorithm this crate verifies).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sha256Digest {
-    hex: String,
-}
-
-impl Sha256Digest {
-    /// Parses `sha256:<hex>`; `None` for any other algorithm or malformed hex.
-    pub fn parse(s: &str) -> Option<Self> {
-        let hex = s.strip_prefix("sha256:")?;
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-        {
-            return None;
-        }
-        Some(Self {
-            hex: hex.to_string(),
-        })
-    }
-
-    /// The digest of `data`.
-    pub fn of(data: &[u8]) -> Self {
-        Self::from_hasher(Sha256::new_with_prefix(data))
-    }
-
-    /// The digest a finished hasher computed.
-    pub fn from_hasher(h: Sha256) -> Self {
-        Self {
-            hex: hex::encode(h.finalize()),
-        }
-    }
-
-    /// The 64 hex characters.
-    pub fn hex(&self) -> &str {
-        &self.hex
-    }
-}
-
-impl std::fmt::Display for Sha256Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", self.hex)
-    }
-}
-
-/// Whether a string looks like a digest of any algorithm (`alg:encoded`), as opposed to a tag.
-pub fn looks_like_digest(s: &str) -> bool {
-    s.contains(':')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,21 +100,5 @@ mod tests {
         assert!(!valid_tag("-x"));
         assert!(!valid_tag(&"a".repeat(129)));
         assert!(!valid_tag("a:b"));
-    }
-
-    #[test]
-    fn digests() {
-        let d = Sha256Digest::of(b"");
-        assert_eq!(
-            d.to_string(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(Sha256Digest::parse(&d.to_string()), Some(d));
-        assert!(Sha256Digest::parse("sha256:abc").is_none());
-        assert!(Sha256Digest::parse("sha512:e3b0").is_none());
-        assert!(Sha256Digest::parse(
-            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
-        )
-        .is_none());
     }
 }

@@ -708,6 +708,12 @@ async fn state_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let c = http();
     let (url, md) = {
+        // No connection pooling: the first server's connections close with each request,
+        // so its state (and the upload's ingest lock) is dropped with it.
+        let c = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
         let s = start_server(dir.path(), None).await;
         let (md, _) = push_image(&c, &s.base, "keep", "v1", b"layer", json!({})).await;
         let r = c

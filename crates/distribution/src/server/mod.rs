@@ -30,15 +30,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use futures::StreamExt;
-use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 pub use auth::HtpasswdError;
 pub use error::{ApiError, Code};
 
 use crate::media;
-use crate::names::{valid_repository_name, valid_tag, Sha256Digest};
+use crate::names::{valid_repository_name, valid_tag};
 use storage::Storage;
+use store::content::{BlobWriter, ContentError};
+use store::Digest;
 
 /// Realm sent in `WWW-Authenticate` challenges.
 pub const REALM: &str = "berth-registry";
@@ -245,8 +246,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn parse_digest(s: &str) -> Result<Sha256Digest, ApiError> {
-    Sha256Digest::parse(s).ok_or_else(|| {
+fn parse_digest(s: &str) -> Result<Digest, ApiError> {
+    Digest::parse(s).map_err(|_| {
         ApiError::new(Code::DigestInvalid, "invalid or unsupported digest")
             .detail(serde_json::json!({ "digest": s }))
     })
@@ -335,18 +336,6 @@ async fn handle(
                 _ => Err(unsupported()),
             }
         }
-    }
-}
-
-/// Runs blocking filesystem work off the async threads.
-async fn blocking<T: Send + 'static>(
-    what: &'static str,
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ApiError::internal(what, e)),
-        Err(e) => Err(ApiError::internal(what, e)),
     }
 }
 
@@ -470,10 +459,12 @@ async fn get_blob(app: &App, name: &str, digest: &str, headers: &HeaderMap, body
     if !app.storage.blob_linked(name, &d) {
         return Err(blob_unknown(digest));
     }
-    let path = app.storage.blob_path(&d);
-    let mut file = tokio::fs::File::open(&path)
-        .await
+    let file = app
+        .storage
+        .content()
+        .open_blob(&d)
         .map_err(|_| blob_unknown(digest))?;
+    let mut file = tokio::fs::File::from_std(file);
     let size = file
         .metadata()
         .await
@@ -562,7 +553,7 @@ fn upload_accepted(name: &str, id: &str, offset: u64, status: StatusCode) -> Res
         .unwrap_or_default()
 }
 
-fn blob_created(name: &str, d: &Sha256Digest) -> Response {
+fn blob_created(name: &str, d: &Digest) -> Response {
     Response::builder()
         .status(StatusCode::CREATED)
         .header(header::LOCATION, format!("/v2/{name}/blobs/{d}"))
@@ -572,26 +563,35 @@ fn blob_created(name: &str, d: &Sha256Digest) -> Response {
         .unwrap_or_default()
 }
 
-/// Streams `body` to the end of `file`, feeding `hasher`; returns bytes written.
-/// On a body error the bytes already written stay (and are hashed), so the client may
-/// resume from the reported offset.
+/// Streams `body` into a content store writer on a blocking thread; returns the writer
+/// (so the caller can commit it or keep it for the next chunk), the bytes written, and the
+/// body error if the request ended early. Bytes already written stay in the writer, so
+/// the client may resume from the reported offset.
 async fn stream_into(
-    file: tokio::fs::File,
+    mut w: BlobWriter,
     body: Body,
-    hasher: &mut Sha256,
-) -> Result<(u64, Option<ApiError>), ApiError> {
-    let mut w = tokio::io::BufWriter::with_capacity(1024 * 1024, file);
+) -> Result<(BlobWriter, u64, Option<ApiError>), ApiError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut n = 0u64;
+        while let Some(b) = rx.blocking_recv() {
+            if let Err(e) = w.write_all(&b) {
+                return (w, n, Some(e));
+            }
+            n += b.len() as u64;
+        }
+        let res = w.flush().err();
+        (w, n, res)
+    });
     let mut stream = body.into_data_stream();
-    let mut n = 0u64;
     let mut failed = None;
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => {
-                w.write_all(&c)
-                    .await
-                    .map_err(|e| ApiError::internal("write upload", e))?;
-                hasher.update(&c);
-                n += c.len() as u64;
+                if tx.send(c).await.is_err() {
+                    break;
+                }
             }
             Err(e) => {
                 failed = Some(
@@ -602,10 +602,38 @@ async fn stream_into(
             }
         }
     }
-    w.flush()
+    drop(tx);
+    let (w, n, io_err) = writer
         .await
         .map_err(|e| ApiError::internal("write upload", e))?;
-    Ok((n, failed))
+    if let Some(e) = io_err {
+        return Err(ApiError::internal("write upload", e));
+    }
+    Ok((w, n, failed))
+}
+
+/// Opens a content store writer on a blocking thread.
+async fn open_writer(app: &App, key: String) -> Result<BlobWriter, ApiError> {
+    let content = app.storage.content().clone();
+    match tokio::task::spawn_blocking(move || content.writer(&key)).await {
+        Ok(Ok(w)) => Ok(w),
+        Ok(Err(e)) => Err(ApiError::internal("open upload", e)),
+        Err(e) => Err(ApiError::internal("open upload", e)),
+    }
+}
+
+/// Commits a writer against `d` on a blocking thread: `Ok(false)` on a digest mismatch
+/// (the data is then discarded by the store).
+async fn commit_writer(w: BlobWriter, d: &Digest) -> Result<Result<(), ApiError>, ApiError> {
+    let want = d.clone();
+    match tokio::task::spawn_blocking(move || w.commit(None, Some(&want))).await {
+        Ok(Ok(_)) => Ok(Ok(())),
+        Ok(Err(ContentError::DigestMismatch { expected, actual })) => {
+            Ok(Err(digest_mismatch(&expected, &actual)))
+        }
+        Ok(Err(e)) => Err(ApiError::internal("commit blob", e)),
+        Err(e) => Err(ApiError::internal("commit blob", e)),
+    }
 }
 
 async fn start_upload(app: &App, name: &str, q: &Query<'_>, body: Body) -> Res {
@@ -624,79 +652,34 @@ async fn start_upload(app: &App, name: &str, q: &Query<'_>, body: Body) -> Res {
         // Not mountable: fall back to a regular upload session (spec: 202).
     } else if let Some(digest) = q.get("digest") {
         let d = parse_digest(digest)?;
-        let tmp = app.storage.temp_path();
-        let file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| ApiError::internal("create upload", e))?;
-        let mut h = Sha256::new();
-        let res = stream_into(file, body, &mut h).await;
-        let (_, failed) = match res {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
+        let w = open_writer(app, storage::upload_ref_key(&app.storage.new_id())).await?;
+        let (w, _, failed) = stream_into(w, body).await?;
         if let Some(e) = failed {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = tokio::task::spawn_blocking(move || w.abort()).await;
             return Err(e);
         }
-        let got = Sha256Digest::from_hasher(h);
-        if got != d {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(digest_mismatch(&d, &got));
-        }
-        return commit_and_link(app, name, &tmp, &d).await;
+        commit_writer(w, &d).await??;
+        app.storage
+            .link_blob(name, &d)
+            .map_err(|e| ApiError::internal("link blob", e))?;
+        return Ok(blob_created(name, &d));
     }
-    let storage_id = app
+    let id = app
         .storage
         .start_upload(name)
         .map_err(|e| ApiError::internal("start upload", e))?;
-    let mut r = upload_accepted(name, &storage_id, 0, StatusCode::ACCEPTED);
+    let mut r = upload_accepted(name, &id, 0, StatusCode::ACCEPTED);
     r.headers_mut()
         .insert("OCI-Chunk-Min-Length", HeaderValue::from_static("0"));
     Ok(r)
 }
 
-fn digest_mismatch(want: &Sha256Digest, got: &Sha256Digest) -> ApiError {
+fn digest_mismatch(want: &Digest, got: &Digest) -> ApiError {
     ApiError::new(
         Code::DigestInvalid,
         "provided digest did not match uploaded content",
     )
     .detail(serde_json::json!({ "expected": want.to_string(), "actual": got.to_string() }))
-}
-
-async fn commit_and_link(app: &App, name: &str, tmp: &Path, d: &Sha256Digest) -> Res {
-    app.storage
-        .commit_file(tmp, d)
-        .map_err(|e| ApiError::internal("commit blob", e))?;
-    app.storage
-        .link_blob(name, d)
-        .map_err(|e| ApiError::internal("link blob", e))?;
-    Ok(blob_created(name, d))
-}
-
-/// Brings a session's in-memory hash up to the file's length (after a restart).
-async fn session_hash(path: &Path, sess: &mut storage::Session) -> Result<(u64, Sha256), ApiError> {
-    let len = tokio::fs::metadata(path)
-        .await
-        .map_err(|_| ApiError::new(Code::BlobUploadUnknown, "blob upload unknown to registry"))?
-        .len();
-    if let Some((off, h)) = &sess.hashed {
-        if *off == len {
-            return Ok((len, h.clone()));
-        }
-    }
-    let p = path.to_path_buf();
-    let h = blocking("hash upload", move || {
-        let mut f = std::fs::File::open(p)?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h)?;
-        Ok(h)
-    })
-    .await?;
-    sess.hashed = Some((len, h.clone()));
-    Ok((len, h))
 }
 
 /// Parses `Content-Range: <start>-<end>` (with or without a `bytes ` prefix).
@@ -720,7 +703,9 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     Ok(Some((a, b)))
 }
 
-/// Appends a request body to an upload session, checking `Content-Range` order.
+/// Appends a request body to an upload session, checking `Content-Range` order and,
+/// when both are given, that it agrees with `Content-Length`. Leaves the session's
+/// writer in `sess` and returns the new offset.
 async fn append_chunk(
     app: &App,
     name: &str,
@@ -729,48 +714,45 @@ async fn append_chunk(
     body: Body,
     sess: &mut storage::Session,
 ) -> Result<u64, ApiError> {
-    let path = app.storage.upload_path(name, id);
-    let (offset, mut h) = session_hash(&path, sess)
-        .await
-        .map_err(|_| upload_unknown(id))?;
+    if !app.storage.upload_exists(name, id) {
+        return Err(upload_unknown(id));
+    }
+    let w = match sess.writer.take() {
+        Some(w) => w,
+        None => open_writer(app, storage::upload_ref_key(id)).await?,
+    };
+    let offset = w.offset();
     let range = content_range(headers)?;
-    if let Some((start, _)) = range {
+    if let Some((start, end)) = range {
+        let mut err = None;
         if start != offset {
-            return Err(ApiError::new(Code::BlobUploadInvalid, "chunk out of order")
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .detail(serde_json::json!({ "expected_offset": offset, "got": start }))
+            err = Some(
+                ApiError::new(Code::BlobUploadInvalid, "chunk out of order")
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .detail(serde_json::json!({ "expected_offset": offset, "got": start })),
+            );
+        } else if let Some(len) = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len != end - start + 1 {
+                err = Some(ApiError::new(
+                    Code::SizeInvalid,
+                    "Content-Length does not match Content-Range",
+                ));
+            }
+        }
+        if let Some(e) = err {
+            sess.writer = Some(w);
+            return Err(e
                 .header(header::LOCATION, hv(&upload_location(name, id)))
                 .header(header::RANGE, hv(&range_header(offset))));
         }
     }
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .await
-        .map_err(|_| upload_unknown(id))?;
-    file.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(|e| ApiError::internal("seek upload", e))?;
-    let (n, failed) = stream_into(file, body, &mut h).await?;
-    let new_len = offset + n;
-    if let Some((start, end)) = range {
-        if end - start + 1 != n {
-            // Roll the chunk back: the session stays at its previous offset.
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| ApiError::internal("truncate upload", e))?;
-            f.set_len(offset)
-                .map_err(|e| ApiError::internal("truncate upload", e))?;
-            sess.hashed = None;
-            return Err(ApiError::new(
-                Code::SizeInvalid,
-                "chunk length does not match Content-Range",
-            )
-            .detail(serde_json::json!({ "range": format!("{start}-{end}"), "received": n })));
-        }
-    }
-    sess.hashed = Some((new_len, h));
+    let (w, _, failed) = stream_into(w, body).await?;
+    let new_len = w.offset();
+    sess.writer = Some(w);
     if let Some(e) = failed {
         return Err(e);
     }
@@ -799,36 +781,46 @@ async fn put_upload(
     let lock = app.storage.session(id);
     let mut sess = lock.lock().await;
     append_chunk(app, name, id, headers, body, &mut sess).await?;
-    let path = app.storage.upload_path(name, id);
-    let (_, h) = session_hash(&path, &mut sess).await?;
-    let got = Sha256Digest::from_hasher(h);
-    if got != d {
-        let _ = app.storage.end_upload(name, id);
-        return Err(digest_mismatch(&d, &got));
-    }
-    let r = commit_and_link(app, name, &path, &d).await?;
+    let w = sess
+        .writer
+        .take()
+        .ok_or_else(|| ApiError::internal("close upload", "no writer"))?;
+    let committed = commit_writer(w, &d).await?;
     let _ = app.storage.end_upload(name, id);
-    Ok(r)
+    committed?;
+    app.storage
+        .link_blob(name, &d)
+        .map_err(|e| ApiError::internal("link blob", e))?;
+    Ok(blob_created(name, &d))
 }
 
 async fn upload_status(app: &App, name: &str, id: &str) -> Res {
-    let len = tokio::fs::metadata(app.storage.upload_path(name, id))
-        .await
-        .map_err(|_| upload_unknown(id))?
-        .len();
-    Ok(upload_accepted(name, id, len, StatusCode::NO_CONTENT))
+    if !app.storage.upload_exists(name, id) {
+        return Err(upload_unknown(id));
+    }
+    let lock = app.storage.session(id);
+    let sess = lock.lock().await;
+    let offset = match &sess.writer {
+        Some(w) => w.offset(),
+        None => app.storage.upload_offset(id),
+    };
+    Ok(upload_accepted(name, id, offset, StatusCode::NO_CONTENT))
 }
 
 async fn cancel_upload(app: &App, name: &str, id: &str) -> Res {
-    let lock = app.storage.session(id);
-    let _sess = lock.lock().await;
-    if !app
-        .storage
-        .end_upload(name, id)
-        .map_err(|e| ApiError::internal("cancel upload", e))?
-    {
+    if !app.storage.upload_exists(name, id) {
         return Err(upload_unknown(id));
     }
+    let lock = app.storage.session(id);
+    let mut sess = lock.lock().await;
+    let w = match sess.writer.take() {
+        Some(w) => w,
+        None => open_writer(app, storage::upload_ref_key(id)).await?,
+    };
+    let _ = tokio::task::spawn_blocking(move || w.abort()).await;
+    app.storage
+        .end_upload(name, id)
+        .map_err(|e| ApiError::internal("cancel upload", e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -844,7 +836,7 @@ fn manifest_invalid(why: &str) -> ApiError {
 }
 
 /// Resolves a tag or digest reference of `name` to a digest.
-fn resolve(app: &App, name: &str, reference: &str) -> Result<Sha256Digest, ApiError> {
+fn resolve(app: &App, name: &str, reference: &str) -> Result<Digest, ApiError> {
     if reference.contains(':') {
         parse_digest(reference)
     } else if valid_tag(reference) {
@@ -918,7 +910,7 @@ async fn get_manifest(
 }
 
 /// A descriptor's digest, required to be sha256.
-fn descriptor_digest(v: &serde_json::Value) -> Result<Sha256Digest, ApiError> {
+fn descriptor_digest(v: &serde_json::Value) -> Result<Digest, ApiError> {
     let s = v
         .get("digest")
         .and_then(|d| d.as_str())
@@ -926,13 +918,12 @@ fn descriptor_digest(v: &serde_json::Value) -> Result<Sha256Digest, ApiError> {
     if v.get("size").and_then(|s| s.as_u64()).is_none() {
         return Err(manifest_invalid("descriptor without size"));
     }
-    Sha256Digest::parse(s).ok_or_else(|| {
-        manifest_invalid("descriptor digest is not sha256")
-            .detail(serde_json::json!({ "digest": s }))
+    Digest::parse(s).map_err(|_| {
+        manifest_invalid("invalid descriptor digest").detail(serde_json::json!({ "digest": s }))
     })
 }
 
-fn blob_missing(d: &Sha256Digest) -> ApiError {
+fn blob_missing(d: &Digest) -> ApiError {
     ApiError::new(
         Code::ManifestBlobUnknown,
         "manifest references a manifest or blob unknown to registry",
@@ -1013,7 +1004,7 @@ async fn put_manifest(
         return Err(manifest_invalid("unsupported media type")
             .detail(serde_json::json!({ "mediaType": mt })));
     }
-    let d = Sha256Digest::of(&data);
+    let d = Digest::sha256_of(&data);
     let mut tags = Vec::new();
     if reference.contains(':') {
         let want = parse_digest(reference)?;
@@ -1111,7 +1102,7 @@ async fn delete_manifest(app: &App, name: &str, reference: &str) -> Res {
 }
 
 async fn referrers(app: &App, name: &str, digest: &str, q: &Query<'_>) -> Res {
-    let d = Sha256Digest::parse(digest).ok_or_else(|| {
+    let d = Digest::parse(digest).map_err(|_| {
         ApiError::new(Code::DigestInvalid, "invalid digest")
             .detail(serde_json::json!({ "digest": digest }))
     })?;

@@ -3,77 +3,93 @@
 //! Layout under the root directory:
 //!
 //! ```text
-//! <root>/blobs/sha256/<hex>                      content store: every blob and manifest, by digest
-//! <root>/ingest/<key>                            content store: partial data being written
-//! <root>/repositories/<name>/_links/sha256/<hex>  empty file: blob <hex> is visible in <name>
-//! <root>/repositories/<name>/_manifests/sha256/<hex>  manifest <hex> is in <name>; holds its media type
-//! <root>/repositories/<name>/_tags/<tag>          holds the digest the tag points at
-//! <root>/repositories/<name>/_referrers/<subject-hex>/<hex>  descriptor (JSON) of a manifest whose subject is <subject-hex>
-//! <root>/repositories/<name>/_uploads/<uuid>      data of an upload session so far
+//! <root>/blobs/<alg>/<hex>         store::content::ContentStore: every blob and manifest
+//! <root>/ingest/...                content store: partial uploads (ref key "registry-upload-<uuid>")
+//! <root>/repositories/<name>/
+//!     _links/<alg>-<hex>           empty file: the blob is visible in <name>
+//!     _manifests/<alg>-<hex>       the manifest is in <name>; holds its media type
+//!     _tags/<tag>                  holds the digest the tag points at
+//!     _referrers/<subject>/<d>     descriptor (JSON) of manifest <d> whose subject is <subject>
+//!     _uploads/<uuid>              marker of an open upload session
 //! ```
 //!
-//! A blob becomes visible only after its digest was verified and its file renamed into
-//! `blobs/`; every metadata file is written to a temporary name, fsynced and renamed, so
+//! The content store is the same format the engine's image store uses. A blob becomes
+//! visible only after the store verified its digest and renamed it into `blobs/`; every metadata file is written to a temporary name, fsynced and renamed, so
 //! a crash leaves either the old or the new state. Repository names never contain a
 //! component starting with `_`, so the `_*` directories cannot clash with nested names.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest as _, Sha256};
+use store::content::{BlobWriter, ContentError, ContentStore};
+use store::Digest;
 
-use crate::names::Sha256Digest;
-
-/// State of an upload session kept in memory while the server runs: the hash of the data
-/// written so far, so closing the upload need not read it back. After a restart the hash
-/// is recomputed from the file.
+/// State of an upload session kept in memory while the server runs: the open content
+/// store writer (which holds the hash of the data so far). After a restart the writer is
+/// reopened from the ingest file (the store re-hashes it once).
 #[derive(Default)]
 pub(crate) struct Session {
-    pub hashed: Option<(u64, Sha256)>,
+    pub writer: Option<BlobWriter>,
 }
 
 /// The registry's storage: a content store plus per-repository metadata.
 pub(crate) struct Storage {
     root: PathBuf,
+    content: ContentStore,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
     counter: AtomicU64,
+}
+
+/// Ref key under which the content store ingests upload session `uuid`.
+pub(crate) fn upload_ref_key(uuid: &str) -> String {
+    format!("registry-upload-{uuid}")
+}
+
+fn digest_file_name(d: &Digest) -> String {
+    format!("{}-{}", d.algorithm(), d.hex())
+}
+
+fn digest_from_file_name(n: &str) -> Option<Digest> {
+    let (alg, hex) = n.split_once('-')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
+fn content_io(e: ContentError) -> io::Error {
+    match e {
+        ContentError::Io { source, .. } => source,
+        ContentError::NotFound(_) => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+        e => io::Error::other(e.to_string()),
+    }
 }
 
 impl Storage {
     /// Opens (creating if needed) the storage rooted at `root`.
     pub fn open(root: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(root.join("blobs/sha256"))?;
-        std::fs::create_dir_all(root.join("ingest"))?;
+        let content = ContentStore::open(root).map_err(content_io)?;
         std::fs::create_dir_all(root.join("repositories"))?;
         Ok(Self {
             root: root.to_path_buf(),
+            content,
             sessions: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
         })
     }
 
-    /// The path of a committed blob (whether or not it exists).
-    pub fn blob_path(&self, d: &Sha256Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(d.hex())
+    /// The content store holding every blob and manifest.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
     }
 
     /// The size of a committed blob, or `None` when it is not in the content store.
-    pub fn blob_size(&self, d: &Sha256Digest) -> Option<u64> {
-        std::fs::metadata(self.blob_path(d))
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
+    pub fn blob_size(&self, d: &Digest) -> Option<u64> {
+        self.content.size(d).ok()
     }
 
-    /// A fresh path in the ingest directory for data whose digest is not known yet.
-    pub fn temp_path(&self) -> PathBuf {
-        self.root.join("ingest").join(self.new_id())
-    }
-
-    /// A new random-looking identifier (upload UUIDs, temporary names).
+    /// A new random-looking identifier (upload UUIDs).
     pub fn new_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let now = std::time::SystemTime::now()
@@ -96,35 +112,9 @@ impl Storage {
         )
     }
 
-    /// Moves a fully written, verified file at `tmp` into the content store as `d`.
-    /// If the blob is already there, `tmp` is removed instead.
-    pub fn commit_file(&self, tmp: &Path, d: &Sha256Digest) -> io::Result<()> {
-        let dest = self.blob_path(d);
-        if dest.is_file() {
-            let _ = std::fs::remove_file(tmp);
-            return Ok(());
-        }
-        std::fs::File::open(tmp)?.sync_all()?;
-        std::fs::rename(tmp, &dest)?;
-        sync_dir(&self.root.join("blobs/sha256"))
-    }
-
-    /// Writes `data` (already hashed to `d`) into the content store.
-    pub fn write_blob(&self, d: &Sha256Digest, data: &[u8]) -> io::Result<()> {
-        if self.blob_size(d).is_some() {
-            return Ok(());
-        }
-        let tmp = self.temp_path();
-        std::fs::write(&tmp, data)?;
-        self.commit_file(&tmp, d)
-    }
-
-    /// Reads a whole blob (used for manifests, which are bounded in size).
-    pub fn read_blob(&self, d: &Sha256Digest, limit: u64) -> io::Result<Vec<u8>> {
-        let f = std::fs::File::open(self.blob_path(d))?;
-        let mut v = Vec::new();
-        f.take(limit).read_to_end(&mut v)?;
-        Ok(v)
+    /// Reads a whole blob (used for manifests, which are bounded in size), verifying it.
+    pub fn read_blob(&self, d: &Digest, limit: u64) -> io::Result<Vec<u8>> {
+        self.content.read_blob(d, limit).map_err(content_io)
     }
 
     fn repo_dir(&self, name: &str) -> PathBuf {
@@ -137,49 +127,53 @@ impl Storage {
         d.join("_links").is_dir() || d.join("_manifests").is_dir()
     }
 
-    fn link_path(&self, name: &str, d: &Sha256Digest) -> PathBuf {
-        self.repo_dir(name).join("_links/sha256").join(d.hex())
+    fn link_path(&self, name: &str, d: &Digest) -> PathBuf {
+        self.repo_dir(name).join("_links").join(digest_file_name(d))
     }
 
     /// Makes blob `d` visible in repository `name`.
-    pub fn link_blob(&self, name: &str, d: &Sha256Digest) -> io::Result<()> {
+    pub fn link_blob(&self, name: &str, d: &Digest) -> io::Result<()> {
         atomic_write(&self.link_path(name, d), b"")
     }
 
     /// Whether blob `d` is linked into `name` and present in the content store.
-    pub fn blob_linked(&self, name: &str, d: &Sha256Digest) -> bool {
+    pub fn blob_linked(&self, name: &str, d: &Digest) -> bool {
         self.link_path(name, d).is_file() && self.blob_size(d).is_some()
     }
 
     /// Removes blob `d` from repository `name`; `false` when it was not linked.
-    pub fn unlink_blob(&self, name: &str, d: &Sha256Digest) -> io::Result<bool> {
+    pub fn unlink_blob(&self, name: &str, d: &Digest) -> io::Result<bool> {
         remove_if_exists(&self.link_path(name, d))
     }
 
-    fn manifest_path(&self, name: &str, d: &Sha256Digest) -> PathBuf {
-        self.repo_dir(name).join("_manifests/sha256").join(d.hex())
+    fn manifest_path(&self, name: &str, d: &Digest) -> PathBuf {
+        self.repo_dir(name)
+            .join("_manifests")
+            .join(digest_file_name(d))
     }
 
     /// Stores a verified manifest and links it into `name` with its media type.
     pub fn put_manifest(
         &self,
         name: &str,
-        d: &Sha256Digest,
+        d: &Digest,
         media_type: &str,
         data: &[u8],
     ) -> io::Result<()> {
-        self.write_blob(d, data)?;
+        self.content
+            .put_bytes_verified(data, d)
+            .map_err(content_io)?;
         atomic_write(&self.manifest_path(name, d), media_type.as_bytes())
     }
 
     /// The media type of manifest `d` in `name`, or `None` when it is not there.
-    pub fn manifest_media_type(&self, name: &str, d: &Sha256Digest) -> Option<String> {
+    pub fn manifest_media_type(&self, name: &str, d: &Digest) -> Option<String> {
         self.blob_size(d)?;
         std::fs::read_to_string(self.manifest_path(name, d)).ok()
     }
 
     /// Removes manifest `d` from `name` with the tags pointing at it; `false` when absent.
-    pub fn delete_manifest(&self, name: &str, d: &Sha256Digest) -> io::Result<bool> {
+    pub fn delete_manifest(&self, name: &str, d: &Digest) -> io::Result<bool> {
         let existed = remove_if_exists(&self.manifest_path(name, d))?;
         for t in self.tags(name)? {
             if self.tag(name, &t).as_ref() == Some(d) {
@@ -190,7 +184,7 @@ impl Storage {
         let rdir = self.repo_dir(name).join("_referrers");
         if let Ok(rd) = std::fs::read_dir(&rdir) {
             for e in rd.flatten() {
-                remove_if_exists(&e.path().join(d.hex()))?;
+                remove_if_exists(&e.path().join(digest_file_name(d)))?;
             }
         }
         Ok(existed)
@@ -201,14 +195,14 @@ impl Storage {
     }
 
     /// Points `tag` of `name` at manifest `d`.
-    pub fn set_tag(&self, name: &str, tag: &str, d: &Sha256Digest) -> io::Result<()> {
+    pub fn set_tag(&self, name: &str, tag: &str, d: &Digest) -> io::Result<()> {
         atomic_write(&self.tag_path(name, tag), d.to_string().as_bytes())
     }
 
     /// The manifest a tag points at.
-    pub fn tag(&self, name: &str, tag: &str) -> Option<Sha256Digest> {
+    pub fn tag(&self, name: &str, tag: &str) -> Option<Digest> {
         let s = std::fs::read_to_string(self.tag_path(name, tag)).ok()?;
-        Sha256Digest::parse(s.trim())
+        Digest::parse(s.trim()).ok()
     }
 
     /// Removes a tag; `false` when it did not exist.
@@ -270,28 +264,31 @@ impl Storage {
     pub fn add_referrer(
         &self,
         name: &str,
-        subject: &Sha256Digest,
-        referrer: &Sha256Digest,
+        subject: &Digest,
+        referrer: &Digest,
         descriptor: &[u8],
     ) -> io::Result<()> {
         let p = self
             .repo_dir(name)
             .join("_referrers")
-            .join(subject.hex())
-            .join(referrer.hex());
+            .join(digest_file_name(subject))
+            .join(digest_file_name(referrer));
         atomic_write(&p, descriptor)
     }
 
     /// Descriptors (JSON) of the manifests whose subject is `subject`, sorted by digest.
-    pub fn referrers(&self, name: &str, subject: &Sha256Digest) -> io::Result<Vec<Vec<u8>>> {
-        let dir = self.repo_dir(name).join("_referrers").join(subject.hex());
+    pub fn referrers(&self, name: &str, subject: &Digest) -> io::Result<Vec<Vec<u8>>> {
+        let dir = self
+            .repo_dir(name)
+            .join("_referrers")
+            .join(digest_file_name(subject));
         let mut names = Vec::new();
         match std::fs::read_dir(&dir) {
             Ok(rd) => {
                 for e in rd {
                     let e = e?;
                     let n = e.file_name().to_string_lossy().into_owned();
-                    if Sha256Digest::parse(&format!("sha256:{n}")).is_some() {
+                    if digest_from_file_name(&n).is_some() {
                         names.push(n);
                     }
                 }
@@ -309,19 +306,25 @@ impl Storage {
         Ok(out)
     }
 
-    /// The data file of upload session `uuid` in `name`.
-    pub fn upload_path(&self, name: &str, uuid: &str) -> PathBuf {
+    /// The marker file of upload session `uuid` in `name` (its data is in the ingest area).
+    fn upload_marker(&self, name: &str, uuid: &str) -> PathBuf {
         self.repo_dir(name).join("_uploads").join(uuid)
     }
 
-    /// Starts an upload session: creates its empty data file and returns its id.
+    /// Whether upload session `uuid` exists in `name`.
+    pub fn upload_exists(&self, name: &str, uuid: &str) -> bool {
+        self.upload_marker(name, uuid).is_file()
+    }
+
+    /// Bytes received so far by an upload session (read without locking it).
+    pub fn upload_offset(&self, uuid: &str) -> u64 {
+        self.content.ingest_offset(&upload_ref_key(uuid))
+    }
+
+    /// Starts an upload session and returns its id.
     pub fn start_upload(&self, name: &str) -> io::Result<String> {
         let id = self.new_id();
-        let p = self.upload_path(name, &id);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::File::create(&p)?;
+        atomic_write(&self.upload_marker(name, &id), b"")?;
         Ok(id)
     }
 
@@ -331,13 +334,14 @@ impl Storage {
         m.entry(uuid.to_string()).or_default().clone()
     }
 
-    /// Forgets an upload session's in-memory state and removes its data.
+    /// Ends an upload session: forgets its state and removes its marker (the caller has
+    /// committed or aborted the data). `false` when there was no such session.
     pub fn end_upload(&self, name: &str, uuid: &str) -> io::Result<bool> {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uuid);
-        remove_if_exists(&self.upload_path(name, uuid))
+        remove_if_exists(&self.upload_marker(name, uuid))
     }
 }
 
