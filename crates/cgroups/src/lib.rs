@@ -190,12 +190,17 @@ impl Cgroup {
     }
 
     /// The hierarchy owning `controller`, and this cgroup's directory in it.
-    fn controller_dir(&self, controller: &str) -> Option<(&Hierarchy, &Path)> {
+    pub(crate) fn controller_dir(&self, controller: &str) -> Option<(&Hierarchy, &Path)> {
         self.dirs().find(|(h, _)| h.has(controller))
     }
 
-    fn v2_dir(&self) -> Option<&Path> {
+    pub(crate) fn v2_dir(&self) -> Option<&Path> {
         self.dirs().find(|(h, _)| h.v2).map(|(_, d)| d)
+    }
+
+    /// Whether every hierarchy of this cgroup is cgroup2 (a pure v2 host).
+    pub(crate) fn mode_is_v2(&self) -> bool {
+        !self.dirs.is_empty() && self.dirs.iter().all(|(h, _)| h.v2)
     }
 
     /// Create the cgroup directory in every hierarchy (and missing parents). On v1
@@ -550,3 +555,6 @@ fn freeze_v2(dir: &Path, frozen: bool) -> Result<()> {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+#[cfg(test)]
+mod kernel_tests;
