@@ -1,0 +1,587 @@
+//! The build context: a directory tree that `COPY`/`ADD` read from.
+//!
+//! A context comes from a directory on disk ([`BuildContext::from_dir`], used in place) or
+//! from a tar stream as the Engine API sends it ([`BuildContext::from_tar`], plain or
+//! gzip; streamed entry by entry into a private temporary directory, never held in memory).
+//! `.dockerignore` at the context root hides paths from `COPY`/`ADD` (the Dockerfile itself
+//! can always be read).
+//!
+//! Every source path is resolved inside a root ([`resolve`]): `..` may not leave it, and a
+//! symlink is followed only while it stays inside. In the build context an escape is an
+//! error; in an image root filesystem (`COPY --from`) absolute links and `..` are taken
+//! relative to that root, as a container would see them.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use errkind::{ErrorKind, HasKind};
+use sha2::{Digest, Sha256};
+
+use crate::dockerignore::{clean_rel, glob_segment, has_glob, DockerIgnore};
+
+/// Errors reading a build context or resolving a path in it.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// Reading or writing a context file failed.
+    #[error("reading build context path {path:?} failed")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The tar stream is malformed.
+    #[error("reading the build context archive failed")]
+    Tar(#[source] io::Error),
+    /// A path leaves the context (`../x`, or a symlink pointing out of it).
+    #[error("forbidden path outside the build context: {0}")]
+    Outside(String),
+    /// A source does not exist (or is excluded by `.dockerignore`).
+    #[error("{0}: not found in build context or excluded by .dockerignore")]
+    NotFound(String),
+    /// The Dockerfile is missing from the context.
+    #[error("cannot find the dockerfile {0:?} in the build context")]
+    NoDockerfile(String),
+    /// Too many symlinks while resolving a path.
+    #[error("too many levels of symbolic links resolving {0}")]
+    SymlinkLoop(String),
+}
+
+impl HasKind for ContextError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContextError::Io { .. } => ErrorKind::Internal,
+            ContextError::NotFound(_) | ContextError::NoDockerfile(_) => ErrorKind::NotFound,
+            _ => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
+    move |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A build context on disk.
+#[derive(Debug)]
+pub struct BuildContext {
+    root: PathBuf,
+    ignore: DockerIgnore,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl BuildContext {
+    /// Uses the directory `dir` as the context (nothing is copied).
+    pub fn from_dir(dir: &Path) -> Result<Self, ContextError> {
+        let root = fs::canonicalize(dir).map_err(io_err(dir))?;
+        let ignore = read_ignore(&root)?;
+        Ok(BuildContext {
+            root,
+            ignore,
+            _tmp: None,
+        })
+    }
+
+    /// Streams a (plain or gzip-compressed) tar into a new temporary directory under
+    /// `scratch` (the system temp dir if `None`) and uses it as the context. Entries that
+    /// would land outside the directory are skipped; the directory is removed on drop.
+    pub fn from_tar(reader: impl Read, scratch: Option<&Path>) -> Result<Self, ContextError> {
+        let tmp = match scratch {
+            Some(p) => tempfile::Builder::new()
+                .prefix("berth-context-")
+                .tempdir_in(p)
+                .map_err(io_err(p))?,
+            None => tempfile::Builder::new()
+                .prefix("berth-context-")
+                .tempdir()
+                .map_err(io_err(Path::new("/tmp")))?,
+        };
+        let mut buf = BufReader::with_capacity(256 * 1024, reader);
+        let head = buf.fill_buf().map_err(ContextError::Tar)?;
+        let gz = head.starts_with(&[0x1f, 0x8b]);
+        let stream: Box<dyn Read> = if gz {
+            Box::new(flate2::read::GzDecoder::new(buf))
+        } else {
+            Box::new(buf)
+        };
+        let mut ar = tar::Archive::new(stream);
+        ar.set_preserve_permissions(true);
+        ar.set_preserve_mtime(true);
+        ar.set_unpack_xattrs(false);
+        ar.set_overwrite(true);
+        for entry in ar.entries().map_err(ContextError::Tar)? {
+            let mut entry = entry.map_err(ContextError::Tar)?;
+            // unpack_in refuses `..` and paths through symlinks that leave the root.
+            entry.unpack_in(tmp.path()).map_err(ContextError::Tar)?;
+        }
+        let root = fs::canonicalize(tmp.path()).map_err(io_err(tmp.path()))?;
+        let ignore = read_ignore(&root)?;
+        Ok(BuildContext {
+            root,
+            ignore,
+            _tmp: Some(tmp),
+        })
+    }
+
+    /// The context's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The parsed `.dockerignore` (empty when there is none).
+    pub fn ignore(&self) -> &DockerIgnore {
+        &self.ignore
+    }
+
+    /// Reads the Dockerfile `name` (relative to the context root; `.dockerignore` does not
+    /// apply to it).
+    pub fn read_dockerfile(&self, name: &str) -> Result<String, ContextError> {
+        let resolved = resolve(&self.root, name, Scope::Context)
+            .map_err(|_| ContextError::NoDockerfile(name.to_string()))?;
+        match fs::read(&resolved) {
+            Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(ContextError::NoDockerfile(name.to_string()))
+            }
+            Err(e) => Err(io_err(&resolved)(e)),
+        }
+    }
+
+    /// Resolves a `COPY`/`ADD` source (path or glob) to the matching context paths.
+    pub fn sources(&self, pattern: &str) -> Result<Vec<Source>, ContextError> {
+        sources_in(&self.root, pattern, Scope::Context, Some(&self.ignore))
+    }
+}
+
+fn read_ignore(root: &Path) -> Result<DockerIgnore, ContextError> {
+    let p = root.join(".dockerignore");
+    match fs::read_to_string(&p) {
+        Ok(t) => Ok(DockerIgnore::parse(&t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DockerIgnore::default()),
+        Err(e) => Err(io_err(&p)(e)),
+    }
+}
+
+/// How escapes from a root are treated by [`resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A build context: leaving the root is an error.
+    Context,
+    /// An image root filesystem: the root is `/` (absolute links and `..` stay inside).
+    Rootfs,
+}
+
+/// Resolves `rel` inside `root`, following symlinks without leaving the root; the
+/// returned path is the real host path (it may not exist).
+pub fn resolve(root: &Path, rel: &str, scope: Scope) -> Result<PathBuf, ContextError> {
+    let mut todo: Vec<String> = clean_rel(rel);
+    if scope == Scope::Context && todo.first().is_some_and(|c| c == "..") {
+        return Err(ContextError::Outside(rel.to_string()));
+    }
+    todo.retain(|c| c != "..");
+    todo.reverse();
+    let mut cur: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(comp) = todo.pop() {
+        if comp == ".." {
+            if cur.pop().is_none() && scope == Scope::Context {
+                return Err(ContextError::Outside(rel.to_string()));
+            }
+            continue;
+        }
+        let mut p = root.to_path_buf();
+        p.extend(&cur);
+        p.push(&comp);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(ContextError::SymlinkLoop(rel.to_string()));
+                }
+                let target = fs::read_link(&p).map_err(io_err(&p))?;
+                let t = target.to_string_lossy().into_owned();
+                if t.starts_with('/') {
+                    if scope == Scope::Context {
+                        return Err(ContextError::Outside(format!("{rel} (symlink to {t})")));
+                    }
+                    cur.clear();
+                }
+                let mut parts: Vec<String> = t
+                    .split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .map(str::to_string)
+                    .collect();
+                // Check escapes of a relative link lexically against the current depth.
+                if scope == Scope::Context {
+                    let mut depth = cur.len() as i64;
+                    for c in &parts {
+                        depth += if c == ".." { -1 } else { 1 };
+                        if depth < 0 {
+                            return Err(ContextError::Outside(format!("{rel} (symlink to {t})")));
+                        }
+                    }
+                }
+                parts.reverse();
+                todo.extend(parts);
+            }
+            _ => cur.push(comp),
+        }
+    }
+    let mut p = root.to_path_buf();
+    p.extend(&cur);
+    Ok(p)
+}
+
+/// A resolved `COPY`/`ADD` source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The path relative to the root, as matched (before symlink resolution).
+    pub rel: String,
+    /// The real host path.
+    pub path: PathBuf,
+    /// Whether it is a directory (whose contents are copied).
+    pub is_dir: bool,
+}
+
+/// Resolves a source pattern inside `root`. With `ignore`, excluded paths are invisible.
+pub fn sources_in(
+    root: &Path,
+    pattern: &str,
+    scope: Scope,
+    ignore: Option<&DockerIgnore>,
+) -> Result<Vec<Source>, ContextError> {
+    let segs = clean_rel(pattern);
+    if scope == Scope::Context && segs.first().is_some_and(|c| c == "..") {
+        return Err(ContextError::Outside(pattern.to_string()));
+    }
+    let excluded = |rel: &str| ignore.is_some_and(|i| i.is_excluded(rel));
+    if !segs.iter().any(|s| has_glob(s)) {
+        let rel = segs.join("/");
+        let path = resolve(root, &rel, scope)?;
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(_) => return Err(ContextError::NotFound(pattern.to_string())),
+        };
+        if !rel.is_empty()
+            && excluded(&rel)
+            && !(meta.is_dir() && has_included_below(root, &rel, ignore))
+        {
+            return Err(ContextError::NotFound(pattern.to_string()));
+        }
+        return Ok(vec![Source {
+            rel,
+            path,
+            is_dir: meta.is_dir(),
+        }]);
+    }
+    // Glob: walk level by level, matching each component.
+    let mut cands: Vec<(Vec<String>, PathBuf)> = vec![(Vec::new(), root.to_path_buf())];
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        let mut next = Vec::new();
+        for (rel, dir) in cands {
+            if !dir.is_dir() {
+                continue;
+            }
+            let mut names: Vec<String> = fs::read_dir(&dir)
+                .map_err(io_err(&dir))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            for n in names {
+                let ok = if has_glob(seg) {
+                    glob_segment(seg, &n)
+                } else {
+                    *seg == n
+                };
+                if !ok {
+                    continue;
+                }
+                let mut r = rel.clone();
+                r.push(n);
+                let rel_s = r.join("/");
+                let path = resolve(root, &rel_s, scope)?;
+                if last && excluded(&rel_s) {
+                    continue;
+                }
+                next.push((r, path));
+            }
+        }
+        cands = next;
+    }
+    let mut out = Vec::new();
+    for (rel, path) in cands {
+        let is_dir = fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false);
+        out.push(Source {
+            rel: rel.join("/"),
+            path,
+            is_dir,
+        });
+    }
+    if out.is_empty() {
+        return Err(ContextError::NotFound(pattern.to_string()));
+    }
+    Ok(out)
+}
+
+fn has_included_below(root: &Path, rel: &str, ignore: Option<&DockerIgnore>) -> bool {
+    let Some(ig) = ignore else { return true };
+    if !ig.may_include_below(rel) {
+        return false;
+    }
+    let mut found = false;
+    let _ = walk(&root.join(rel), rel, Some(ig), &mut |_| {
+        found = true;
+        Ok(())
+    });
+    found
+}
+
+/// The kind of a tree entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file of this size.
+    File(u64),
+    /// A symlink with this target.
+    Symlink(PathBuf),
+}
+
+/// One entry found while walking a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Path relative to the walked source (empty for the source itself).
+    pub rel: String,
+    /// Host path.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits (`mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// Walks `path` depth-first in name order, calling `f` for every entry below it (not for
+/// `path` itself), skipping what `ignore` excludes (`ctx_rel` is `path` relative to the
+/// context root). Symlinks are reported, not followed. Other file types are skipped.
+pub fn walk(
+    path: &Path,
+    ctx_rel: &str,
+    ignore: Option<&DockerIgnore>,
+    f: &mut dyn FnMut(Entry) -> Result<(), ContextError>,
+) -> Result<(), ContextError> {
+    fn inner(
+        dir: &Path,
+        rel: &str,
+        ctx_rel: &str,
+        ignore: Option<&DockerIgnore>,
+        f: &mut dyn FnMut(Entry) -> Result<(), ContextError>,
+    ) -> Result<(), ContextError> {
+        let mut names: Vec<std::ffi::OsString> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        names.sort();
+        for name in names {
+            let n = name.to_string_lossy();
+            let r = if rel.is_empty() {
+                n.to_string()
+            } else {
+                format!("{rel}/{n}")
+            };
+            let c = if ctx_rel.is_empty() {
+                r.clone()
+            } else {
+                format!("{ctx_rel}/{r}")
+            };
+            let p = dir.join(&name);
+            let m = fs::symlink_metadata(&p).map_err(io_err(&p))?;
+            let is_excluded = ignore.is_some_and(|i| i.is_excluded(&c));
+            let mode = m.permissions().mode() & 0o7777;
+            if m.is_dir() {
+                if is_excluded && !ignore.is_some_and(|i| i.may_include_below(&c)) {
+                    continue;
+                }
+                if !is_excluded {
+                    f(Entry {
+                        rel: r.clone(),
+                        path: p.clone(),
+                        kind: EntryKind::Dir,
+                        mode,
+                    })?;
+                }
+                inner(&p, &r, ctx_rel, ignore, f)?;
+            } else if is_excluded {
+                continue;
+            } else if m.file_type().is_symlink() {
+                let t = fs::read_link(&p).map_err(io_err(&p))?;
+                f(Entry {
+                    rel: r,
+                    path: p,
+                    kind: EntryKind::Symlink(t),
+                    mode,
+                })?;
+            } else if m.is_file() {
+                f(Entry {
+                    rel: r,
+                    path: p,
+                    kind: EntryKind::File(m.size()),
+                    mode,
+                })?;
+            }
+        }
+        Ok(())
+    }
+    inner(path, "", ctx_rel, ignore, f)
+}
+
+/// Feeds a file's content to `h`, streaming.
+pub(crate) fn hash_file(path: &Path, h: &mut Sha256) -> Result<(), ContextError> {
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Adds an entry (name, type, mode, content or target) to a content hash. Timestamps and
+/// ownership are deliberately left out: the cache follows content, not `touch`.
+pub(crate) fn hash_entry(e: &Entry, h: &mut Sha256) -> Result<(), ContextError> {
+    h.update(e.rel.as_bytes());
+    h.update([0]);
+    h.update(e.mode.to_le_bytes());
+    match &e.kind {
+        EntryKind::Dir => h.update(b"d"),
+        EntryKind::File(size) => {
+            h.update(b"f");
+            h.update(size.to_le_bytes());
+            hash_file(&e.path, h)?;
+        }
+        EntryKind::Symlink(t) => {
+            h.update(b"l");
+            h.update(t.to_string_lossy().as_bytes());
+        }
+    }
+    h.update([0]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("src/sub")).unwrap();
+        fs::write(r.join("src/a.txt"), "a").unwrap();
+        fs::write(r.join("src/b.md"), "b").unwrap();
+        fs::write(r.join("src/sub/c.txt"), "c").unwrap();
+        fs::write(r.join("top.txt"), "t").unwrap();
+        fs::write(r.join("secret.key"), "k").unwrap();
+        fs::write(r.join(".dockerignore"), "*.key\nsrc/**/*.md\n").unwrap();
+        symlink("../../etc/passwd", r.join("src/evil")).unwrap();
+        symlink("/etc/passwd", r.join("abs")).unwrap();
+        symlink("src/a.txt", r.join("good")).unwrap();
+        d
+    }
+
+    #[test]
+    fn sources_and_globs() {
+        let d = tree();
+        let ctx = BuildContext::from_dir(d.path()).unwrap();
+        let s = ctx.sources("src/*.txt").unwrap();
+        assert_eq!(
+            s.iter().map(|s| s.rel.as_str()).collect::<Vec<_>>(),
+            ["src/a.txt"]
+        );
+        let s = ctx.sources("*.txt").unwrap();
+        assert_eq!(s.len(), 1);
+        assert!(matches!(
+            ctx.sources("secret.key"),
+            Err(ContextError::NotFound(_))
+        ));
+        assert!(matches!(
+            ctx.sources("src/b.md"),
+            Err(ContextError::NotFound(_))
+        ));
+        assert!(matches!(ctx.sources("../x"), Err(ContextError::Outside(_))));
+        assert!(matches!(
+            ctx.sources("src/evil"),
+            Err(ContextError::Outside(_))
+        ));
+        assert!(matches!(ctx.sources("abs"), Err(ContextError::Outside(_))));
+        let g = ctx.sources("good").unwrap();
+        assert_eq!(fs::read_to_string(&g[0].path).unwrap(), "a");
+        assert!(ctx.sources("/src").unwrap()[0].is_dir);
+    }
+
+    #[test]
+    fn walk_skips_excluded() {
+        let d = tree();
+        let ctx = BuildContext::from_dir(d.path()).unwrap();
+        let mut seen = Vec::new();
+        walk(ctx.root(), "", Some(ctx.ignore()), &mut |e| {
+            seen.push(e.rel);
+            Ok(())
+        })
+        .unwrap();
+        assert!(seen.contains(&"src/sub/c.txt".to_string()));
+        assert!(!seen.contains(&"secret.key".to_string()));
+        assert!(!seen.contains(&"src/b.md".to_string()));
+    }
+
+    #[test]
+    fn rootfs_scope_keeps_links_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        fs::write(r.join("etc/passwd"), "inside").unwrap();
+        symlink("/etc/passwd", r.join("abs")).unwrap();
+        symlink("../../../etc/passwd", r.join("rel")).unwrap();
+        for l in ["abs", "rel", "../../etc/passwd"] {
+            let p = resolve(r, l, Scope::Rootfs).unwrap();
+            assert_eq!(fs::read_to_string(p).unwrap(), "inside", "{l}");
+        }
+    }
+
+    #[test]
+    fn tar_context_streams_to_disk() {
+        let mut b = tar::Builder::new(Vec::new());
+        let data = b"FROM scratch\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "Dockerfile", &data[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "bin/run.sh", &b"x=1"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &bytes).unwrap();
+        let gz = gz.finish().unwrap();
+        for input in [bytes, gz] {
+            let ctx = BuildContext::from_tar(&input[..], None).unwrap();
+            assert_eq!(ctx.read_dockerfile("Dockerfile").unwrap(), "FROM scratch\n");
+            let m = fs::metadata(ctx.root().join("bin/run.sh")).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o755);
+            let root = ctx.root().to_path_buf();
+            drop(ctx);
+            assert!(!root.exists(), "temporary context removed on drop");
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `.dockerignore` patterns with Docker's semantics.
+//!
+//! One pattern per line; blank lines and lines starting with `#` are ignored; surrounding
+//! whitespace is trimmed. A leading `!` makes an exception (re-includes what an earlier
+//! pattern excluded); the last matching pattern decides. Patterns are cleaned like paths
+//! (`./a//b` is `a/b`, a leading `/` is dropped) and matched against paths relative to the
+//! context root: `*` and `?` within one path component, `[a-z]` classes, `\` escapes and
+//! `**` for any number of components. A pattern that matches a directory also matches
+//! everything below it.
+
+/// A parsed `.dockerignore`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DockerIgnore {
+    patterns: Vec<Pattern>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Pattern {
+    segments: Vec<String>,
+    exception: bool,
+}
+
+/// Cleans a slash path lexically: drops `.` and empty components, resolves `..` where it
+/// can. Leading `..` that cannot be resolved are kept. The result has no leading slash.
+pub(crate) fn clean_rel(path: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| l != "..") {
+                    out.pop();
+                } else if !path.starts_with('/') {
+                    out.push("..".to_string());
+                }
+            }
+            c => out.push(c.to_string()),
+        }
+    }
+    out
+}
+
+impl DockerIgnore {
+    /// Parses the text of a `.dockerignore` file.
+    pub fn parse(text: &str) -> Self {
+        let mut patterns = Vec::new();
+        for line in text.lines() {
+            let mut p = line.trim();
+            if p.is_empty() || p.starts_with('#') {
+                continue;
+            }
+            let exception = if let Some(rest) = p.strip_prefix('!') {
+                p = rest.trim();
+                true
+            } else {
+                false
+            };
+            let segments = clean_rel(p);
+            if segments.is_empty() {
+                continue;
+            }
+            patterns.push(Pattern {
+                segments,
+                exception,
+            });
+        }
+        DockerIgnore { patterns }
+    }
+
+    /// Whether there are no patterns at all.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Whether the context-relative path `rel` (slash separated) is excluded.
+    pub fn is_excluded(&self, rel: &str) -> bool {
+        let segs: Vec<&str> = rel
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .collect();
+        if segs.is_empty() {
+            return false;
+        }
+        let mut excluded = false;
+        for p in &self.patterns {
+            let pat: Vec<&str> = p.segments.iter().map(String::as_str).collect();
+            let matched = (1..=segs.len()).any(|n| match_segments(&pat, &segs[..n]));
+            if matched {
+                excluded = !p.exception;
+            }
+        }
+        excluded
+    }
+
+    /// Whether some exception pattern could re-include something below the directory
+    /// `rel` (so an excluded directory must still be walked).
+    pub fn may_include_below(&self, rel: &str) -> bool {
+        let segs: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
+        self.patterns.iter().any(|p| {
+            p.exception && {
+                let pat: Vec<&str> = p.segments.iter().map(String::as_str).collect();
+                prefix_may_match(&pat, &segs)
+            }
+        })
+    }
+}
+
+/// Whether a path starting with `segs` could match `pat`.
+fn prefix_may_match(pat: &[&str], segs: &[&str]) -> bool {
+    match (pat.first(), segs.first()) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(&"**"), Some(_)) => true,
+        (Some(p), Some(s)) => glob_segment(p, s) && prefix_may_match(&pat[1..], &segs[1..]),
+    }
+}
+
+/// Matches path components against pattern components (`**` spans any number).
+pub(crate) fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
+    match pat.first() {
+        None => segs.is_empty(),
+        Some(&"**") => (0..=segs.len()).any(|k| match_segments(&pat[1..], &segs[k..])),
+        Some(p) => {
+            !segs.is_empty() && glob_segment(p, segs[0]) && match_segments(&pat[1..], &segs[1..])
+        }
+    }
+}
+
+/// Whether `s` contains glob metacharacters.
+pub(crate) fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// `filepath.Match` for one component: `*`, `?`, `[...]` (with `^`/`!` negation and
+/// ranges) and `\` escapes. `**` inside a component acts like `*`.
+pub(crate) fn glob_segment(pat: &str, s: &str) -> bool {
+    let p: Vec<char> = pat.chars().collect();
+    let t: Vec<char> = s.chars().collect();
+    glob_chars(&p, &t)
+}
+
+fn glob_chars(p: &[char], t: &[char]) -> bool {
+    let Some(&c) = p.first() else {
+        return t.is_empty();
+    };
+    match c {
+        '*' => {
+            let rest = {
+                let mut r = &p[1..];
+                while r.first() == Some(&'*') {
+                    r = &r[1..];
+                }
+                r
+            };
+            (0..=t.len()).any(|k| glob_chars(rest, &t[k..]))
+        }
+        '?' => !t.is_empty() && glob_chars(&p[1..], &t[1..]),
+        '[' => {
+            let Some(&ch) = t.first() else { return false };
+            match class_match(&p[1..], ch) {
+                Some((true, used)) => glob_chars(&p[1 + used..], &t[1..]),
+                _ => false,
+            }
+        }
+        '\\' if p.len() > 1 => t.first() == Some(&p[1]) && glob_chars(&p[2..], &t[1..]),
+        _ => t.first() == Some(&c) && glob_chars(&p[1..], &t[1..]),
+    }
+}
+
+/// Matches `ch` against a class body (after `[`); returns (matched, chars consumed incl. `]`).
+fn class_match(p: &[char], ch: char) -> Option<(bool, usize)> {
+    let mut i = 0;
+    let negate = matches!(p.first(), Some('^') | Some('!'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let c = *p.get(i)?;
+        if c == ']' && !first {
+            i += 1;
+            break;
+        }
+        first = false;
+        let lo = if c == '\\' {
+            i += 1;
+            *p.get(i)?
+        } else {
+            c
+        };
+        i += 1;
+        let mut hi = lo;
+        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|c| *c != ']') {
+            hi = if p[i + 1] == '\\' {
+                i += 1;
+                *p.get(i + 1)?
+            } else {
+                p[i + 1]
+            };
+            i += 2;
+        }
+        if lo <= ch && ch <= hi {
+            matched = true;
+        }
+    }
+    Some((matched != negate, i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*.md", "README.md", true),
+            ("*.md", "docs/README.md", false),
+            ("**/*.md", "docs/README.md", true),
+            ("**/*.md", "README.md", true),
+            ("docs", "docs/a/b.txt", true),
+            ("/docs", "docs/a.txt", true),
+            ("./docs/", "docs/a.txt", true),
+            ("docs/**", "docs/a/b", true),
+            ("a/**/z", "a/z", true),
+            ("a/**/z", "a/b/c/z", true),
+            ("a/**/z", "a/b/c/y", false),
+            ("file?.txt", "file1.txt", true),
+            ("file?.txt", "file10.txt", false),
+            ("[a-c].log", "b.log", true),
+            ("[!a-c].log", "b.log", false),
+            ("[^a-c].log", "d.log", true),
+            ("\\*.txt", "*.txt", true),
+            ("\\*.txt", "a.txt", false),
+            ("# comment", "# comment", false),
+            ("node_modules", "src/node_modules/x", false),
+            ("**/node_modules", "src/node_modules/x", true),
+            ("a/../b", "b/x", true),
+        ];
+        for (pat, path, want) in cases {
+            let di = DockerIgnore::parse(pat);
+            assert_eq!(di.is_excluded(path), *want, "pattern {pat:?} path {path:?}");
+        }
+    }
+
+    #[test]
+    fn exceptions_last_match_wins() {
+        let di = DockerIgnore::parse(
+            "# logs\n*.log\n!keep.log\n\n  tmp/  \n!tmp/important\ntmp/important/secret\n",
+        );
+        assert!(di.is_excluded("a.log"));
+        assert!(!di.is_excluded("keep.log"));
+        assert!(di.is_excluded("tmp/x"));
+        assert!(!di.is_excluded("tmp/important/y"));
+        assert!(di.is_excluded("tmp/important/secret"));
+        assert!(!di.is_excluded("src/main.rs"));
+        assert!(di.may_include_below("tmp"));
+        assert!(!di.may_include_below("other"));
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean_rel("./a//b/./c/"), vec!["a", "b", "c"]);
+        assert_eq!(clean_rel("../x"), vec!["..", "x"]);
+        assert_eq!(clean_rel("/../x"), vec!["x"]);
+        assert_eq!(clean_rel("a/../../x"), vec!["..", "x"]);
+    }
+}
