@@ -572,3 +572,34 @@ fn unified_map_writes_v2_files() {
         .unwrap_err();
     assert!(matches!(e, CgroupError::ControllerMissing { .. }), "{e}");
 }
+
+#[test]
+fn stats_report_usage() {
+    let Some(mut g) = setup("cg-stats") else {
+        return;
+    };
+    g.cg.apply(&resources(serde_json::json!({
+        "memory": {"limit": 67108864}, "pids": {"limit": 20}
+    })))
+    .unwrap();
+    // Burn a little CPU and memory, then stay alive.
+    let pid = spawn_gated(
+        &mut g,
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; x=$(/bin/busybox dd if=/dev/zero bs=1M count=4 2>/dev/null | /bin/busybox wc -c); sleep 30 & sleep 30",
+    );
+    release(&mut g, pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while g.cg.pids().unwrap().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = g.cg.stats().unwrap();
+    assert_eq!(st.memory.limit, 67108864);
+    assert!(st.memory.usage > 0, "{st:?}");
+    assert!(st.memory.max_usage >= st.memory.usage || st.memory.max_usage == 0);
+    assert!(st.cpu.usage_total_ns > 1_000_000, "{st:?}");
+    assert!(st.cpu.usage_user_ns + st.cpu.usage_system_ns > 0, "{st:?}");
+    assert_eq!(st.pids.limit, 20);
+    assert_eq!(st.pids.current, 2);
+    let json = serde_json::to_value(&st).unwrap();
+    assert!(json["memory"]["usage"].is_u64());
+}

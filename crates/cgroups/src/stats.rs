@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::{Cgroup, CgroupError, Result};
+use std::path::Path;
+
+use crate::{flat_keyed, Cgroup, CgroupError, Result};
 
 /// Memory usage.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -65,8 +67,176 @@ pub struct Stats {
     pub blkio: BlkioStats,
 }
 
-pub(crate) fn collect(_cg: &Cgroup) -> Result<Stats> {
-    Err(CgroupError::Unsupported {
-        what: "cgroup stats (not supported yet)".into(),
-    })
+fn read_u64(dir: &Path, file: &str) -> Option<u64> {
+    parse_limit(std::fs::read_to_string(dir.join(file)).ok()?.trim())
+}
+
+/// A single-value file: a number, or `max`/`-1` for unlimited (`u64::MAX`).
+pub(crate) fn parse_limit(s: &str) -> Option<u64> {
+    match s {
+        "max" | "-1" => Some(u64::MAX),
+        s => s.parse().ok(),
+    }
+}
+
+fn keyed(dir: &Path, file: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(file)).ok()
+}
+
+/// Sum of `Read`/`Write` over the devices of a v1 `blkio.*io_service_bytes*` file.
+pub(crate) fn parse_blkio_v1(text: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0, 0);
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [_, op, v] = f[..] {
+            let v: u64 = v.parse().unwrap_or(0);
+            match op {
+                "Read" => r += v,
+                "Write" => w += v,
+                _ => {}
+            }
+        }
+    }
+    (r, w)
+}
+
+/// Sum of `rbytes`/`wbytes` over the devices of a v2 `io.stat` file.
+pub(crate) fn parse_io_stat(text: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0, 0);
+    for l in text.lines() {
+        for kv in l.split_whitespace().skip(1) {
+            if let Some((k, v)) = kv.split_once('=') {
+                let v: u64 = v.parse().unwrap_or(0);
+                match k {
+                    "rbytes" => r += v,
+                    "wbytes" => w += v,
+                    _ => {}
+                }
+            }
+        }
+    }
+    (r, w)
+}
+
+/// Nanoseconds per `USER_HZ` tick (100 Hz on every Linux ABI in use).
+const NS_PER_TICK: u64 = 10_000_000;
+
+pub(crate) fn collect(cg: &Cgroup) -> Result<Stats> {
+    let mut st = Stats::default();
+    if let Some((h, dir)) = cg.controller_dir("memory") {
+        if !dir.exists() {
+            return Err(CgroupError::Read {
+                path: dir.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
+        let m = &mut st.memory;
+        if h.v2 {
+            m.usage = read_u64(dir, "memory.current").unwrap_or(0);
+            m.max_usage = read_u64(dir, "memory.peak").unwrap_or(0);
+            m.limit = read_u64(dir, "memory.max").unwrap_or(u64::MAX);
+            m.cache = keyed(dir, "memory.stat")
+                .and_then(|t| flat_keyed(&t, "file"))
+                .unwrap_or(0);
+        } else {
+            m.usage = read_u64(dir, "memory.usage_in_bytes").unwrap_or(0);
+            m.max_usage = read_u64(dir, "memory.max_usage_in_bytes").unwrap_or(0);
+            m.limit = read_u64(dir, "memory.limit_in_bytes").unwrap_or(u64::MAX);
+            m.cache = keyed(dir, "memory.stat")
+                .and_then(|t| flat_keyed(&t, "total_cache").or_else(|| flat_keyed(&t, "cache")))
+                .unwrap_or(0);
+        }
+    }
+    let c = &mut st.cpu;
+    match cg.controller_dir("cpuacct").filter(|(h, _)| !h.v2) {
+        Some((_, dir)) => {
+            c.usage_total_ns = read_u64(dir, "cpuacct.usage").unwrap_or(0);
+            match (
+                read_u64(dir, "cpuacct.usage_user"),
+                read_u64(dir, "cpuacct.usage_sys"),
+            ) {
+                (Some(u), Some(s)) => {
+                    c.usage_user_ns = u;
+                    c.usage_system_ns = s;
+                }
+                _ => {
+                    if let Some(t) = keyed(dir, "cpuacct.stat") {
+                        c.usage_user_ns = flat_keyed(&t, "user").unwrap_or(0) * NS_PER_TICK;
+                        c.usage_system_ns = flat_keyed(&t, "system").unwrap_or(0) * NS_PER_TICK;
+                    }
+                }
+            }
+        }
+        None => {
+            if let Some(dir) = cg.v2_dir() {
+                if let Some(t) = keyed(dir, "cpu.stat") {
+                    c.usage_total_ns = flat_keyed(&t, "usage_usec").unwrap_or(0) * 1000;
+                    c.usage_user_ns = flat_keyed(&t, "user_usec").unwrap_or(0) * 1000;
+                    c.usage_system_ns = flat_keyed(&t, "system_usec").unwrap_or(0) * 1000;
+                }
+            }
+        }
+    }
+    if let Some((h, dir)) = cg.controller_dir("cpu") {
+        if let Some(t) = keyed(dir, "cpu.stat") {
+            c.nr_periods = flat_keyed(&t, "nr_periods").unwrap_or(0);
+            c.nr_throttled = flat_keyed(&t, "nr_throttled").unwrap_or(0);
+            c.throttled_time_ns = if h.v2 {
+                flat_keyed(&t, "throttled_usec").unwrap_or(0) * 1000
+            } else {
+                flat_keyed(&t, "throttled_time").unwrap_or(0)
+            };
+        }
+    }
+    if let Some((_, dir)) = cg.controller_dir("pids") {
+        st.pids.current = read_u64(dir, "pids.current").unwrap_or(0);
+        st.pids.limit = match read_u64(dir, "pids.max") {
+            Some(u64::MAX) | None => 0,
+            Some(n) => n,
+        };
+    }
+    match cg.controller_dir("io").filter(|(h, _)| h.v2) {
+        Some((_, dir)) => {
+            if let Some(t) = keyed(dir, "io.stat") {
+                (st.blkio.read_bytes, st.blkio.write_bytes) = parse_io_stat(&t);
+            }
+        }
+        None => {
+            if let Some((_, dir)) = cg.controller_dir("blkio") {
+                let t = [
+                    "blkio.io_service_bytes_recursive",
+                    "blkio.throttle.io_service_bytes_recursive",
+                    "blkio.bfq.io_service_bytes_recursive",
+                ]
+                .iter()
+                .filter_map(|f| keyed(dir, f))
+                .find(|t| parse_blkio_v1(t) != (0, 0));
+                if let Some(t) = t {
+                    (st.blkio.read_bytes, st.blkio.write_bytes) = parse_blkio_v1(&t);
+                }
+            }
+        }
+    }
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_limits() {
+        assert_eq!(parse_limit("max"), Some(u64::MAX));
+        assert_eq!(parse_limit("-1"), Some(u64::MAX));
+        assert_eq!(parse_limit("42"), Some(42));
+        assert_eq!(parse_limit("x"), None);
+    }
+
+    #[test]
+    fn parses_blkio_files() {
+        let v1 = "8:0 Read 100\n8:0 Write 20\n8:0 Sync 3\n8:16 Read 1\n8:16 Write 2\nTotal 123\n";
+        assert_eq!(parse_blkio_v1(v1), (101, 22));
+        let v2 = "8:0 rbytes=100 wbytes=20 rios=1 wios=2\n8:16 rbytes=1 wbytes=2 rios=0 wios=0\n";
+        assert_eq!(parse_io_stat(v2), (101, 22));
+    }
 }
