@@ -582,14 +582,21 @@ fn stats_report_usage() {
         "memory": {"limit": 67108864}, "pids": {"limit": 20}
     })))
     .unwrap();
-    // Burn a little CPU and memory, then stay alive.
+    // Burn a little CPU and memory, then leave exactly two sleeping processes.
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("ready");
     let pid = spawn_gated(
         &mut g,
-        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; x=$(/bin/busybox dd if=/dev/zero bs=1M count=4 2>/dev/null | /bin/busybox wc -c); sleep 30 & sleep 30",
+        &format!(
+            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; \
+             x=$(/bin/busybox dd if=/dev/zero bs=1M count=4 2>/dev/null | /bin/busybox wc -c); \
+             sleep 30 & echo > {}; exec sleep 30",
+            marker.display()
+        ),
     );
     release(&mut g, pid);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while g.cg.pids().unwrap().len() < 2 && Instant::now() < deadline {
+    while !(marker.exists() && g.cg.pids().unwrap().len() == 2) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let st = g.cg.stats().unwrap();
@@ -602,4 +609,56 @@ fn stats_report_usage() {
     assert_eq!(st.pids.current, 2);
     let json = serde_json::to_value(&st).unwrap();
     assert!(json["memory"]["usage"].is_u64());
+}
+
+/// The eBPF device filter, attached to this cgroup's cgroup2 directory (on a hybrid host
+/// the unified hierarchy still runs device programs for its cgroups).
+#[test]
+fn v2_device_filter_denies_unlisted_devices() {
+    let Some(mut g) = setup("cg-bpf") else {
+        return;
+    };
+    let Some(dir) = g.cg.v2_dir().map(Path::to_path_buf) else {
+        eprintln!("skipping: no cgroup2 hierarchy");
+        return;
+    };
+    let rules: Vec<oci_spec::runtime::LinuxDeviceCgroup> =
+        serde_json::from_value(serde_json::json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "r"}
+        ]))
+        .unwrap();
+    bpf::apply_device_rules(&dir, &rules).unwrap();
+    // Applying again replaces the program instead of stacking a second one.
+    bpf::apply_device_rules(&dir, &rules).unwrap();
+    assert_eq!(bpf::attached(&dir).unwrap(), 1);
+    let script = "echo x > /dev/null && echo null-ok; \
+                  /bin/busybox head -c 1 /dev/zero > /dev/null && echo zero-read-ok; \
+                  echo x > /dev/zero || echo zero-write-denied; \
+                  /bin/busybox head -c 1 /dev/urandom > /dev/null || echo urandom-denied";
+    let child = Command::new("/bin/busybox")
+        .args(["sh", "-c", &format!("read _go; {script}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    g.children.push(child);
+    g.cg.add_pid(pid).unwrap();
+    release(&mut g, pid);
+    let out = g.children.remove(0).wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "null-ok",
+            "zero-read-ok",
+            "zero-write-denied",
+            "urandom-denied"
+        ],
+        "{out}"
+    );
 }
