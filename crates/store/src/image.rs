@@ -1127,6 +1127,131 @@ impl ImageStore {
     }
 }
 
+/// Applies docker `--change` instructions (`CMD`, `ENTRYPOINT`, `ENV`, `EXPOSE`, `LABEL`,
+/// `USER`, `WORKDIR`, `VOLUME`, `STOPSIGNAL`, `ONBUILD`) to a container config, as
+/// `docker import --change` and `docker commit --change` do. `CMD`/`ENTRYPOINT` accept
+/// JSON-array (exec) or shell form (wrapped in `/bin/sh -c`).
+pub fn apply_changes(cfg: &mut ContainerConfig, changes: &[String]) -> Result<()> {
+    for change in changes {
+        let change = change.trim();
+        let (instr, rest) = change
+            .split_once(char::is_whitespace)
+            .map(|(a, b)| (a, b.trim()))
+            .unwrap_or((change, ""));
+        let bad = |why: &str| invalid("change", change, why.to_string());
+        match instr.to_ascii_uppercase().as_str() {
+            "CMD" => cfg.cmd = Some(exec_or_shell(rest)),
+            "ENTRYPOINT" => cfg.entrypoint = Some(exec_or_shell(rest)),
+            "SHELL" => {
+                cfg.shell =
+                    Some(serde_json::from_str(rest).map_err(|_| bad("SHELL needs a JSON array"))?)
+            }
+            "ENV" => {
+                let pairs = key_values(rest).ok_or_else(|| bad("ENV needs KEY=value"))?;
+                let env = cfg.env.get_or_insert_with(Vec::new);
+                for (k, v) in pairs {
+                    env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k.as_str()));
+                    env.push(format!("{k}={v}"));
+                }
+            }
+            "LABEL" => {
+                let pairs = key_values(rest).ok_or_else(|| bad("LABEL needs key=value"))?;
+                let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
+                for (k, v) in pairs {
+                    labels.insert(k, v);
+                }
+            }
+            "EXPOSE" => {
+                let ports = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
+                for p in rest.split_whitespace() {
+                    let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                    if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
+                        return Err(bad("EXPOSE needs port[/proto]"));
+                    }
+                    ports.insert(format!("{num}/{proto}"), Value::Object(Default::default()));
+                }
+            }
+            "VOLUME" => {
+                let vols: Vec<String> = if rest.starts_with('[') {
+                    serde_json::from_str(rest).map_err(|_| bad("VOLUME JSON array"))?
+                } else {
+                    rest.split_whitespace().map(str::to_string).collect()
+                };
+                let v = cfg.volumes.get_or_insert_with(BTreeMap::new);
+                for p in vols {
+                    v.insert(p, Value::Object(Default::default()));
+                }
+            }
+            "USER" if !rest.is_empty() => cfg.user = Some(rest.to_string()),
+            "WORKDIR" if !rest.is_empty() => cfg.working_dir = Some(rest.to_string()),
+            "STOPSIGNAL" if !rest.is_empty() => cfg.stop_signal = Some(rest.to_string()),
+            "ONBUILD" if !rest.is_empty() => cfg
+                .on_build
+                .get_or_insert_with(Vec::new)
+                .push(rest.to_string()),
+            _ => return Err(bad("unsupported or empty instruction")),
+        }
+    }
+    Ok(())
+}
+
+fn exec_or_shell(rest: &str) -> Vec<String> {
+    if rest.starts_with('[') {
+        if let Ok(v) = serde_json::from_str::<Vec<String>>(rest) {
+            return v;
+        }
+    }
+    vec!["/bin/sh".into(), "-c".into(), rest.to_string()]
+}
+
+/// Parses `k=v k2="v 2"` (or the legacy single `KEY value` form).
+fn key_values(s: &str) -> Option<Vec<(String, String)>> {
+    let first = s.split_whitespace().next()?;
+    if !first.contains('=') {
+        let (k, v) = s.split_once(char::is_whitespace)?;
+        return Some(vec![(k.to_string(), v.trim().to_string())]);
+    }
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        for c in chars.by_ref() {
+            if c == '=' {
+                break;
+            }
+            key.push(c);
+        }
+        let mut val = String::new();
+        let mut quote: Option<char> = None;
+        while let Some(&c) = chars.peek() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, c) if c.is_whitespace() => break,
+                (_, '\\') => {
+                    chars.next();
+                    if let Some(n) = chars.peek() {
+                        val.push(*n);
+                    }
+                }
+                (_, c) => val.push(c),
+            }
+            chars.next();
+        }
+        if key.is_empty() || quote.is_some() {
+            return None;
+        }
+        out.push((key, val));
+    }
+    Some(out)
+}
+
 /// The key under which a reference is stored: tag refs without digest, digest refs without tag.
 fn ref_key(r: &Reference) -> String {
     let mut r = r.clone();
@@ -1220,6 +1345,50 @@ mod tests {
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(Platform::host(), amd);
         }
+    }
+
+    #[test]
+    fn changes_apply_like_docker() {
+        let mut c = ContainerConfig::default();
+        let ch: Vec<String> = [
+            r#"CMD ["sh"]"#,
+            "ENTRYPOINT /entry.sh --x",
+            "ENV A=b C=\"d e\"",
+            "ENV LEGACY some value",
+            "WORKDIR /x",
+            "EXPOSE 80 53/udp",
+            "USER 1000:1000",
+            "LABEL maintainer=me version=\"1 2\"",
+            "VOLUME /data",
+            "STOPSIGNAL SIGINT",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        apply_changes(&mut c, &ch).unwrap();
+        assert_eq!(c.cmd, Some(vec!["sh".to_string()]));
+        assert_eq!(
+            c.entrypoint,
+            Some(vec!["/bin/sh".into(), "-c".into(), "/entry.sh --x".into()])
+        );
+        assert_eq!(
+            c.env,
+            Some(vec![
+                "A=b".into(),
+                "C=d e".into(),
+                "LEGACY=some value".into()
+            ])
+        );
+        assert_eq!(c.working_dir.as_deref(), Some("/x"));
+        let ports: Vec<_> = c.exposed_ports.unwrap().into_keys().collect();
+        assert_eq!(ports, vec!["53/udp".to_string(), "80/tcp".to_string()]);
+        assert_eq!(c.user.as_deref(), Some("1000:1000"));
+        assert_eq!(c.labels.unwrap()["version"], "1 2");
+        assert!(c.volumes.unwrap().contains_key("/data"));
+        assert_eq!(c.stop_signal.as_deref(), Some("SIGINT"));
+        let mut c = ContainerConfig::default();
+        assert!(apply_changes(&mut c, &["FROM x".into()]).is_err());
+        assert!(apply_changes(&mut c, &["EXPOSE abc".into()]).is_err());
     }
 
     #[test]

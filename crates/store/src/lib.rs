@@ -12,6 +12,22 @@
 //! * [`image`]: manifests / indexes / configs (OCI and Docker media types), platform
 //!   selection, and [`image::ImageStore`], the crash-safe index of refs → images
 //!   (`<root>/images.json`). An image's id is its config digest.
+//! * [`layer`]: applying layer tars (gzip/zstd/plain) with whiteouts and strict path
+//!   confinement, computing diff ids; producing layer tars from overlay upper dirs.
+//! * [`snapshot`]: the overlayfs snapshotter: one committed snapshot per chain id, active
+//!   snapshots (container rootfs) keyed by the caller, [`snapshot::Mount`] lists and
+//!   [`snapshot::mount_all`].
+//! * [`Store`] ties them together under one root: `import`, `unpack`, `prepare_container`,
+//!   `commit_container`, `remove_image`, `prune`, `gc`, `disk_usage` (and the archive
+//!   functions `save` / `load`).
+//!
+//! Typical engine flow: `Store::open(root)` → `store.images().lookup("busybox")` →
+//! `store.prepare_container(container_id, &image)` → `snapshot::mount_all(&mounts, rootfs)`
+//! → run → `snapshot::unmount(rootfs)` → `store.snapshots().remove(container_id)`.
+//!
+//! Typical pull flow (distribution): for each blob, `content().exists(d)` or
+//! `content().writer(key)` … `commit(Some(size), Some(&digest))`; then
+//! `images().set_ref(&reference, &target_descriptor)` and `store.unpack(&record)`.
 //!
 //! Everything is synchronous (no tokio): call it from async code with `spawn_blocking`.
 //! Every public error implements [`errkind::HasKind`].
@@ -19,9 +35,17 @@
 pub mod content;
 pub mod digest;
 pub mod image;
+pub mod layer;
 pub mod reference;
+pub mod snapshot;
+mod store;
 
 pub use content::{BlobWriter, ContentStore};
 pub use digest::Digest;
 pub use image::{Descriptor, ImageConfig, ImageRecord, ImageStore};
 pub use reference::Reference;
+pub use snapshot::{Mount, Snapshotter};
+pub use store::{
+    DiskUsage, GcOptions, GcReport, ImageUsage, ImportOptions, PruneReport, RemoveEvent, Store,
+    StoreError,
+};

@@ -1,0 +1,321 @@
+//! Store-wide behaviour: import, snapshots and real overlay mounts, image index, removal, GC.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::{busybox_tar, gzip, is_root, MountGuard, TarBuilder};
+use errkind::{ErrorKind, HasKind};
+use store::image::{media_types, Descriptor, ImageError};
+use store::{Digest, GcOptions, ImportOptions, Reference, RemoveEvent, Store, StoreError};
+
+fn import_tar(s: &Store, tar: &[u8], name: Option<&str>) -> store::ImageRecord {
+    s.import(
+        tar,
+        &ImportOptions {
+            changes: vec![
+                r#"CMD ["sh"]"#.into(),
+                "ENV A=b".into(),
+                "WORKDIR /x".into(),
+            ],
+            reference: name.map(|n| Reference::parse(n).unwrap()),
+            message: None,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn import_busybox_prepare_and_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path().join("store")).unwrap();
+    let rec = import_tar(&s, &busybox_tar(), Some("busybox"));
+    assert_eq!(rec.repo_tags, vec!["busybox:latest".to_string()]);
+    assert_eq!(rec.layers.len(), 1);
+    assert_eq!(rec.chain_ids, rec.diff_ids);
+    let cfg = s.images().get_config(&rec.id).unwrap();
+    let cc = cfg.config.unwrap();
+    assert_eq!(cc.cmd, Some(vec!["sh".to_string()]));
+    assert_eq!(cc.env, Some(vec!["A=b".to_string()]));
+    assert_eq!(cc.working_dir.as_deref(), Some("/x"));
+    // Lookups the way docker resolves names.
+    assert_eq!(s.images().lookup("busybox").unwrap().id, rec.id);
+    assert_eq!(s.images().lookup("busybox:latest").unwrap().id, rec.id);
+    assert_eq!(
+        s.images().lookup("docker.io/library/busybox").unwrap().id,
+        rec.id
+    );
+    assert_eq!(s.images().lookup(rec.id.short()).unwrap().id, rec.id);
+    assert_eq!(s.images().lookup(&rec.id.to_string()).unwrap().id, rec.id);
+    assert_eq!(
+        s.images().lookup("nosuch").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // The layer was unpacked into a committed snapshot.
+    let top = rec.top_chain_id().unwrap();
+    assert!(s
+        .snapshots()
+        .committed_fs(top)
+        .join("bin/busybox")
+        .is_file());
+
+    let mounts = s.prepare_container("c1", &rec).unwrap();
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts[0].kind, "overlay");
+    // A second prepare with the same key is a conflict.
+    let e = s.snapshots().prepare("c1", Some(top)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    if !is_root() {
+        eprintln!("skipping mount part: needs root");
+        return;
+    }
+    let rootfs = tmp.path().join("rootfs");
+    fs::create_dir(&rootfs).unwrap();
+    s.snapshots().mount("c1", &rootfs).unwrap();
+    let guard = MountGuard(rootfs.clone());
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert!(fs::symlink_metadata(rootfs.join("bin/sh"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    fs::write(rootfs.join("tmp/hello"), b"hi").unwrap();
+    fs::remove_file(rootfs.join("etc/hostname")).unwrap();
+    drop(guard);
+    let upper = s.snapshots().upper_dir("c1").unwrap();
+    assert_eq!(fs::read(upper.join("tmp/hello")).unwrap(), b"hi");
+    assert!(!s.snapshots().committed_fs(top).join("tmp/hello").exists());
+    assert!(s
+        .snapshots()
+        .committed_fs(top)
+        .join("etc/hostname")
+        .exists());
+
+    // Commit the container: new image with 2 layers, the deletion as a whiteout.
+    let new = s
+        .commit_container("c1", Some(&rec), &["CMD [\"cat\"]".into()], None, None)
+        .unwrap();
+    assert_eq!(new.layers.len(), 2);
+    assert_eq!(new.chain_ids[0], rec.chain_ids[0]);
+    let up2 = s.snapshots().committed_fs(&new.chain_ids[1]);
+    assert_eq!(fs::read(up2.join("tmp/hello")).unwrap(), b"hi");
+    let m2 = s.prepare_container("c2", &new).unwrap();
+    let rootfs2 = tmp.path().join("rootfs2");
+    fs::create_dir(&rootfs2).unwrap();
+    store::snapshot::mount_all(&m2, &rootfs2).unwrap();
+    let _g2 = MountGuard(rootfs2.clone());
+    assert_eq!(fs::read(rootfs2.join("tmp/hello")).unwrap(), b"hi");
+    assert!(!rootfs2.join("etc/hostname").exists());
+    assert!(rootfs2.join("bin/busybox").is_file());
+}
+
+#[test]
+fn deep_images_mount_past_the_page_limit() {
+    if !is_root() {
+        eprintln!("skipping: needs root for overlay mounts");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A long root path makes every lowerdir long.
+    let root = tmp.path().join("x".repeat(100)).join("store");
+    let s = Store::open(&root).unwrap();
+    let mut parent: Option<Digest> = None;
+    let mut diff_ids = Vec::new();
+    for i in 0..40 {
+        let t = TarBuilder::new()
+            .file(&format!("f{i}"), format!("{i}").as_bytes())
+            .build();
+        let d = Digest::sha256_of(&t);
+        diff_ids.push(d.clone());
+        let chain = store::image::chain_ids(&diff_ids).pop().unwrap();
+        s.snapshots()
+            .apply_layer(&chain, parent.as_ref(), &d, &t[..], s.apply_options())
+            .unwrap();
+        parent = Some(chain);
+    }
+    let mounts = s.snapshots().prepare("deep", parent.as_ref()).unwrap();
+    assert!(mounts[0].options.join(",").len() > 4096);
+    let target = tmp.path().join("m");
+    fs::create_dir(&target).unwrap();
+    store::snapshot::mount_all(&mounts, &target).unwrap();
+    let _g = MountGuard(target.clone());
+    for i in 0..40 {
+        assert_eq!(
+            fs::read(target.join(format!("f{i}"))).unwrap(),
+            format!("{i}").as_bytes()
+        );
+    }
+}
+
+#[test]
+fn wrong_diff_id_leaves_no_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path()).unwrap();
+    let t = TarBuilder::new().file("a", b"a").build();
+    let wrong = Digest::sha256_of(b"not the tar");
+    let e = s
+        .snapshots()
+        .apply_layer(&wrong, None, &wrong, &t[..], s.apply_options())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(!s.snapshots().exists(&wrong));
+    assert!(s.snapshots().list_committed().unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(tmp.path().join("snapshots/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn concurrent_unpacks_of_one_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path()).unwrap();
+    let t = gzip(
+        &TarBuilder::new()
+            .dir("d")
+            .file("d/a", &[7u8; 100_000])
+            .build(),
+    );
+    let diff = {
+        let dir = tempfile::tempdir().unwrap();
+        store::layer::apply_layer(&t[..], dir.path(), s.apply_options())
+            .unwrap()
+            .diff_id
+    };
+    let results: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                let t = &t;
+                let diff = &diff;
+                sc.spawn(move || {
+                    s.snapshots()
+                        .apply_layer(diff, None, diff, &t[..], s.apply_options())
+                        .map(|r| r.is_some())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|x| **x).count(), 1, "{results:?}");
+    assert_eq!(
+        fs::read(s.snapshots().committed_fs(&diff).join("d/a")).unwrap(),
+        vec![7u8; 100_000]
+    );
+}
+
+#[test]
+fn tags_untag_and_remove_like_docker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path()).unwrap();
+    let a = import_tar(
+        &s,
+        &TarBuilder::new().file("a", b"a").build(),
+        Some("app:1"),
+    );
+    let b = import_tar(&s, &TarBuilder::new().file("b", b"b").build(), None);
+    assert!(b.repo_tags.is_empty());
+    s.images()
+        .tag(&a.id, &Reference::parse("localhost:5000/app:v2").unwrap())
+        .unwrap();
+    let rec = s.images().get(&a.id).unwrap();
+    assert_eq!(
+        rec.repo_tags,
+        vec!["app:1".to_string(), "localhost:5000/app:v2".to_string()]
+    );
+    assert_eq!(s.images().tags("app").unwrap(), vec!["1".to_string()]);
+    assert_eq!(s.images().list().unwrap().len(), 2);
+
+    // By id while named in two repositories: conflict.
+    let e = s.remove_image(a.id.short(), false).unwrap_err();
+    assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+    // By one of two tags: untag only.
+    let ev = s.remove_image("app:1", false).unwrap();
+    assert_eq!(ev, vec![RemoveEvent::Untagged("app:1".into())]);
+    assert!(s.images().get(&a.id).is_ok());
+
+    // In use by a container snapshot: conflict unless forced.
+    s.prepare_container("ctr", &rec).unwrap();
+    let e = s.remove_image("localhost:5000/app:v2", false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let ev = s.remove_image("localhost:5000/app:v2", true).unwrap();
+    assert!(ev.contains(&RemoveEvent::Deleted(a.id.clone())), "{ev:?}");
+    assert_eq!(
+        s.images().get(&a.id).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // The container's layers stay while its snapshot exists.
+    let top = rec.top_chain_id().unwrap();
+    assert!(s.snapshots().exists(top));
+    s.gc_with(&GcOptions {
+        grace: Duration::ZERO,
+    })
+    .unwrap();
+    assert!(s.snapshots().exists(top));
+    s.snapshots().remove("ctr").unwrap();
+    let rep = s
+        .gc_with(&GcOptions {
+            grace: Duration::ZERO,
+        })
+        .unwrap();
+    assert!(rep.snapshots.contains(top), "{rep:?}");
+    assert!(!s.snapshots().exists(top));
+    // The untouched image b is intact.
+    let b2 = s.images().get(&b.id).unwrap();
+    for l in &b2.layers {
+        assert!(s.content().exists(&l.digest));
+    }
+    assert!(s.snapshots().exists(b2.top_chain_id().unwrap()));
+    // Dangling prune removes b.
+    let pr = s.prune(true).unwrap();
+    assert!(pr.events.contains(&RemoveEvent::Deleted(b.id.clone())));
+    assert!(s.images().list().unwrap().is_empty());
+    assert!(s.content().list().unwrap().is_empty());
+    assert!(s.snapshots().list_committed().unwrap().is_empty());
+}
+
+#[test]
+fn gc_keeps_referenced_and_removes_unreferenced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path()).unwrap();
+    let a = import_tar(&s, &TarBuilder::new().file("a", b"a").build(), Some("keep"));
+    let orphan = s.content().put_bytes(b"orphan blob").unwrap();
+    // Default grace keeps fresh blobs (a pull in progress).
+    let rep = s.gc().unwrap();
+    assert!(rep.blobs.is_empty());
+    assert!(s.content().exists(&orphan));
+    let rep = s
+        .gc_with(&GcOptions {
+            grace: Duration::ZERO,
+        })
+        .unwrap();
+    assert_eq!(rep.blobs, vec![orphan.clone()]);
+    assert!(!s.content().exists(&orphan));
+    for d in [&a.manifest.digest, &a.config.digest, &a.layers[0].digest] {
+        assert!(s.content().exists(d), "{d}");
+    }
+    assert!(s.snapshots().exists(a.top_chain_id().unwrap()));
+    let du = s.disk_usage().unwrap();
+    assert_eq!(du.images.len(), 1);
+    assert!(du.images[0].size > 0);
+    assert!(du.blobs > 0);
+}
+
+#[test]
+fn oversized_manifest_is_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path()).unwrap();
+    let mut big = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 5 << 20));
+    big.extend(br#""},"config":{}}"#);
+    let d = s.content().put_bytes(&big).unwrap();
+    let desc = Descriptor::new(media_types::OCI_MANIFEST, d, big.len() as u64);
+    let e = s
+        .images()
+        .set_ref(&Reference::parse("big").unwrap(), &desc)
+        .unwrap_err();
+    assert!(matches!(e, ImageError::ManifestTooLarge(_)), "{e:?}");
+    assert!(s.images().repositories().unwrap().is_empty());
+}
