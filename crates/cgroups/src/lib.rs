@@ -15,6 +15,8 @@
 //! hierarchy's file format, so hybrid hosts work without special cases (e.g. memory on v1
 //! and hugetlb on v2). Missing controllers are an error only when a resource needs them.
 
+#![warn(missing_docs)]
+
 mod apply;
 mod bpf;
 mod error;

@@ -21,6 +21,8 @@
 //! [`docker_default`] builds Docker's default profile for a set of capabilities and an
 //! architecture.
 
+#![warn(missing_docs)]
+
 mod docker;
 mod error;
 

@@ -267,3 +267,58 @@ fn architectures_unknown_to_libseccomp_are_errors() {
         r.unwrap();
     }
 }
+
+/// Fork, load `filter`, call getppid and exit 0; returns how the child ended.
+fn child_status(filter: &Filter) -> WaitStatus {
+    // SAFETY: as in `in_child`.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            if filter.load().is_err() {
+                // SAFETY: leave the forked child without running destructors.
+                unsafe { libc::_exit(255) }
+            }
+            // SAFETY: getppid has no side effects.
+            unsafe { libc::syscall(libc::SYS_getppid) };
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => waitpid(child, None).unwrap(),
+    }
+}
+
+#[test]
+fn kill_trap_and_log_actions() {
+    if !is_root() {
+        eprintln!("skipping: needs CAP_SYS_ADMIN");
+        return;
+    }
+    let with = |action: &str| {
+        Filter::compile(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getppid"], "action": action}]
+        })))
+        .unwrap()
+    };
+    for action in [
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_THREAD",
+    ] {
+        match child_status(&with(action)) {
+            WaitStatus::Signaled(_, sig, _) => {
+                assert_eq!(sig, nix::sys::signal::Signal::SIGSYS, "{action}")
+            }
+            other => panic!("{action}: child ended with {other:?}"),
+        }
+    }
+    match child_status(&with("SCMP_ACT_TRAP")) {
+        WaitStatus::Signaled(_, sig, _) => assert_eq!(sig, nix::sys::signal::Signal::SIGSYS),
+        other => panic!("trap: child ended with {other:?}"),
+    }
+    for action in ["SCMP_ACT_LOG", "SCMP_ACT_ALLOW"] {
+        assert!(
+            matches!(child_status(&with(action)), WaitStatus::Exited(_, 0)),
+            "{action}"
+        );
+    }
+}
