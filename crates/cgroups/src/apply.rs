@@ -5,28 +5,7 @@
 //! zero value means "not set" for limits that cannot meaningfully be zero (memory limit,
 //! shares, quota, period, pids limit), and `-1` means unlimited.
 //!
-//! | OCI field | v1 file | v2 file |
-//! |---|---|---|
-//! | memory.limit | memory.limit_in_bytes | memory.max |
-//! | memory.reservation | memory.soft_limit_in_bytes | memory.low |
-//! | memory.swap (memory+swap) | memory.memsw.limit_in_bytes | memory.swap.max (= swap − limit) |
-//! | memory.swappiness | memory.swappiness | unsupported (error) |
-//! | memory.disableOOMKiller | memory.oom_control | ignored (no v2 equivalent) |
-//! | memory.kernel, kernelTCP | ignored | ignored |
-//! | cpu.shares | cpu.shares | cpu.weight (1 + (shares−2)·9999/262142) |
-//! | cpu.quota/period | cpu.cfs_quota_us / cpu.cfs_period_us | cpu.max |
-//! | cpu.burst | cpu.cfs_burst_us | cpu.max.burst |
-//! | cpu.realtime* | cpu.rt_runtime_us / cpu.rt_period_us | unsupported (error) |
-//! | cpu.idle | cpu.idle | cpu.idle |
-//! | cpu.cpus/mems | cpuset.cpus / cpuset.mems | same |
-//! | pids.limit | pids.max | pids.max |
-//! | blockIO.weight, weightDevice | blkio.weight(_device) or blkio.bfq.* | io.weight or io.bfq.weight |
-//! | blockIO.throttle* | blkio.throttle.* | io.max |
-//! | hugepageLimits | hugetlb.SIZE.limit_in_bytes | hugetlb.SIZE.max |
-//! | devices | devices.deny / devices.allow | eBPF program (see `bpf`) |
-//! | network | net_cls.classid, net_prio.ifpriomap (ignored if not mounted) | ignored |
-//! | rdma | rdma.max | rdma.max |
-//! | unified | error unless a cgroup2 hierarchy exists | written as files |
+//! The field-to-file mapping is documented on [`Cgroup::apply`].
 
 use std::path::Path;
 

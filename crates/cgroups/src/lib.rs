@@ -239,8 +239,35 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Apply `r` to the cgroup (which must exist). See the crate docs for the mapping of
-    /// each field to v1/v2 files.
+    /// Apply `r` to the cgroup (which must exist). Each resource is written to the
+    /// hierarchy owning its controller; a missing controller is an error only when the
+    /// resource is requested (network priorities are ignored when not mounted). Values
+    /// out of range are [`CgroupError::InvalidValue`]; values the kernel rejects come back
+    /// as [`CgroupError::Write`] (kind InvalidArgument for `EINVAL`). `0` means "unset"
+    /// for limits that cannot be zero, `-1` unlimited.
+    ///
+    /// | OCI field | v1 file | v2 file |
+    /// |---|---|---|
+    /// | memory.limit | memory.limit_in_bytes | memory.max |
+    /// | memory.reservation | memory.soft_limit_in_bytes | memory.low |
+    /// | memory.swap (memory+swap) | memory.memsw.limit_in_bytes | memory.swap.max (= swap − limit) |
+    /// | memory.swappiness | memory.swappiness | unsupported (error) |
+    /// | memory.disableOOMKiller | memory.oom_control | ignored (no v2 equivalent) |
+    /// | memory.kernel, kernelTCP | ignored | ignored |
+    /// | cpu.shares | cpu.shares | cpu.weight (1 + (shares−2)·9999/262142) |
+    /// | cpu.quota/period | cpu.cfs_quota_us / cpu.cfs_period_us | cpu.max |
+    /// | cpu.burst | cpu.cfs_burst_us | cpu.max.burst |
+    /// | cpu.realtime* | cpu.rt_runtime_us / cpu.rt_period_us | unsupported (error) |
+    /// | cpu.idle | cpu.idle | cpu.idle |
+    /// | cpu.cpus/mems | cpuset.cpus / cpuset.mems | same |
+    /// | pids.limit | pids.max | pids.max |
+    /// | blockIO.weight, weightDevice | blkio.weight(_device) or blkio.bfq.* | io.weight or io.bfq.weight |
+    /// | blockIO.throttle* | blkio.throttle.* | io.max |
+    /// | hugepageLimits | hugetlb.SIZE.limit_in_bytes | hugetlb.SIZE.max |
+    /// | devices | devices.deny / devices.allow | a `BPF_PROG_TYPE_CGROUP_DEVICE` program (pure v2 hosts) |
+    /// | network | net_cls.classid, net_prio.ifpriomap (ignored if not mounted) | ignored |
+    /// | rdma | rdma.max | rdma.max |
+    /// | unified | error unless a cgroup2 hierarchy exists | written as files |
     pub fn apply(&self, r: &oci_spec::runtime::LinuxResources) -> Result<()> {
         apply::apply(self, r)
     }
