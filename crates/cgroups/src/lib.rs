@@ -405,7 +405,9 @@ pub(crate) fn read(path: &Path) -> Result<String> {
     })
 }
 
-/// Write `value` to a cgroup file in one `write(2)` (cgroup files parse per write).
+/// Write `value` to a cgroup file in one `write(2)` (cgroup files parse per write). The
+/// file is opened like the shell's `>` does (`O_TRUNC` is meaningless on cgroupfs but
+/// keeps plain-file fakes in tests exact).
 pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     let err = |source| CgroupError::Write {
         path: path.to_path_buf(),
@@ -414,7 +416,7 @@ pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
     };
     let mut f = fs::OpenOptions::new()
         .write(true)
-        .truncate(false)
+        .truncate(true)
         .open(path)
         .map_err(err)?;
     f.write_all(value.as_bytes()).map_err(err)
@@ -587,3 +589,6 @@ fn freeze_v2(dir: &Path, frozen: bool) -> Result<()> {
 
 #[cfg(test)]
 mod kernel_tests;
+
+#[cfg(test)]
+mod fake_tests;
