@@ -47,15 +47,3 @@ pub(crate) fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<S
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
-
-/// Whether a failed command only said that the device or object does not exist.
-pub(crate) fn is_missing(err: &NetError) -> bool {
-    match err {
-        NetError::Command { stderr, .. } => {
-            stderr.contains("Cannot find device")
-                || stderr.contains("does not exist")
-                || stderr.contains("No such")
-        }
-        _ => false,
-    }
-}

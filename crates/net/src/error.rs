@@ -85,6 +85,15 @@ pub enum NetError {
         /// Its standard error (trimmed).
         stderr: String,
     },
+    /// A netlink request failed.
+    #[error("netlink: {op} failed")]
+    Netlink {
+        /// What was attempted, on which link.
+        op: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
     /// An external command could not be started.
     #[error("could not run {command}")]
     Spawn {
@@ -151,6 +160,7 @@ impl HasKind for NetError {
             }
             NetError::Command { .. }
             | NetError::Spawn { .. }
+            | NetError::Netlink { .. }
             | NetError::Io { .. }
             | NetError::CorruptState { .. }
             | NetError::Socket { .. } => ErrorKind::Internal,

@@ -129,15 +129,7 @@ pub(crate) fn render(
         let _ = writeln!(f, "-A {} -o {b} -j DROP", c.forward);
     }
     for p in ports {
-        let _ = writeln!(
-            f,
-            "-A {} -d {}/32 ! -i {b} -o {b} -p {pr} -m {pr} --dport {cp} -j ACCEPT",
-            c.ports,
-            p.container_ip,
-            b = p.bridge,
-            pr = p.proto.as_str(),
-            cp = p.container_port
-        );
+        let _ = writeln!(f, "-A {}", port_rules(&c, p).0);
     }
     for (table, chain, spec) in add_jumps {
         if *table == "filter" {
@@ -150,27 +142,9 @@ pub(crate) fn render(
         let _ = writeln!(f, ":{ch} - [0:0]");
     }
     for p in ports {
-        let dst = p
-            .host_ip
-            .map(|ip| format!("-d {ip}/32 "))
-            .unwrap_or_default();
-        let _ = writeln!(
-            f,
-            "-A {} {dst}-p {pr} -m {pr} --dport {hp} -j DNAT --to-destination {ip}:{cp}",
-            c.nat,
-            pr = p.proto.as_str(),
-            hp = p.host_port,
-            ip = p.container_ip,
-            cp = p.container_port
-        );
-        let _ = writeln!(
-            f,
-            "-A {} -s {ip}/32 -d {ip}/32 -p {pr} -m {pr} --dport {cp} -j MASQUERADE",
-            c.postrouting,
-            ip = p.container_ip,
-            pr = p.proto.as_str(),
-            cp = p.container_port
-        );
+        let (_, dnat, masq) = port_rules(&c, p);
+        let _ = writeln!(f, "-A {dnat}");
+        let _ = writeln!(f, "-A {masq}");
     }
     for n in networks {
         let b = &n.bridge;
@@ -194,6 +168,53 @@ pub(crate) fn render(
     }
     let _ = writeln!(f, "COMMIT");
     f
+}
+
+/// The rules of one published port: (filter accept, nat DNAT, nat hairpin MASQUERADE),
+/// each as `CHAIN rule-spec`.
+fn port_rules(c: &Chains, p: &FwPort) -> (String, String, String) {
+    let pr = p.proto.as_str();
+    let (ip, cp, b) = (p.container_ip, p.container_port, &p.bridge);
+    let dst = p.host_ip.map(|h| format!("-d {h}/32 ")).unwrap_or_default();
+    (
+        format!(
+            "{} -d {ip}/32 ! -i {b} -o {b} -p {pr} -m {pr} --dport {cp} -j ACCEPT",
+            c.ports
+        ),
+        format!(
+            "{} {dst}-p {pr} -m {pr} --dport {hp} -j DNAT --to-destination {ip}:{cp}",
+            c.nat,
+            hp = p.host_port
+        ),
+        format!(
+            "{} -s {ip}/32 -d {ip}/32 -p {pr} -m {pr} --dport {cp} -j MASQUERADE",
+            c.postrouting
+        ),
+    )
+}
+
+/// Adds (`add`) or deletes the rules of `ports` without touching any other rule. This is
+/// the fast path of publishing: appending rules commits much faster than re-loading whole
+/// chains on nft-backed iptables. Fails if a rule to delete is missing (callers then fall
+/// back to [`apply`]).
+pub(crate) fn change_ports(prefix: &str, ports: &[FwPort], add: bool) -> Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let c = chains(prefix);
+    let op = if add { "-A" } else { "-D" };
+    let mut f = String::from("*filter\n");
+    let rules: Vec<_> = ports.iter().map(|p| port_rules(&c, p)).collect();
+    for (accept, _, _) in &rules {
+        let _ = writeln!(f, "{op} {accept}");
+    }
+    f.push_str("COMMIT\n*nat\n");
+    for (_, dnat, masq) in &rules {
+        let _ = writeln!(f, "{op} {dnat}");
+        let _ = writeln!(f, "{op} {masq}");
+    }
+    f.push_str("COMMIT\n");
+    restore(&f)
 }
 
 fn restore(input: &str) -> Result<()> {

@@ -23,8 +23,8 @@
 //!
 //! # Calling convention
 //!
-//! The API is synchronous and blocking: each call runs a few short host commands (`ip`,
-//! `nsenter`, `iptables-restore`) and takes milliseconds. From async code (the engine runs
+//! The API is synchronous and blocking: each call does a few netlink requests and, when
+//! firewall rules change, runs one `iptables-restore`; it takes milliseconds. From async code (the engine runs
 //! on tokio) wrap calls in `tokio::task::spawn_blocking` with the manager in an `Arc`; all
 //! methods take `&self` and serialize on an internal mutex. The DNS servers run on plain
 //! threads owned by the manager and stop when it is dropped; kernel state (bridges, veths,
@@ -40,6 +40,7 @@ pub mod dns;
 mod firewall;
 mod link;
 mod manager;
+mod netlink;
 mod ports;
 mod state;
 

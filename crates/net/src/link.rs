@@ -1,15 +1,16 @@
 //! Links: bridges on the host, veth pairs into container network namespaces.
 //!
-//! Everything goes through `ip -batch -` (one process for several changes): the host side
-//! directly, the container side under `nsenter --net=<netns path>`. The container end of
-//! a veth pair is created directly inside the target namespace under its final name
-//! (`eth0`, `eth1`, ...), so no rename step is needed.
+//! Bridges are rare and go through `ip -batch -`; the per-container path (veth pairs,
+//! addresses, routes) speaks rtnetlink directly (see `netlink`), so connecting spawns no
+//! process. The container end of a veth pair is created directly inside the target
+//! namespace under its final name (`eth0`, `eth1`, ...), so no rename step is needed.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use crate::cmd::{is_missing, run};
+use crate::cmd::run;
 use crate::error::{NetError, Result};
+use crate::netlink::{self, parse_mac, Netlink};
 
 /// Whether a network device of this name exists in the host namespace.
 pub(crate) fn exists(name: &str) -> bool {
@@ -49,9 +50,14 @@ pub(crate) fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix_len: u8) -> Re
 /// Deletes a link (bridge or veth); a missing link is not an error.
 pub(crate) fn delete(name: &str) -> Result<()> {
     check_ifname(name)?;
-    match run("ip", &["link", "del", name], None) {
-        Err(e) if is_missing(&e) => Ok(()),
-        r => r.map(|_| ()),
+    let nl = |source| NetError::Netlink {
+        op: format!("delete link {name}"),
+        source,
+    };
+    let mut sock = Netlink::open().map_err(nl)?;
+    match sock.delete_link(name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        r => r.map_err(nl),
     }
 }
 
@@ -80,63 +86,89 @@ pub(crate) struct VethConfig<'a> {
     pub mtu: u32,
 }
 
-/// Creates the veth pair: host end into the bridge and up, container end inside the
-/// namespace with its address, up, plus `lo` up and the default route when asked.
-/// On failure the host end (and with it the pair) is removed again.
+/// Creates the veth pair: host end into the bridge and up (hairpin on), container end
+/// inside the namespace with its address, up, plus `lo` up and the default route when
+/// asked. On failure the host end (and with it the pair) is removed again.
 pub(crate) fn create_veth(c: &VethConfig<'_>) -> Result<()> {
     check_ifname(c.host_name)?;
     check_ifname(c.ifname)?;
-    let netns = c.netns.to_str().ok_or_else(|| {
-        NetError::InvalidArgument(format!("netns path {} is not utf-8", c.netns.display()))
+    let mac = parse_mac(c.mac)
+        .ok_or_else(|| NetError::InvalidArgument(format!("invalid mac address {:?}", c.mac)))?;
+    let netns = std::fs::File::open(c.netns).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            NetError::InvalidArgument(format!("netns path {} does not exist", c.netns.display()))
+        }
+        _ => NetError::io(c.netns, e),
     })?;
-    if netns.contains(char::is_whitespace) {
-        return Err(NetError::InvalidArgument(format!(
-            "netns path {netns:?} contains whitespace"
-        )));
+    let ifindex_path = Path::new("/sys/class/net").join(c.bridge).join("ifindex");
+    let master: u32 = std::fs::read_to_string(&ifindex_path)
+        .map_err(|e| NetError::io(&ifindex_path, e))?
+        .trim()
+        .parse()
+        .map_err(|_| NetError::io(&ifindex_path, std::io::Error::other("not a number")))?;
+    let mut sock = Netlink::open().map_err(|source| NetError::Netlink {
+        op: "open socket".into(),
+        source,
+    })?;
+    sock.create_veth(c.host_name, master, c.mtu, c.ifname, mac, &netns)
+        .map_err(|source| NetError::Netlink {
+            op: format!("create veth {} in bridge {}", c.host_name, c.bridge),
+            source,
+        })?;
+    let res = configure(c, &netns);
+    if res.is_err() {
+        let _ = sock.delete_link(c.host_name);
     }
-    if !c.netns.exists() {
-        return Err(NetError::InvalidArgument(format!(
-            "netns path {netns} does not exist"
-        )));
-    }
-    let host = format!(
-        "link add {h} mtu {mtu} master {b} up type veth peer name {i} mtu {mtu} address {m} netns {netns}\n",
-        h = c.host_name,
-        b = c.bridge,
-        i = c.ifname,
-        m = c.mac,
-        mtu = c.mtu,
-    );
-    run("ip", &["-batch", "-"], Some(&host))?;
+    res
+}
+
+fn configure(c: &VethConfig<'_>, netns: &std::fs::File) -> Result<()> {
     // Hairpin: with br_netfilter loaded, a container reaching its own published port is
     // DNATed at bridge level and must be bridged back out of the port it came in on.
     let hairpin = format!("/sys/class/net/{}/brport/hairpin_mode", c.host_name);
-    if let Err(e) = std::fs::write(&hairpin, "1") {
-        let _ = delete(c.host_name);
-        return Err(NetError::io(hairpin, e));
-    }
-    let mut inner = format!(
-        "link set lo up\naddr add {ip}/{len} dev {i}\nlink set {i} up\n",
-        ip = c.ip,
-        len = c.prefix_len,
-        i = c.ifname
-    );
-    if let Some(gw) = c.default_gw {
-        inner.push_str(&format!(
-            "route replace default via {gw} dev {}\n",
-            c.ifname
-        ));
-    }
-    let netarg = format!("--net={netns}");
-    if let Err(e) = run("nsenter", &[&netarg, "ip", "-batch", "-"], Some(&inner)) {
-        let _ = delete(c.host_name);
-        return Err(e);
-    }
-    Ok(())
+    std::fs::write(&hairpin, "1").map_err(|e| NetError::io(hairpin, e))?;
+    let step = std::sync::Mutex::new("open socket");
+    let set = |s: &'static str| {
+        if let Ok(mut g) = step.lock() {
+            *g = s;
+        }
+    };
+    netlink::in_netns(netns, || {
+        let mut s = Netlink::open()?;
+        set("set lo up");
+        s.set_up(netlink::index_of("lo")?)?;
+        set("find interface");
+        let idx = netlink::index_of(c.ifname)?;
+        set("add address");
+        s.add_addr(idx, c.ip, c.prefix_len)?;
+        set("set interface up");
+        s.set_up(idx)?;
+        if let Some(gw) = c.default_gw {
+            set("add default route");
+            s.default_route(idx, gw)?;
+        }
+        Ok(())
+    })
+    .map_err(|source| NetError::Netlink {
+        op: format!(
+            "{} ({} in {})",
+            step.lock().map(|g| *g).unwrap_or("configure"),
+            c.ifname,
+            c.netns.display()
+        ),
+        source,
+    })
 }
 
 /// Brings `lo` up inside a network namespace (what the `none` network gives a container).
 pub(crate) fn loopback_up(netns: &Path) -> Result<()> {
-    let netarg = format!("--net={}", netns.display());
-    run("nsenter", &[&netarg, "ip", "link", "set", "lo", "up"], None).map(|_| ())
+    let f = std::fs::File::open(netns).map_err(|e| NetError::io(netns, e))?;
+    netlink::in_netns(&f, || {
+        let mut s = Netlink::open()?;
+        s.set_up(netlink::index_of("lo")?)
+    })
+    .map_err(|source| NetError::Netlink {
+        op: format!("set lo up in {}", netns.display()),
+        source,
+    })
 }

@@ -159,7 +159,6 @@ impl Inner {
 
     fn fw_model(&self) -> (Vec<FwNetwork>, Vec<FwPort>) {
         let mut nets = Vec::new();
-        let mut by_id: HashMap<&str, &str> = HashMap::new();
         for r in &self.state.networks {
             if let (Some(b), Some(s)) = (&r.network.bridge, r.network.subnet) {
                 nets.push(FwNetwork {
@@ -167,26 +166,35 @@ impl Inner {
                     subnet: s,
                     internal: r.network.internal,
                 });
-                by_id.insert(&r.network.id, b);
             }
         }
-        let mut ports = Vec::new();
-        for list in self.state.ports.values() {
-            for p in list {
-                let Some(bridge) = by_id.get(p.network_id.as_str()) else {
-                    continue;
-                };
-                ports.push(FwPort {
-                    bridge: bridge.to_string(),
-                    container_ip: p.container_ip,
-                    container_port: p.mapping.container_port,
-                    host_ip: v4_host_ip(p.mapping.host_ip).ok().flatten(),
-                    host_port: p.mapping.host_port.unwrap_or(0),
-                    proto: p.mapping.proto,
-                });
-            }
-        }
+        let all: Vec<&Published> = self.state.ports.values().flatten().collect();
+        let ports = self.fw_ports(&all);
         (nets, ports)
+    }
+
+    fn fw_ports(&self, list: &[&Published]) -> Vec<FwPort> {
+        let mut ports = Vec::new();
+        for p in list {
+            let Some(bridge) = self
+                .state
+                .networks
+                .iter()
+                .find(|r| r.network.id == p.network_id)
+                .and_then(|r| r.network.bridge.clone())
+            else {
+                continue;
+            };
+            ports.push(FwPort {
+                bridge,
+                container_ip: p.container_ip,
+                container_port: p.mapping.container_port,
+                host_ip: v4_host_ip(p.mapping.host_ip).ok().flatten(),
+                host_port: p.mapping.host_port.unwrap_or(0),
+                proto: p.mapping.proto,
+            });
+        }
+        ports
     }
 
     fn dns_records(&self, idx: usize) -> Records {
@@ -215,6 +223,26 @@ impl Inner {
     fn refresh_dns(&self, idx: usize) {
         if let Some(s) = self.dns.get(&self.state.networks[idx].network.id) {
             s.set_records(self.dns_records(idx));
+        }
+    }
+}
+
+/// The published ports of `container_id` from index `from` on.
+fn entry_tail<'a>(inner: &'a Inner, container_id: &str, from: usize) -> Vec<&'a Published> {
+    inner
+        .state
+        .ports
+        .get(container_id)
+        .map(|l| l.iter().skip(from).collect())
+        .unwrap_or_default()
+}
+
+/// Drops the published ports of `container_id` from index `before` on.
+fn rollback_ports(inner: &mut Inner, container_id: &str, before: usize) {
+    if let Some(list) = inner.state.ports.get_mut(container_id) {
+        list.truncate(before);
+        if list.is_empty() {
+            inner.state.ports.remove(container_id);
         }
     }
 }
@@ -409,6 +437,22 @@ impl NetworkManager {
                 inner.refresh_dns(idx);
             }
             Err(e) => tracing::warn!(network = %n.name, error = %e, "embedded dns not started"),
+        }
+    }
+
+    /// Adds or removes the rules of some published ports (already added to / still in
+    /// `inner` for an add; already removed for a remove), falling back to a full re-render
+    /// when the incremental change fails (e.g. a rule was removed behind our back).
+    fn change_ports(&self, inner: &Inner, ports: &[FwPort], add: bool) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        match firewall::change_ports(&self.opts.chain_prefix, ports, add) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "incremental port rule change failed, re-rendering");
+                self.apply_firewall(inner)
+            }
         }
     }
 
@@ -704,19 +748,21 @@ impl NetworkManager {
         if let Some(a) = rec.ipam.as_mut() {
             a.release(ep.ip);
         }
-        let mut fw_changed = false;
+        let mut gone = Vec::new();
         if let Some(list) = inner.state.ports.get_mut(&ep.container_id) {
-            let before = list.len();
-            list.retain(|p| !(p.network_id == ep.network_id && p.container_ip == ep.ip));
-            fw_changed = list.len() != before;
+            let (g, keep): (Vec<Published>, Vec<Published>) = list
+                .drain(..)
+                .partition(|p| p.network_id == ep.network_id && p.container_ip == ep.ip);
+            *list = keep;
+            gone = g;
             if list.is_empty() {
                 inner.state.ports.remove(&ep.container_id);
                 inner.reservations.remove(&ep.container_id);
             }
         }
-        if fw_changed {
-            self.apply_firewall(inner)?;
-        }
+        let fw_changed = !gone.is_empty();
+        let rules = inner.fw_ports(&gone.iter().collect::<Vec<_>>());
+        self.change_ports(inner, &rules, false)?;
         inner.refresh_dns(idx);
         Ok(fw_changed)
     }
@@ -809,14 +855,15 @@ impl NetworkManager {
             container_ip: endpoint_ip,
             network_id: network_id.clone(),
         }));
-        if let Err(e) = self.apply_firewall(&inner).and_then(|_| self.save(&inner)) {
-            if let Some(list) = inner.state.ports.get_mut(container_id) {
-                list.truncate(before);
-                if list.is_empty() {
-                    inner.state.ports.remove(container_id);
-                }
-            }
+        let new_rules = inner.fw_ports(&entry_tail(&inner, container_id, before));
+        if let Err(e) = self.change_ports(&inner, &new_rules, true) {
+            rollback_ports(&mut inner, container_id, before);
             let _ = self.apply_firewall(&inner);
+            return Err(e);
+        }
+        if let Err(e) = self.save(&inner) {
+            rollback_ports(&mut inner, container_id, before);
+            let _ = self.change_ports(&inner, &new_rules, false);
             return Err(e);
         }
         inner
@@ -840,10 +887,11 @@ impl NetworkManager {
     /// Removes all published ports of a container (rules and host port reservations).
     pub fn unpublish_ports(&self, container_id: &str) -> Result<()> {
         let mut inner = self.lock();
-        if inner.state.ports.remove(container_id).is_none() {
+        let Some(gone) = inner.state.ports.remove(container_id) else {
             return Ok(());
-        }
-        self.apply_firewall(&inner)?;
+        };
+        let rules = inner.fw_ports(&gone.iter().collect::<Vec<_>>());
+        self.change_ports(&inner, &rules, false)?;
         inner.reservations.remove(container_id);
         self.save(&inner)
     }
