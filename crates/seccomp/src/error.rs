@@ -46,6 +46,11 @@ pub enum SeccompError {
         #[source]
         source: libseccomp::error::SeccompError,
     },
+    /// The process may not install a filter: it has neither `no_new_privs` nor
+    /// `CAP_SYS_ADMIN` (load the filter before dropping capabilities, or set
+    /// `no_new_privs` first).
+    #[error("loading a seccomp filter needs no_new_privs or CAP_SYS_ADMIN")]
+    NeedsPrivilege,
     /// The kernel refused the filter.
     #[error("failed to load the seccomp filter")]
     Load {
@@ -63,7 +68,9 @@ impl HasKind for SeccompError {
             | SeccompError::Arch { .. }
             | SeccompError::Flag { .. } => ErrorKind::Unavailable,
             SeccompError::Libseccomp { .. } => ErrorKind::InvalidArgument,
-            SeccompError::Load { .. } => ErrorKind::FailedPrecondition,
+            SeccompError::Load { .. } | SeccompError::NeedsPrivilege => {
+                ErrorKind::FailedPrecondition
+            }
         }
     }
 }

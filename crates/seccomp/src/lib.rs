@@ -272,8 +272,45 @@ impl Filter {
     /// Install the filter in the kernel for the calling thread (all threads with TSYNC).
     /// Needs `no_new_privs` set or `CAP_SYS_ADMIN`. Irreversible for this process.
     pub fn load(&self) -> Result<(), SeccompError> {
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            if !may_load(&status) {
+                return Err(SeccompError::NeedsPrivilege);
+            }
+        }
         self.ctx
             .load()
             .map_err(|source| SeccompError::Load { source })
+    }
+}
+
+/// Whether a process with this `/proc/<pid>/status` may install a filter: it needs
+/// `no_new_privs` or `CAP_SYS_ADMIN` in its effective set. Unknown formats say yes (the
+/// kernel decides).
+fn may_load(status: &str) -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let nnp = field("NoNewPrivs:").map(|v| v == "1");
+    let admin = field("CapEff:")
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .map(|caps| caps & (1 << CAP_SYS_ADMIN) != 0);
+    !matches!((nnp, admin), (Some(false), Some(false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_privilege_check() {
+        let st = |nnp: &str, eff: &str| format!("Name:\tx\nCapEff:\t{eff}\nNoNewPrivs:\t{nnp}\n");
+        assert!(may_load(&st("0", "000001ffffffffff")));
+        assert!(may_load(&st("1", "0000000000000000")));
+        assert!(!may_load(&st("0", "00000000a80425fb")));
+        assert!(may_load("garbage"));
     }
 }

@@ -322,3 +322,58 @@ fn kill_trap_and_log_actions() {
         );
     }
 }
+
+#[test]
+fn loading_without_privilege_is_a_clear_error() {
+    if !is_root() {
+        eprintln!("skipping: needs root to drop to another user");
+        return;
+    }
+    let f = Filter::compile(&profile(
+        serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}),
+    ))
+    .unwrap();
+    // SAFETY: the child only switches user, tries to load and leaves with _exit.
+    let code = match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            // SAFETY: setuid drops every capability of this forked child.
+            let code = if unsafe { libc::setuid(65534) } != 0 {
+                2
+            } else {
+                match f.load() {
+                    Err(SeccompError::NeedsPrivilege) => 0,
+                    Err(_) => 3,
+                    Ok(()) => 4,
+                }
+            };
+            // SAFETY: leave without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
+            WaitStatus::Exited(_, code) => code,
+            other => panic!("child ended with {other:?}"),
+        },
+    };
+    assert_eq!(code, 0);
+    // With no_new_privs set the same unprivileged child may load it.
+    // SAFETY: as above.
+    let code = match unsafe { fork() }.unwrap() {
+        ForkResult::Child => {
+            // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) and setuid only change this child.
+            let ok = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } == 0
+                && unsafe { libc::setuid(65534) } == 0;
+            let code = match (ok, f.load()) {
+                (true, Ok(())) => 0,
+                _ => 5,
+            };
+            // SAFETY: as above.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => match waitpid(child, None).unwrap() {
+            WaitStatus::Exited(_, code) => code,
+            other => panic!("child ended with {other:?}"),
+        },
+    };
+    assert_eq!(code, 0);
+}
