@@ -605,6 +605,11 @@ fn stats_report_usage() {
     assert!(st.memory.max_usage >= st.memory.usage || st.memory.max_usage == 0);
     assert!(st.cpu.usage_total_ns > 1_000_000, "{st:?}");
     assert!(st.cpu.usage_user_ns + st.cpu.usage_system_ns > 0, "{st:?}");
+    assert!(!st.memory.stat.is_empty(), "{st:?}");
+    if g.cg.controller_dir("cpuacct").is_some_and(|(h, _)| !h.v2) {
+        assert!(!st.cpu.percpu_ns.is_empty());
+        assert!(st.cpu.percpu_ns.iter().sum::<u64>() > 0);
+    }
     assert_eq!(st.pids.limit, 20);
     assert_eq!(st.pids.current, 2);
     let json = serde_json::to_value(&st).unwrap();

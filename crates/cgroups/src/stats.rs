@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::{flat_keyed, Cgroup, CgroupError, Result};
@@ -17,6 +18,9 @@ pub struct MemoryStats {
     pub limit: u64,
     /// Page cache in bytes.
     pub cache: u64,
+    /// Every counter of `memory.stat` as the kernel names it (v1: `total_inactive_file`,
+    /// ...; v2: `inactive_file`, ...), for `docker stats`' usage-minus-cache figure.
+    pub stat: BTreeMap<String, u64>,
 }
 
 /// CPU usage.
@@ -34,6 +38,8 @@ pub struct CpuStats {
     pub nr_throttled: u64,
     /// Total time throttled in nanoseconds.
     pub throttled_time_ns: u64,
+    /// CPU time per CPU in nanoseconds (v1 `cpuacct.usage_percpu`; empty on v2).
+    pub percpu_ns: Vec<u64>,
 }
 
 /// Process counts.
@@ -81,6 +87,18 @@ pub(crate) fn parse_limit(s: &str) -> Option<u64> {
 
 fn keyed(dir: &Path, file: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(file)).ok()
+}
+
+/// All `key value` pairs of a flat-keyed file with numeric values.
+pub(crate) fn parse_flat(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let k = it.next()?;
+            let v = it.next()?.parse().ok()?;
+            Some((k.to_string(), v))
+        })
+        .collect()
 }
 
 /// Sum of `Read`/`Write` over the devices of a v1 `blkio.*io_service_bytes*` file.
@@ -135,15 +153,22 @@ pub(crate) fn collect(cg: &Cgroup) -> Result<Stats> {
             m.usage = read_u64(dir, "memory.current").unwrap_or(0);
             m.max_usage = read_u64(dir, "memory.peak").unwrap_or(0);
             m.limit = read_u64(dir, "memory.max").unwrap_or(u64::MAX);
-            m.cache = keyed(dir, "memory.stat")
-                .and_then(|t| flat_keyed(&t, "file"))
-                .unwrap_or(0);
+            m.stat = keyed(dir, "memory.stat")
+                .map(|t| parse_flat(&t))
+                .unwrap_or_default();
+            m.cache = m.stat.get("file").copied().unwrap_or(0);
         } else {
             m.usage = read_u64(dir, "memory.usage_in_bytes").unwrap_or(0);
             m.max_usage = read_u64(dir, "memory.max_usage_in_bytes").unwrap_or(0);
             m.limit = read_u64(dir, "memory.limit_in_bytes").unwrap_or(u64::MAX);
-            m.cache = keyed(dir, "memory.stat")
-                .and_then(|t| flat_keyed(&t, "total_cache").or_else(|| flat_keyed(&t, "cache")))
+            m.stat = keyed(dir, "memory.stat")
+                .map(|t| parse_flat(&t))
+                .unwrap_or_default();
+            m.cache = m
+                .stat
+                .get("total_cache")
+                .or_else(|| m.stat.get("cache"))
+                .copied()
                 .unwrap_or(0);
         }
     }
@@ -151,6 +176,13 @@ pub(crate) fn collect(cg: &Cgroup) -> Result<Stats> {
     match cg.controller_dir("cpuacct").filter(|(h, _)| !h.v2) {
         Some((_, dir)) => {
             c.usage_total_ns = read_u64(dir, "cpuacct.usage").unwrap_or(0);
+            c.percpu_ns = keyed(dir, "cpuacct.usage_percpu")
+                .map(|t| {
+                    t.split_whitespace()
+                        .filter_map(|v| v.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
             match (
                 read_u64(dir, "cpuacct.usage_user"),
                 read_u64(dir, "cpuacct.usage_sys"),
@@ -230,6 +262,13 @@ mod tests {
         assert_eq!(parse_limit("-1"), Some(u64::MAX));
         assert_eq!(parse_limit("42"), Some(42));
         assert_eq!(parse_limit("x"), None);
+    }
+
+    #[test]
+    fn parses_flat_files() {
+        let m = parse_flat("cache 4096\nrss 8192\nbad line x\n\n");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["rss"], 8192);
     }
 
     #[test]
