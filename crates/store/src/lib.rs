@@ -7,7 +7,7 @@
 //! * [`content`]: the blob store at `<root>/blobs/<alg>/<hex>`. Uploads stream into
 //!   `<root>/ingest/` under a caller-chosen *ref key*, are resumable, and become visible only
 //!   after [`content::BlobWriter::commit`] verified size and digest (fsync + atomic rename).
-//! * [`reference`]: docker reference parsing and normalisation (`busybox` →
+//! * [`reference`](mod@reference): docker reference parsing and normalisation (`busybox` →
 //!   `docker.io/library/busybox:latest`).
 //! * [`image`]: manifests / indexes / configs (OCI and Docker media types), platform
 //!   selection, and [`image::ImageStore`], the crash-safe index of refs → images
@@ -32,6 +32,7 @@
 //! Everything is synchronous (no tokio): call it from async code with `spawn_blocking`.
 //! Every public error implements [`errkind::HasKind`].
 
+pub mod archive;
 pub mod content;
 pub mod digest;
 pub mod image;
@@ -40,6 +41,7 @@ pub mod reference;
 pub mod snapshot;
 mod store;
 
+pub use archive::LoadedImage;
 pub use content::{BlobWriter, ContentStore};
 pub use digest::Digest;
 pub use image::{Descriptor, ImageConfig, ImageRecord, ImageStore};

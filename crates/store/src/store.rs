@@ -54,6 +54,15 @@ pub enum StoreError {
     /// An archive (import/save/load input) is malformed.
     #[error("invalid archive: {0}")]
     InvalidArchive(String),
+    /// An archive stream could not be read as a (compressed) tar.
+    #[error("invalid archive: {op}")]
+    CorruptArchive {
+        /// What was being read.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// From the content store.
     #[error("store content")]
     Content(#[from] ContentError),
@@ -81,7 +90,9 @@ impl HasKind for StoreError {
     fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Conflict { .. } => ErrorKind::Conflict,
-            StoreError::InvalidArchive(_) => ErrorKind::InvalidArgument,
+            StoreError::InvalidArchive(_) | StoreError::CorruptArchive { .. } => {
+                ErrorKind::InvalidArgument
+            }
             StoreError::Content(e) => e.kind(),
             StoreError::Image(e) => e.kind(),
             StoreError::Snapshot(e) => e.kind(),
