@@ -91,7 +91,6 @@ pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources) -> Result<()> {
     }
     if let Some(h) = r.hugepage_limits() {
         for l in h {
-            let t = cg.need("hugetlb")?;
             let size = l.page_size();
             if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return Err(invalid(
@@ -99,6 +98,7 @@ pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources) -> Result<()> {
                     format!("{size:?} is malformed"),
                 ));
             }
+            let t = cg.need("hugetlb")?;
             let file = if t.v2 {
                 format!("hugetlb.{size}.max")
             } else {
