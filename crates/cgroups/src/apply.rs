@@ -634,7 +634,9 @@ fn devices(cg: &Cgroup, rules: &[LinuxDeviceCgroup]) -> Result<()> {
             Ok(())
         }
         _ => match cg.v2_dir() {
-            Some(dir) if cg.mode_is_v2() => crate::bpf::apply_device_rules(dir, rules),
+            // Pure v2, or hybrid without a v1 devices controller: the processes are in the
+            // unified hierarchy too, whose device programs the kernel always runs.
+            Some(dir) => crate::bpf::apply_device_rules(dir, rules),
             _ => Err(CgroupError::ControllerMissing {
                 controller: "devices".into(),
             }),

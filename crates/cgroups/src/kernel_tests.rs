@@ -641,7 +641,14 @@ fn v2_device_filter_denies_unlisted_devices() {
             {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "r"}
         ]))
         .unwrap();
-    bpf::apply_device_rules(&dir, &rules).unwrap();
+    // The same cgroup seen as on a host without v1 devices: apply goes to eBPF.
+    let v2_only = Cgroup {
+        path: g.cg.path.clone(),
+        dirs: g.cg.dirs.iter().filter(|(h, _)| h.v2).cloned().collect(),
+    };
+    let mut res = LinuxResources::default();
+    res.set_devices(Some(rules.clone()));
+    v2_only.apply(&res).unwrap();
     // Applying again replaces the program instead of stacking a second one.
     bpf::apply_device_rules(&dir, &rules).unwrap();
     assert_eq!(bpf::attached(&dir).unwrap(), 1);

@@ -200,11 +200,6 @@ impl Cgroup {
         self.dirs().find(|(h, _)| h.v2).map(|(_, d)| d)
     }
 
-    /// Whether every hierarchy of this cgroup is cgroup2 (a pure v2 host).
-    pub(crate) fn mode_is_v2(&self) -> bool {
-        !self.dirs.is_empty() && self.dirs.iter().all(|(h, _)| h.v2)
-    }
-
     /// Create the cgroup directory in every hierarchy (and missing parents). On v1
     /// cpuset, empty `cpuset.cpus`/`cpuset.mems` are copied from the parent at each level;
     /// on v2, every controller available in an ancestor is enabled in its
@@ -264,7 +259,7 @@ impl Cgroup {
     /// | blockIO.weight, weightDevice | blkio.weight(_device) or blkio.bfq.* | io.weight or io.bfq.weight |
     /// | blockIO.throttle* | blkio.throttle.* | io.max |
     /// | hugepageLimits | hugetlb.SIZE.limit_in_bytes | hugetlb.SIZE.max |
-    /// | devices | devices.deny / devices.allow | a `BPF_PROG_TYPE_CGROUP_DEVICE` program (pure v2 hosts) |
+    /// | devices | devices.deny / devices.allow | a `BPF_PROG_TYPE_CGROUP_DEVICE` program (also on hybrid hosts without v1 devices) |
     /// | network | net_cls.classid, net_prio.ifpriomap (ignored if not mounted) | ignored |
     /// | rdma | rdma.max | rdma.max |
     /// | unified | error unless a cgroup2 hierarchy exists | written as files |
