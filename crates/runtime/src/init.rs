@@ -1,0 +1,315 @@
+//! The forked side of `create` and `exec`.
+//!
+//! Stage 1 (a child of the runtime) joins the cgroup, joins the namespaces given by path,
+//! creates a user namespace if asked (the runtime writes its id maps), unshares the other
+//! new namespaces and forks the container process, whose host pid it reports before
+//! exiting. The container process (pid 1 of a new pid namespace for `create`) builds the
+//! rootfs, applies the process settings, reports `READY` (or the error that stopped it)
+//! and then blocks opening the exec fifo for writing until `start` opens it for reading.
+//! Only then does it exec the user's program, with seccomp loaded last.
+//!
+//! Everything here runs in a freshly forked copy of a single-threaded runtime, so memory
+//! allocation is safe; the process never returns to the caller's code (it `_exit`s).
+
+use crate::hooks;
+use crate::process;
+use crate::rootfs::{self, CResult, CgroupMounts, Ctx};
+use crate::sync::{self, Sock};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::{Process, Spec};
+use std::convert::Infallible;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// Everything the forked processes need, prepared by the runtime before forking.
+pub(crate) struct ChildArgs<'a> {
+    /// Container config.
+    pub spec: &'a Spec,
+    /// The process to run (the container's, or the exec'd one).
+    pub process: &'a Process,
+    /// Absolute rootfs (create only).
+    pub rootfs: &'a Path,
+    /// Absolute bundle dir (relative bind sources).
+    pub bundle: &'a Path,
+    /// The child's end of the sync channel.
+    pub sock: &'a Sock,
+    /// Namespaces to join, user namespace first.
+    pub joins: Vec<(CloneFlags, OwnedFd)>,
+    /// Whether to create a new user namespace.
+    pub new_user: bool,
+    /// The other namespaces to create.
+    pub new_flags: CloneFlags,
+    /// The cgroup to join first.
+    pub cgroup: Option<&'a cgroups::Cgroup>,
+    /// The container's cgroup directories, for `cgroup` mounts.
+    pub cg_mounts: CgroupMounts,
+    /// O_PATH descriptor of the exec fifo (create only).
+    pub fifo: Option<RawFd>,
+    /// O_PATH descriptor of the state directory (fallback to reach the fifo).
+    pub state_dir: Option<RawFd>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Number of fds above stdio passed to the program.
+    pub preserve_fds: i32,
+    /// Don't create a new session keyring.
+    pub no_new_keyring: bool,
+    /// Container id (keyring name).
+    pub id: &'a str,
+    /// Exec into an existing container instead of creating one.
+    pub exec: bool,
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit ends this forked process without running the parent's destructors or
+    // flushing buffers it shares with the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// Stage 1: never returns.
+pub(crate) fn stage1(a: &ChildArgs) -> ! {
+    match stage1_inner(a) {
+        Ok(pid) => {
+            let _ = a.sock.send(sync::PID, &pid.to_le_bytes());
+            exit(0)
+        }
+        Err(e) => {
+            let _ = a.sock.send(sync::ERROR, e.as_bytes());
+            exit(1)
+        }
+    }
+}
+
+fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
+    if let Some(cg) = a.cgroup {
+        cg.add_pid(std::process::id() as i32)
+            .ctx(|| "join the container cgroup".into())?;
+    }
+    for (flag, fd) in &a.joins {
+        setns(fd, *flag).ctx(|| format!("join namespace {flag:?}"))?;
+    }
+    if a.new_user {
+        unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "create user namespace".into())?;
+        a.sock
+            .send(sync::USERNS, &[])
+            .ctx(|| "ask for id maps".into())?;
+        match a.sock.recv() {
+            Ok(Some(m)) if m.tag == sync::USERNS_DONE => {}
+            _ => return Err("the runtime did not write the id maps".into()),
+        }
+        let root_g = nix::unistd::Gid::from_raw(0);
+        let root_u = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g)
+            .ctx(|| "become root in the user namespace (gid)".into())?;
+        nix::unistd::setresuid(root_u, root_u, root_u)
+            .ctx(|| "become root in the user namespace (uid)".into())?;
+    }
+    if !a.new_flags.is_empty() {
+        unshare(a.new_flags).ctx(|| format!("create namespaces {:?}", a.new_flags))?;
+    }
+    // SAFETY: this process is single-threaded (a fresh fork of the single-threaded
+    // runtime), so the child may run arbitrary code.
+    match unsafe { fork() }.ctx(|| "fork the container process".into())? {
+        ForkResult::Child => {
+            let err = if a.exec { exec_child(a) } else { init(a) };
+            let msg = match err {
+                Err(e) => e,
+                Ok(never) => match never {},
+            };
+            let _ = a.sock.send(sync::ERROR, msg.as_bytes());
+            exit(1)
+        }
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+    }
+}
+
+/// Joins a new session keyring named after the container (errors ignored: the kernel may
+/// not allow it in a user namespace).
+fn join_keyring(id: &str) {
+    if let Ok(name) = std::ffi::CString::new(id) {
+        // SAFETY: KEYCTL_JOIN_SESSION_KEYRING (1) takes a NUL-terminated name.
+        unsafe { libc::syscall(libc::SYS_keyctl, 1, name.as_ptr()) };
+    }
+}
+
+fn init(a: &ChildArgs) -> CResult<Infallible> {
+    let state = match a.sock.recv() {
+        Ok(Some(m)) if m.tag == sync::CONTINUE => m.data,
+        _ => return Err("the runtime went away before the setup".into()),
+    };
+    nix::unistd::setsid().ctx(|| "setsid".into())?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    if !a.no_new_keyring {
+        join_keyring(a.id);
+    }
+    if let Some(adj) = a.process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .ctx(|| format!("set oom_score_adj to {adj}"))?;
+    }
+    let linux = a.spec.linux().as_ref();
+    let prop_name = linux.and_then(|l| l.rootfs_propagation().as_deref());
+    let propagation = rootfs::parse_propagation(prop_name)?;
+    rootfs::prepare_root(a.rootfs, propagation)?;
+    let new_cgroupns = a.new_flags.contains(CloneFlags::CLONE_NEWCGROUP);
+    let mounts = a.spec.mounts().as_deref().unwrap_or_default();
+    for m in mounts {
+        rootfs::mount_entry(a.rootfs, a.bundle, m, &a.cg_mounts, new_cgroupns)?;
+    }
+    let dev_bound = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
+    });
+    if !dev_bound {
+        let devices = linux
+            .and_then(|l| l.devices().as_deref())
+            .unwrap_or_default();
+        rootfs::create_devices(a.rootfs, devices)?;
+        rootfs::dev_symlinks(a.rootfs)?;
+    }
+    // Like runc, create a missing working directory.
+    if let Ok(cwd) = rootfs::resolve_in_root(a.rootfs, a.process.cwd()) {
+        let _ = std::fs::create_dir_all(cwd);
+    }
+    let hooks = a.spec.hooks().as_ref();
+    hooks::run_hooks(
+        "createContainer",
+        hooks.and_then(|h| h.create_container().as_ref()),
+        &state,
+    )?;
+    rootfs::enter_root(a.rootfs, a.no_pivot)?;
+    if propagation.contains(nix::mount::MsFlags::MS_SHARED) {
+        nix::mount::mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+            .ctx(|| "set rootfs propagation".into())?;
+    }
+    if let Some(s) = linux.and_then(|l| l.sysctl().as_ref()) {
+        rootfs::sysctls(s)?;
+    }
+    if let Some(h) = a.spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).ctx(|| format!("set hostname {h:?}"))?;
+    }
+    if let Some(d) = a.spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+        let c = std::ffi::CString::new(d).map_err(|_| "domainname holds a NUL byte")?;
+        // SAFETY: c is a valid buffer of the given length.
+        if unsafe { libc::setdomainname(c.as_ptr(), d.len()) } != 0 {
+            return Err(format!("set domainname: {}", nix::errno::Errno::last()));
+        }
+    }
+    if let Some(p) = linux.and_then(|l| l.readonly_paths().as_ref()) {
+        rootfs::readonly_paths(p)?;
+    }
+    if let Some(p) = linux.and_then(|l| l.masked_paths().as_ref()) {
+        rootfs::mask_paths(p)?;
+    }
+    if a.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+        rootfs::remount_bind(Path::new("/"), nix::mount::MsFlags::MS_RDONLY)
+            .ctx(|| "remount the rootfs read-only".into())?;
+    }
+    let keep: Vec<RawFd> = a.fifo.iter().chain(a.state_dir.iter()).copied().collect();
+    let ready = prepare_process(a, &keep)?;
+    a.sock
+        .send(sync::READY, &[])
+        .ctx(|| "report ready".into())?;
+    wait_for_start(a)?;
+    hooks::run_hooks(
+        "startContainer",
+        hooks.and_then(|h| h.start_container().as_ref()),
+        &state,
+    )?;
+    ready.exec()
+}
+
+/// A process ready to be executed.
+struct Ready {
+    path: std::ffi::CString,
+    argv: Vec<std::ffi::CString>,
+    env: Vec<std::ffi::CString>,
+    filter: Option<seccomp::Filter>,
+    no_new_privs: bool,
+}
+
+impl Ready {
+    /// Sets no_new_privs, loads seccomp and execs. Returns only on failure.
+    fn exec(self) -> CResult<Infallible> {
+        if self.no_new_privs {
+            // SAFETY: PR_SET_NO_NEW_PRIVS with a flag value has no memory effects.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err(format!("set no_new_privs: {}", nix::errno::Errno::last()));
+            }
+        }
+        if let Some(f) = &self.filter {
+            f.load().ctx(|| "load the seccomp filter".into())?;
+        }
+        let e = nix::unistd::execve(&self.path, &self.argv, &self.env).unwrap_err();
+        Err(format!("exec {:?}: {e}", self.path))
+    }
+}
+
+/// Applies everything but no_new_privs and seccomp, and finds the executable.
+fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
+    let p = a.process;
+    process::set_rlimits(p, &mut |w| {
+        let _ = a.sock.send(sync::WARN, w.as_bytes());
+    })?;
+    if p.terminal() == Some(true) {
+        process::setup_console(a.sock, p)?;
+    }
+    let mut keep = keep.to_vec();
+    keep.push(a.sock.raw());
+    process::fix_fds(a.preserve_fds, &keep)?;
+    process::set_user_and_caps(p)?;
+    nix::unistd::chdir(p.cwd()).ctx(|| format!("chdir to cwd {}", p.cwd().display()))?;
+    let env = process::build_env(p)?;
+    let (path, argv) = process::lookup(p)?;
+    let filter = match a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some(seccomp::Filter::compile(s).ctx(|| "compile the seccomp profile".into())?),
+        None => None,
+    };
+    let umask = p.user().umask().unwrap_or(0o022);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    Ok(Ready {
+        path,
+        argv,
+        env,
+        filter,
+        no_new_privs: p.no_new_privileges() == Some(true),
+    })
+}
+
+/// Blocks until `start` opens the fifo, then writes one byte to tell it we go on.
+fn wait_for_start(a: &ChildArgs) -> CResult<()> {
+    let Some(fifo) = a.fifo else {
+        return Ok(());
+    };
+    let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    let mode = nix::sys::stat::Mode::empty();
+    let fd = match nix::fcntl::open(format!("/proc/self/fd/{fifo}").as_str(), flags, mode) {
+        Ok(fd) => fd,
+        Err(first) => match a.state_dir {
+            Some(dir) => {
+                // SAFETY: `dir` is an O_PATH descriptor this process keeps open.
+                let dir = unsafe { std::os::fd::BorrowedFd::borrow_raw(dir) };
+                nix::fcntl::openat(dir, crate::container::FIFO, flags, mode)
+                    .ctx(|| format!("open the exec fifo (first try: {first})"))?
+            }
+            None => return Err(format!("open the exec fifo: {first}")),
+        },
+    };
+    nix::unistd::write(&fd, b"0").ctx(|| "write to the exec fifo".into())?;
+    let _ = fd.as_raw_fd();
+    Ok(())
+}
+
+fn exec_child(a: &ChildArgs) -> CResult<Infallible> {
+    if a.process.terminal() == Some(true) {
+        nix::unistd::setsid().ctx(|| "setsid".into())?;
+    }
+    let ready = prepare_process(a, &[])?;
+    a.sock
+        .send(sync::READY, &[])
+        .ctx(|| "report ready".into())?;
+    ready.exec()
+}
