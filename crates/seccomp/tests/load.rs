@@ -62,6 +62,7 @@ fn errno_rule_blocks_mkdir_with_configured_errno() {
     let f = Filter::compile(&profile(serde_json::json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
         "syscalls": [
             {"names": ["mkdir", "mkdirat", "no_such_syscall_xyz"], "action": "SCMP_ACT_ERRNO",
              "errnoRet": libc::EXDEV}
@@ -260,9 +261,16 @@ fn architectures_unknown_to_libseccomp_are_errors() {
         "defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_M68K"]
     }));
     let r = Filter::compile(&p);
+    let waitkill = profile(serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]
+    }));
+    let w = Filter::compile(&waitkill);
     if (v.major, v.minor) < (2, 6) {
         let e = r.unwrap_err();
         assert!(matches!(e, SeccompError::Arch { .. }), "{e}");
+        let e = w.unwrap_err();
+        assert!(matches!(e, SeccompError::Flag { .. }), "{e}");
+        assert_eq!(errkind::HasKind::kind(&e), errkind::ErrorKind::Unavailable);
     } else {
         r.unwrap();
     }
