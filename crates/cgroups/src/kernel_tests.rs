@@ -159,6 +159,12 @@ fn memory_values_are_written() {
             "134217728"
         );
         assert_eq!(file(&g, "memory", "memory.swappiness"), "10");
+        g.cg.apply(&resources(
+            serde_json::json!({"memory": {"disableOOMKiller": true}}),
+        ))
+        .unwrap();
+        let oc = file(&g, "memory", "memory.oom_control");
+        assert_eq!(flat_keyed(&oc, "oom_kill_disable"), Some(1), "{oc}");
         // Shrinking below the previous memsw value must order the writes correctly.
         let r = resources(serde_json::json!({"memory": {"limit": 16777216, "swap": 33554432}}));
         g.cg.apply(&r).unwrap();
