@@ -76,73 +76,99 @@ fn main() {
     }
     let iterations: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(30);
     let megabytes: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2048);
-    let tag = format!("{:06x}", std::process::id() & 0xFFFFFF);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let opts = ManagerOptions {
-        default_bridge: format!("bb{tag}"),
-        default_subnet: Some("10.250.0.0/24".parse().expect("subnet")),
-        chain_prefix: format!("BB{tag}").to_uppercase(),
-        address_pools: vec![],
-        dns_upstreams: Some(vec![]),
-        ..ManagerOptions::default()
-    };
-    let m = NetworkManager::open(&dir.path().join("s"), &dir.path().join("r"), opts).expect("open");
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run(&m, &tag, iterations, megabytes)
-    }));
-    let _ = m.teardown();
-    if result.is_err() {
+    let tag = format!("{:05x}", std::process::id() & 0xFFFFF);
+    let mut failed = false;
+    for (k, (label, base)) in [
+        ("state on disk (/var/tmp)", "/var/tmp"),
+        ("state on tmpfs (/dev/shm)", "/dev/shm"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = tempfile::tempdir_in(base).expect("tempdir");
+        let tag = format!("{tag}{k}");
+        let opts = ManagerOptions {
+            default_bridge: format!("bb{tag}"),
+            default_subnet: Some(format!("10.250.{k}.0/24").parse().expect("subnet")),
+            chain_prefix: format!("BB{tag}").to_uppercase(),
+            address_pools: vec![],
+            dns_upstreams: Some(vec![]),
+            ..ManagerOptions::default()
+        };
+        let m =
+            NetworkManager::open(&dir.path().join("s"), &dir.path().join("r"), opts).expect("open");
+        println!("== {label}");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            latency(&m, &tag, iterations);
+            if k == 0 {
+                throughput(&m, &tag, megabytes);
+            }
+        }));
+        let _ = m.teardown();
+        failed |= result.is_err();
+    }
+    if failed {
         std::process::exit(1);
     }
 }
 
-fn run(m: &NetworkManager, tag: &str, iterations: usize, megabytes: usize) {
-    let mut up = Vec::new();
-    let mut down = Vec::new();
-    let mut netns_add = Vec::new();
+fn one_port(port: u16) -> Vec<PortMapping> {
+    vec![PortMapping {
+        host_ip: None,
+        host_port: None,
+        container_port: port,
+        proto: Proto::Tcp,
+    }]
+}
+
+fn latency(m: &NetworkManager, tag: &str, iterations: usize) {
+    let (mut up1, mut up2, mut down, mut netns_add) = (vec![], vec![], vec![], vec![]);
     for i in 0..iterations {
         let ns = format!("bb{tag}-{i}");
         let t = Instant::now();
         sh(&["ip", "netns", "add", &ns]);
         netns_add.push(t.elapsed().as_secs_f64() * 1e3);
         let cid = format!("{:064x}", i + 1);
+        let req = ContainerNet {
+            container_id: cid.clone(),
+            container_name: format!("c{i}"),
+            netns_path: format!("/var/run/netns/{ns}").into(),
+            network: "bridge".into(),
+            ..Default::default()
+        };
+        // Alternate: connect with ports in one call, or connect then publish_ports.
         let t = Instant::now();
-        let ep = m
-            .connect(ContainerNet {
-                container_id: cid.clone(),
-                container_name: format!("c{i}"),
-                netns_path: format!("/var/run/netns/{ns}").into(),
-                network: "bridge".into(),
-                ..Default::default()
+        if i % 2 == 0 {
+            m.connect(ContainerNet {
+                ports: one_port(80),
+                ..req
             })
             .expect("connect");
-        m.publish_ports(
-            &cid,
-            ep.ip,
-            &[PortMapping {
-                host_ip: None,
-                host_port: None,
-                container_port: 80,
-                proto: Proto::Tcp,
-            }],
-        )
-        .expect("publish");
-        up.push(t.elapsed().as_secs_f64() * 1e3);
+            up1.push(t.elapsed().as_secs_f64() * 1e3);
+        } else {
+            let ep = m.connect(req).expect("connect");
+            m.publish_ports(&cid, ep.ip, &one_port(80))
+                .expect("publish");
+            up2.push(t.elapsed().as_secs_f64() * 1e3);
+        }
         let t = Instant::now();
-        m.unpublish_ports(&cid).expect("unpublish");
         m.disconnect(&cid, "bridge").expect("disconnect");
         down.push(t.elapsed().as_secs_f64() * 1e3);
         sh(&["ip", "netns", "del", &ns]);
     }
     println!(
-        "latency over {iterations} runs (ms):  connect+publish median {:.2} p90 {:.2} | unpublish+disconnect median {:.2} p90 {:.2} | (ip netns add for reference: median {:.2})",
-        pct(&mut up, 0.5),
-        pct(&mut up, 0.9),
+        "latency (ms, median/p90): connect{{ports}} {:.2}/{:.2} | connect+publish_ports {:.2}/{:.2} | disconnect {:.2}/{:.2} | reference: ip netns add {:.2}",
+        pct(&mut up1, 0.5),
+        pct(&mut up1, 0.9),
+        pct(&mut up2, 0.5),
+        pct(&mut up2, 0.9),
         pct(&mut down, 0.5),
         pct(&mut down, 0.9),
         pct(&mut netns_add, 0.5),
     );
+}
 
+fn throughput(m: &NetworkManager, tag: &str, megabytes: usize) {
     // Throughput.
     let ns = format!("bb{tag}-tp");
     sh(&["ip", "netns", "add", &ns]);

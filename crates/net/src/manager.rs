@@ -620,7 +620,7 @@ impl NetworkManager {
     /// Attaches a container to a bridge network: allocates its address, creates the veth
     /// pair (host end in the bridge, `ethN` in the namespace, `lo` up, default route via
     /// the gateway on the container's first non-internal network) and registers its DNS
-    /// names. `host` and `none` cannot be connected to (use [`Self::setup_loopback`] for
+    /// names; `c.ports` are published in the same step. `host` and `none` cannot be connected to (use [`Self::setup_loopback`] for
     /// `none`; `host` needs nothing).
     pub fn connect(&self, c: ContainerNet) -> Result<Endpoint> {
         if c.container_id.is_empty() {
@@ -684,6 +684,15 @@ impl NetworkManager {
             default_gw: want_default.then_some(gateway),
             mtu: self.opts.mtu,
         };
+        let held = match self.reserve_ports(&inner, &c.ports) {
+            Ok((resolved, held)) => (resolved, held),
+            Err(e) => {
+                if let Some(a) = inner.state.networks[idx].ipam.as_mut() {
+                    a.release(ip);
+                }
+                return Err(e);
+            }
+        };
         if let Err(e) = link::create_veth(&cfg) {
             if let Some(a) = inner.state.networks[idx].ipam.as_mut() {
                 a.release(ip);
@@ -706,25 +715,51 @@ impl NetworkManager {
             netns_path: c.netns_path,
             default_route: want_default,
         };
-        inner.state.networks[idx]
-            .network
-            .endpoints
-            .insert(c.container_id, ep.clone());
-        if let Err(e) = self.save(&inner) {
+        let undo = |inner: &mut Inner| {
             let rec = &mut inner.state.networks[idx];
             rec.network.endpoints.remove(&ep.container_id);
             if let Some(a) = rec.ipam.as_mut() {
                 a.release(ip);
             }
             let _ = link::delete(&veth_host);
+        };
+        inner.state.networks[idx]
+            .network
+            .endpoints
+            .insert(c.container_id.clone(), ep.clone());
+        let (resolved, held) = held;
+        let before = if resolved.is_empty() {
+            None
+        } else {
+            match self.add_published(&mut inner, &c.container_id, ip, &ep.network_id, &resolved) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    undo(&mut inner);
+                    return Err(e);
+                }
+            }
+        };
+        if let Err(e) = self.save(&inner) {
+            if let Some(b) = before {
+                self.remove_published_tail(&mut inner, &c.container_id, b);
+            }
+            undo(&mut inner);
             return Err(e);
+        }
+        if !held.is_empty() {
+            inner
+                .reservations
+                .entry(c.container_id.clone())
+                .or_default()
+                .extend(held);
         }
         inner.refresh_dns(idx);
         Ok(ep)
     }
 
     /// Detaches a container from a network: removes the veth pair (already gone with the
-    /// namespace is fine), releases the address and the ports published to it.
+    /// namespace is fine), releases the address and the ports published to it (no need to
+    /// call [`Self::unpublish_ports`] first).
     pub fn disconnect(&self, container_id: &str, network: &str) -> Result<()> {
         let mut inner = self.lock();
         let idx = inner.find(network)?;
@@ -789,6 +824,32 @@ impl NetworkManager {
                     "container {container_id} has no endpoint with address {endpoint_ip}"
                 ))
             })?;
+        let (resolved, held) = self.reserve_ports(&inner, mappings)?;
+        let before = self.add_published(
+            &mut inner,
+            container_id,
+            endpoint_ip,
+            &network_id,
+            &resolved,
+        )?;
+        if let Err(e) = self.save(&inner) {
+            self.remove_published_tail(&mut inner, container_id, before);
+            return Err(e);
+        }
+        inner
+            .reservations
+            .entry(container_id.to_string())
+            .or_default()
+            .extend(held);
+        Ok(resolved)
+    }
+
+    /// Checks and reserves host ports for `mappings` (all or nothing).
+    fn reserve_ports(
+        &self,
+        inner: &Inner,
+        mappings: &[PortMapping],
+    ) -> Result<(Vec<PortMapping>, Vec<Reservation>)> {
         // (host ip, port, proto) already published by anyone.
         let mut used: Vec<(Option<Ipv4Addr>, u16, crate::Proto)> = inner
             .state
@@ -844,6 +905,19 @@ impl NetworkManager {
             };
             resolved.push(out);
         }
+        Ok((resolved, held))
+    }
+
+    /// Records published ports and installs their rules; returns the previous count of
+    /// the container's ports (for [`Self::remove_published_tail`]). Rolls back on error.
+    fn add_published(
+        &self,
+        inner: &mut Inner,
+        container_id: &str,
+        endpoint_ip: Ipv4Addr,
+        network_id: &str,
+        resolved: &[PortMapping],
+    ) -> Result<usize> {
         let entry = inner
             .state
             .ports
@@ -853,25 +927,22 @@ impl NetworkManager {
         entry.extend(resolved.iter().map(|m| Published {
             mapping: *m,
             container_ip: endpoint_ip,
-            network_id: network_id.clone(),
+            network_id: network_id.to_string(),
         }));
-        let new_rules = inner.fw_ports(&entry_tail(&inner, container_id, before));
-        if let Err(e) = self.change_ports(&inner, &new_rules, true) {
-            rollback_ports(&mut inner, container_id, before);
-            let _ = self.apply_firewall(&inner);
+        let new_rules = inner.fw_ports(&entry_tail(inner, container_id, before));
+        if let Err(e) = self.change_ports(inner, &new_rules, true) {
+            rollback_ports(inner, container_id, before);
+            let _ = self.apply_firewall(inner);
             return Err(e);
         }
-        if let Err(e) = self.save(&inner) {
-            rollback_ports(&mut inner, container_id, before);
-            let _ = self.change_ports(&inner, &new_rules, false);
-            return Err(e);
-        }
-        inner
-            .reservations
-            .entry(container_id.to_string())
-            .or_default()
-            .extend(held);
-        Ok(resolved)
+        Ok(before)
+    }
+
+    /// Undoes [`Self::add_published`].
+    fn remove_published_tail(&self, inner: &mut Inner, container_id: &str, before: usize) {
+        let rules = inner.fw_ports(&entry_tail(inner, container_id, before));
+        rollback_ports(inner, container_id, before);
+        let _ = self.change_ports(inner, &rules, false);
     }
 
     /// The resolved published ports of a container.

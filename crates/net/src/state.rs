@@ -105,6 +105,11 @@ pub struct ContainerNet {
     pub ip: Option<Ipv4Addr>,
     /// Requested MAC address (`aa:bb:cc:dd:ee:ff`); derived from the IP when None.
     pub mac: Option<String>,
+    /// Ports to publish to this endpoint in the same step (one firewall change and one
+    /// state write instead of two); read the resolved host ports back with
+    /// [`crate::NetworkManager::published_ports`]. Same rules as
+    /// [`crate::NetworkManager::publish_ports`].
+    pub ports: Vec<PortMapping>,
 }
 
 /// One container attached to one network.

@@ -272,6 +272,28 @@ fn port_clash_is_a_conflict() {
         ..pm(hp)
     };
     tm.m().publish_ports(&cb, eb.ip, &[udp]).unwrap();
+    // Ports given to connect are published in the same step; a clash there fails the
+    // whole connect and leaks nothing.
+    let c = Netns::new();
+    let cc = cid();
+    let mut req = conn(&cc, "c", &c, "bridge");
+    req.ports = vec![pm(hp)];
+    assert_eq!(
+        tm.m().connect(req.clone()).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert!(tm.m().endpoints(&cc).is_empty());
+    let out = c.exec(&["ip", "-o", "link"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("eth0"));
+    req.ports = vec![pm(0)];
+    let ec = tm.m().connect(req).unwrap();
+    let got = tm.m().published_ports(&cc);
+    assert_eq!(got.len(), 1);
+    let chp = got[0].host_port.unwrap();
+    assert!(tm.our_rules().iter().any(|l| l.contains(&format!(
+        "--dport {chp} -j DNAT --to-destination {}:80",
+        ec.ip
+    ))));
     // Disconnecting releases the container's ports.
     tm.m().disconnect(&ca, "bridge").unwrap();
     assert!(tm.m().published_ports(&ca).is_empty());
