@@ -264,6 +264,9 @@ pub struct CopyItem {
     pub chown: Option<String>,
     /// `--chmod` bits to apply instead of the source's mode.
     pub chmod: Option<u32>,
+    /// With no `chown`: keep the source's owner instead of root (entries extracted from an
+    /// `ADD` archive keep the owners recorded in the archive, as Docker does).
+    pub keep_owner: bool,
 }
 
 /// A cache key: hex sha256 of the parent state id, the step's expanded text and build

@@ -291,6 +291,14 @@ fn expose_ports(word: &str) -> Option<Vec<String>> {
     Some((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
+/// Whether this process runs as root (owners in `ADD` archives can be kept).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
 /// Which of a source file's formats `ADD` would extract.
 #[derive(Debug, PartialEq)]
 enum Archive {
@@ -1209,7 +1217,12 @@ impl<'a, 'o> Builder<'a, 'o> {
                         h.content.clone()
                     };
                     let dir = self.scratch_dir()?;
-                    let p = dir.join("heredoc");
+                    let name = if h.name.is_empty() || h.name.contains('/') {
+                        "heredoc".to_string()
+                    } else {
+                        h.name.clone()
+                    };
+                    let p = dir.join(&name);
                     fs::write(&p, body).map_err(|source| BuildError::Io {
                         what: "writing",
                         path: p.clone(),
@@ -1217,7 +1230,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                     })?;
                     srcs.push(Src {
                         path: p,
-                        name: "heredoc".into(),
+                        name,
                         is_dir: false,
                         ctx_rel: None,
                         local_for_add: false,
@@ -1401,6 +1414,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                             dest: d,
                             chown: chown.clone(),
                             chmod,
+                            keep_owner: false,
                         });
                     }
                 }
@@ -1420,6 +1434,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                     } else {
                         Box::new(f)
                     };
+                    let as_root = running_as_root();
                     let mut ar = tar::Archive::new(reader);
                     ar.set_preserve_permissions(true);
                     ar.set_unpack_xattrs(false);
@@ -1434,11 +1449,32 @@ impl<'a, 'o> Builder<'a, 'o> {
                             path: archive.clone(),
                             source,
                         })?;
-                        en.unpack_in(&dir).map_err(|source| BuildError::Io {
+                        if !context::plain_entry(en.header().entry_type()) {
+                            continue;
+                        }
+                        let owner = match (en.header().uid(), en.header().gid()) {
+                            (Ok(u), Ok(g)) => Some((u as u32, g as u32)),
+                            _ => None,
+                        };
+                        let rel = en.path().map(|p| p.into_owned()).ok();
+                        let unpacked = en.unpack_in(&dir).map_err(|source| BuildError::Io {
                             what: "extracting",
                             path: archive.clone(),
                             source,
                         })?;
+                        // Keep the archive's owners (root only can; others get their own).
+                        if let (true, true, Some((u, g)), Some(rel)) =
+                            (unpacked, as_root, owner, rel)
+                        {
+                            let p = dir.join(rel);
+                            std::os::unix::fs::lchown(&p, Some(u), Some(g)).map_err(|source| {
+                                BuildError::Io {
+                                    what: "setting the owner of",
+                                    path: p.clone(),
+                                    source,
+                                }
+                            })?;
+                        }
                     }
                     context::walk(&dir, "", None, &mut |e| {
                         let d = clean_abs(&dest_dir, &e.rel);
@@ -1447,6 +1483,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                             dest: d,
                             chown: chown.clone(),
                             chmod: None,
+                            keep_owner: true,
                         });
                         Ok(())
                     })?;
@@ -1463,6 +1500,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                     dest: dest_abs.clone(),
                     chown: chown.clone(),
                     chmod,
+                    keep_owner: false,
                 });
             }
             self.backend

@@ -116,6 +116,9 @@ impl BuildContext {
         ar.set_overwrite(true);
         for entry in ar.entries().map_err(ContextError::Tar)? {
             let mut entry = entry.map_err(ContextError::Tar)?;
+            if !plain_entry(entry.header().entry_type()) {
+                continue;
+            }
             // unpack_in refuses `..` and paths through symlinks that leave the root.
             entry.unpack_in(tmp.path()).map_err(ContextError::Tar)?;
         }
@@ -156,6 +159,23 @@ impl BuildContext {
     pub fn sources(&self, pattern: &str) -> Result<Vec<Source>, ContextError> {
         sources_in(&self.root, pattern, Scope::Context, Some(&self.ignore))
     }
+}
+
+/// Whether a tar entry is something a build unpacks: files, directories, symlinks and
+/// hard links. Devices, FIFOs and the like are skipped.
+pub(crate) fn plain_entry(t: tar::EntryType) -> bool {
+    matches!(
+        t,
+        tar::EntryType::Regular
+            | tar::EntryType::Continuous
+            | tar::EntryType::Directory
+            | tar::EntryType::Symlink
+            | tar::EntryType::Link
+            | tar::EntryType::GNUSparse
+    ) || t.is_pax_global_extensions()
+        || t.is_pax_local_extensions()
+        || t.is_gnu_longname()
+        || t.is_gnu_longlink()
 }
 
 fn read_ignore(root: &Path) -> Result<DockerIgnore, ContextError> {

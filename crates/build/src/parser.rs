@@ -60,6 +60,8 @@ pub enum Command {
 /// A here-document body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Heredoc {
+    /// The delimiter word (`EOF` in `<<EOF`); `COPY <<EOF /dir/` names the file after it.
+    pub name: String,
     /// The body, with its trailing newline.
     pub content: String,
     /// `false` when the delimiter was quoted (no variable expansion).
@@ -404,6 +406,19 @@ fn command(c: &pd::Command<'_>, escape: char) -> Command {
     }
 }
 
+/// The delimiters of the here-documents an instruction line opens (`<<EOF`, `<<-"EOT"`).
+fn heredoc_names(raw: &str, escape: char) -> Vec<String> {
+    join_logical(raw, escape)
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("<<"))
+        .map(|w| {
+            let w = w.strip_prefix('-').unwrap_or(w);
+            w.trim_matches(|c| c == '"' || c == '\'').to_string()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
 /// Checks flags against the allowed names; returns (name, value) pairs.
 fn flags(
     opts: &[pd::Flag<'_>],
@@ -686,6 +701,10 @@ fn convert(
                 }
             }
             let heredoc = r.here_docs.first().map(|h| Heredoc {
+                name: heredoc_names(raw, escape)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default(),
                 content: h.value.to_string(),
                 expand: h.expand,
             });
@@ -823,8 +842,12 @@ fn convert(
             // ... and store its text, as Docker does.
             InstructionKind::Onbuild(display_text(inner_raw, escape))
         }
-        I::Add(a) => InstructionKind::Copy(copy_spec(true, &a.options, &a.src, &a.dest, line)?),
-        I::Copy(c) => InstructionKind::Copy(copy_spec(false, &c.options, &c.src, &c.dest, line)?),
+        I::Add(a) => InstructionKind::Copy(copy_spec(
+            true, &a.options, &a.src, &a.dest, line, raw, escape,
+        )?),
+        I::Copy(c) => InstructionKind::Copy(copy_spec(
+            false, &c.options, &c.src, &c.dest, line, raw, escape,
+        )?),
         _ => return Err(BuildError::parse(line, "unsupported instruction")),
     })
 }
@@ -835,7 +858,10 @@ fn copy_spec(
     src: &[pd::Source<'_>],
     dest: &pd::UnescapedString<'_>,
     line: usize,
+    raw: &str,
+    escape: char,
 ) -> Result<CopySpec, BuildError> {
+    let mut names = heredoc_names(raw, escape).into_iter();
     let keyword = if add { "ADD" } else { "COPY" };
     let allowed: &[&str] = if add {
         &["chown", "chmod", "link", "checksum", "keep-git-dir"]
@@ -854,6 +880,7 @@ fn copy_spec(
         .map(|s| match s {
             pd::Source::Path(p) => Ok(CopySource::Path(p.value.to_string())),
             pd::Source::HereDoc(h) => Ok(CopySource::Heredoc(Heredoc {
+                name: names.next().unwrap_or_default(),
                 content: h.value.to_string(),
                 expand: h.expand,
             })),
@@ -908,7 +935,11 @@ mod tests {
                 "RUN <<EOF\necho a\necho b\nEOF",
                 K::Run {
                     command: Command::Shell(s("")),
-                    heredoc: Some(Heredoc { content: s("echo a\necho b\n"), expand: true }),
+                    heredoc: Some(Heredoc {
+                        name: s("EOF"),
+                        content: s("echo a\necho b\n"),
+                        expand: true,
+                    }),
                     network: None,
                 },
             ),
@@ -990,7 +1021,11 @@ mod tests {
                 "COPY <<EOT /f\nhello $A\nEOT",
                 K::Copy(CopySpec {
                     add: false,
-                    sources: vec![CopySource::Heredoc(Heredoc { content: s("hello $A\n"), expand: true })],
+                    sources: vec![CopySource::Heredoc(Heredoc {
+                        name: s("EOT"),
+                        content: s("hello $A\n"),
+                        expand: true,
+                    })],
                     dest: s("/f"),
                     from: None,
                     chown: None,

@@ -226,7 +226,7 @@ fn multi_stage_builds_only_needed_stages() {
     let mut b = DirBackend::new().unwrap();
     let dir = context_dir(&[("Dockerfile", MULTI), ("main.txt", "shout\n")]);
     let (r, log) = go(&mut b, dir.path(), &opts());
-    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     // "broken" and "tester" are not dependencies of the last stage.
     assert_eq!(r.stages_built, vec![0, 3]);
     assert!(!log.contains("exit 1"), "{log}");
@@ -307,7 +307,7 @@ ENTRYPOINT [\"/bin/sh\"]
         ("UNUSED".to_string(), "x".to_string()),
     ]);
     let (r, log) = go(&mut b, dir.path(), &o);
-    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     let c = &r.state.config;
     assert_eq!(c.env_get("APP_VERSION"), Some("2.5"));
     assert_eq!(c.env_get("EMPTY"), Some(""));
@@ -366,7 +366,7 @@ fn onbuild_triggers_run_in_child_build() {
             ..Default::default()
         },
     );
-    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     assert_eq!(r.state.config.on_build.len(), 2);
     assert_eq!(
         r.state.layers.len(),
@@ -409,7 +409,7 @@ fn copy_rules_dockerignore_and_errors() {
         (".dockerignore", "*.key\nlogs/\n!logs/keep.log\n"),
     ]);
     let (r, log) = go(&mut b, dir.path(), &opts());
-    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     let root = b.rootfs(&r.state).unwrap();
     let p = root.path();
     assert!(p.join("ctx/one.txt").exists());
@@ -492,6 +492,8 @@ fn tar_bytes(files: &[(&str, &[u8])], gzip: bool) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_size(c.len() as u64);
         h.set_mode(0o644);
+        h.set_uid(1234);
+        h.set_gid(4321);
         h.set_cksum();
         t.append_data(&mut h, p, *c).unwrap();
     }
@@ -513,7 +515,7 @@ fn add_extracts_archives_heredocs_and_urls() {
     );
     let dir = context_dir(&[(
         "Dockerfile",
-        "FROM busybox\nENV WHO=world\nADD plain.tar /plain/\nADD app.tar.gz /opt/app\nCOPY app.tar.gz /raw/\nADD http://example.test/dl/file.txt?x=1 /web/\nCOPY <<EOT /greeting\nhello $WHO\nEOT\nCOPY <<'EOT' /literal\nhello $WHO\nEOT\n",
+        "FROM busybox\nENV WHO=world\nADD plain.tar /plain/\nADD app.tar.gz /opt/app\nCOPY app.tar.gz /raw/\nADD http://example.test/dl/file.txt?x=1 /web/\nCOPY <<EOT /greeting\nhello $WHO\nEOT\nCOPY <<'EOT' /literal\nhello $WHO\nEOT\nCOPY <<NAMED /into/\nx\nNAMED\nCOPY --from=busybox /bin/busybox /bb\n",
     )]);
     fs::write(
         dir.path().join("plain.tar"),
@@ -526,7 +528,7 @@ fn add_extracts_archives_heredocs_and_urls() {
     )
     .unwrap();
     let (r, log) = go(&mut b, dir.path(), &opts());
-    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     let root = b.rootfs(&r.state).unwrap();
     let p = root.path();
     assert_eq!(fs::read_to_string(p.join("plain/p/one")).unwrap(), "1");
@@ -547,6 +549,20 @@ fn add_extracts_archives_heredocs_and_urls() {
         fs::read_to_string(p.join("literal")).unwrap(),
         "hello $WHO\n"
     );
+    assert_eq!(fs::read_to_string(p.join("into/NAMED")).unwrap(), "x\n");
+    assert_eq!(
+        fs::read(p.join("bb")).unwrap(),
+        fs::read(p.join("bin/busybox")).unwrap(),
+        "COPY --from=<image>"
+    );
+    if testutil::is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(p.join("opt/app/bin/tool")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1234, 4321), "ADD keeps archive owners");
+        let m = fs::metadata(p.join("raw/app.tar.gz")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "COPY makes files root's");
+    }
+    assert_eq!(b.leftover_mounts(), 0);
 
     fs::write(
         dir.path().join("Dockerfile"),
@@ -585,7 +601,7 @@ RUN rm /h
     );
     fs::write(dir.path().join("Dockerfile"), df.replace("false; ", "")).unwrap();
     let (r, log) = go(&mut b, dir.path(), &opts());
-    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     assert!(log.contains("only output"), "{log}");
     let h = &r.state.history;
     // base, heredoc RUN, exec RUN, SHELL, RUN nr, RUN echo (empty diff), RUN rm

@@ -539,6 +539,9 @@ impl BuildBackend for DirBackend {
         let mut owners: HashMap<String, (u32, u32)> = HashMap::new();
         for it in items {
             let (uid, gid) = match &it.chown {
+                None if it.keep_owner => fs::symlink_metadata(&it.src)
+                    .map(|m| (m.uid(), m.gid()))
+                    .map_err(err(ErrorKind::NotFound, "reading the source"))?,
                 None => (0, 0),
                 Some(spec) => {
                     if let Some(v) = owners.get(spec) {
