@@ -81,6 +81,9 @@ impl Default for ClientConfig {
     }
 }
 
+/// (registry, scope) → lock held while fetching its token.
+type AuthLocks = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
 /// (registry, digest) → repositories known to hold the blob.
 type KnownBlobs = HashMap<(String, String), Vec<String>>;
 
@@ -101,6 +104,8 @@ pub struct RegistryClient {
     config: Arc<ClientConfig>,
     /// `Authorization` values per (registry, scope).
     tokens: Arc<Mutex<HashMap<(String, String), HeaderValue>>>,
+    /// Serialises token fetches per (registry, scope), so parallel requests share one.
+    auth_locks: Arc<Mutex<AuthLocks>>,
     /// Last challenge seen per registry.
     challenges: Arc<Mutex<HashMap<String, Challenge>>>,
     /// Credentials given explicitly, per registry host.
@@ -156,6 +161,7 @@ impl RegistryClient {
             http,
             config: Arc::new(config),
             tokens: Arc::default(),
+            auth_locks: Arc::default(),
             challenges: Arc::default(),
             credentials: Arc::default(),
             known_blobs: Arc::default(),
@@ -242,12 +248,7 @@ impl RegistryClient {
         mk: &(dyn Fn(&reqwest::Client) -> RequestBuilder + Send + Sync),
     ) -> Result<Response, ClientError> {
         let key = (ep.domain.clone(), scope.to_string());
-        let mut cached = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
+        let mut cached = self.cached_token(&key);
         if cached.is_none() {
             // A challenge seen before for this registry: authenticate up front, so a
             // request with a streamed body is not sent twice.
@@ -258,7 +259,7 @@ impl RegistryClient {
                 .get(&ep.domain)
                 .cloned();
             if let Some(ch) = ch {
-                cached = Some(self.authenticate(ep, &ch, scope).await?);
+                cached = Some(self.authenticate_once(ep, &ch, scope, None).await?);
             }
         }
         for attempt in 0..2 {
@@ -295,7 +296,10 @@ impl RegistryClient {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(ep.domain.clone(), ch.clone());
-            cached = Some(self.authenticate(ep, &ch, scope).await?);
+            cached = Some(
+                self.authenticate_once(ep, &ch, scope, cached.as_ref())
+                    .await?,
+            );
         }
         self.tokens
             .lock()
@@ -309,6 +313,41 @@ impl RegistryClient {
             registry: ep.domain.clone(),
             reason: who,
         })
+    }
+
+    fn cached_token(&self, key: &(String, String)) -> Option<HeaderValue> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Like [`authenticate`](Self::authenticate), but one at a time per (registry, scope):
+    /// a caller that waited reuses the value another fetched meanwhile (unless it is the
+    /// `rejected` one that just failed).
+    async fn authenticate_once(
+        &self,
+        ep: &Endpoint,
+        ch: &Challenge,
+        scope: &str,
+        rejected: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, ClientError> {
+        let key = (ep.domain.clone(), scope.to_string());
+        let lock = self
+            .auth_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        if let Some(v) = self.cached_token(&key) {
+            if Some(&v) != rejected {
+                return Ok(v);
+            }
+        }
+        self.authenticate(ep, ch, scope).await
     }
 
     /// Answers a challenge for `scope`, caching the resulting `Authorization` value.
