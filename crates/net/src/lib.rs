@@ -41,10 +41,12 @@ mod firewall;
 mod link;
 mod manager;
 mod netlink;
+pub mod netns;
 mod ports;
 mod state;
 
 pub use error::{NetError, Result};
 pub use ipam::AddressPool;
 pub use manager::{ManagerOptions, NetworkManager, ReconcileReport};
+pub use netns::{create_netns, remove_netns};
 pub use state::{ContainerNet, Driver, Endpoint, Network, NetworkSpec, PortMapping, Proto};

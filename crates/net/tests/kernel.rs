@@ -618,3 +618,67 @@ fn state_survives_restart_and_reconcile_releases_dead_containers() {
     assert_eq!(rep.ports_released, vec![ca.clone()]);
     assert!(TcpListener::bind(("0.0.0.0", hp)).is_ok());
 }
+
+#[test]
+fn netns_at_a_path_can_be_connected_and_removed() {
+    if !common::can_run() {
+        return;
+    }
+    let tm = TestManager::new(subnet(212, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns1");
+    net::create_netns(&path).unwrap();
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = net::remove_netns(&self.0);
+        }
+    }
+    let _rm = Rm(path.clone());
+    assert_eq!(
+        net::create_netns(&path).unwrap_err().kind(),
+        ErrorKind::Internal
+    );
+    let c = cid();
+    let ep = tm
+        .m()
+        .connect(ContainerNet {
+            container_id: c.clone(),
+            container_name: "p".into(),
+            netns_path: path.clone(),
+            network: "bridge".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let netarg = format!("--net={}", path.display());
+    let out = sh(
+        "nsenter",
+        &[
+            &netarg,
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            &ep.gateway.to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = sh("nsenter", &[&netarg, "ip", "-o", "link", "show", "lo"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UP"));
+    // Removing the namespace takes the veth pair with it (asynchronously in the kernel).
+    net::remove_netns(&path).unwrap();
+    assert!(!path.exists());
+    let veth = std::path::Path::new("/sys/class/net").join(&ep.veth_host);
+    for _ in 0..100 {
+        if !veth.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!veth.exists(), "veth survived its namespace");
+    // Disconnect still works (and releases the address) when the veth is gone.
+    tm.m().disconnect(&c, "bridge").unwrap();
+    net::remove_netns(&path).unwrap();
+}
