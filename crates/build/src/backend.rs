@@ -213,6 +213,85 @@ impl ImageState {
     }
 }
 
+/// The `rootfs` object of an image config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// A history entry of an image config, with its timestamp.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct TimedHistory {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    created: String,
+    #[serde(flatten)]
+    entry: HistoryEntry,
+}
+
+/// Docker's image config JSON (the document whose digest is the image id).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ImageJson {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    author: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    created: String,
+    #[serde(default)]
+    config: ImageConfig,
+    #[serde(default)]
+    rootfs: RootFs,
+    #[serde(default)]
+    history: Vec<TimedHistory>,
+}
+
+impl ImageState {
+    /// Docker's image config JSON for this state, for a backend whose layer ids are the
+    /// layers' diff ids (`sha256:` of the uncompressed tar). `created` (RFC 3339) stamps
+    /// the image and the history entries that have no time yet.
+    pub fn to_image_json(&self, created: &str) -> serde_json::Value {
+        let doc = ImageJson {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            author: self.author.clone(),
+            created: created.to_string(),
+            config: self.config.clone(),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: self.layers.clone(),
+            },
+            history: self
+                .history
+                .iter()
+                .map(|h| TimedHistory {
+                    created: created.to_string(),
+                    entry: h.clone(),
+                })
+                .collect(),
+        };
+        serde_json::to_value(doc).unwrap_or_default()
+    }
+
+    /// Reads a state back from Docker's (or an OCI) image config JSON: layers are its
+    /// `rootfs.diff_ids`; timestamps are dropped (they do not take part in [`Self::id`]).
+    pub fn from_image_json(v: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        let doc: ImageJson = serde_json::from_value(v.clone())?;
+        Ok(ImageState {
+            layers: doc.rootfs.diff_ids,
+            config: doc.config,
+            history: doc.history.into_iter().map(|h| h.entry).collect(),
+            os: doc.os,
+            architecture: doc.architecture,
+            author: doc.author,
+        })
+    }
+}
+
 /// A base image returned by [`BuildBackend::resolve_base`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaseImage {
@@ -338,4 +417,49 @@ pub trait BuildBackend {
 
     /// Remembers `state` as the result of the step with `key`.
     fn cache_put(&mut self, key: &CacheKey, state: &ImageState);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_json_round_trip_with_docker_field_names() {
+        let mut st = ImageState {
+            layers: vec!["sha256:aa".into(), "sha256:bb".into()],
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            ..Default::default()
+        };
+        st.config.env_set("PATH", "/bin");
+        st.config.env_set("A", "1");
+        st.config.env_set("PATH", "/usr/bin");
+        st.config.exposed_ports.insert("80/tcp".into(), Empty {});
+        st.config.working_dir = "/app".into();
+        st.config.healthcheck = Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "true".into()],
+            interval: 5,
+            ..Default::default()
+        });
+        st.history.push(HistoryEntry {
+            created_by: "/bin/sh -c #(nop)  ENV A=1".into(),
+            empty_layer: true,
+            comment: String::new(),
+        });
+        assert_eq!(st.config.env, ["PATH=/usr/bin", "A=1"]);
+        let v = st.to_image_json("2026-01-01T00:00:00Z");
+        assert_eq!(v["rootfs"]["type"], "layers");
+        assert_eq!(v["rootfs"]["diff_ids"][1], "sha256:bb");
+        assert_eq!(v["config"]["WorkingDir"], "/app");
+        assert_eq!(v["config"]["ExposedPorts"]["80/tcp"], serde_json::json!({}));
+        assert_eq!(v["config"]["Healthcheck"]["Test"][0], "CMD-SHELL");
+        assert_eq!(v["history"][0]["empty_layer"], true);
+        assert_eq!(v["history"][0]["created"], "2026-01-01T00:00:00Z");
+        let back = ImageState::from_image_json(&v).unwrap();
+        assert_eq!(back, st);
+        assert_eq!(back.id(), st.id());
+        let mut other = st.clone();
+        other.config.user = "1".into();
+        assert_ne!(other.id(), st.id());
+    }
 }

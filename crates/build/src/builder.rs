@@ -749,9 +749,9 @@ impl<'a, 'o> Builder<'a, 'o> {
             empty_layer: true,
             comment: String::new(),
         });
-        if !self.opts.no_cache {
-            self.backend.cache_put(&key, &next);
-        }
+        // Stored even with --no-cache (as Docker keeps intermediate images): a later
+        // build may use it.
+        self.backend.cache_put(&key, &next);
         ctx.state = next;
         Ok(())
     }
@@ -1091,9 +1091,9 @@ impl<'a, 'o> Builder<'a, 'o> {
             empty_layer: res.layer.is_none(),
             comment: String::new(),
         });
-        if !self.opts.no_cache {
-            self.backend.cache_put(&key, &next);
-        }
+        // Stored even with --no-cache (as Docker keeps intermediate images): a later
+        // build may use it.
+        self.backend.cache_put(&key, &next);
         ctx.state = next;
         Ok(())
     }
@@ -1519,9 +1519,9 @@ impl<'a, 'o> Builder<'a, 'o> {
             empty_layer: layer.is_none(),
             comment: String::new(),
         });
-        if !self.opts.no_cache {
-            self.backend.cache_put(&key, &next);
-        }
+        // Stored even with --no-cache (as Docker keeps intermediate images): a later
+        // build may use it.
+        self.backend.cache_put(&key, &next);
         ctx.state = next;
         Ok(())
     }

@@ -178,6 +178,63 @@ pub(crate) fn plain_entry(t: tar::EntryType) -> bool {
         || t.is_gnu_longlink()
 }
 
+/// Writes the directory `dir` as a build-context tar to `out`, the way `docker build`
+/// sends it: what `.dockerignore` excludes is left out, except the Dockerfile
+/// (`dockerfile`, relative to `dir`) and `.dockerignore` themselves, which are always
+/// sent. Entries come in name order with their modes and mtimes, owned by `0:0`; symlinks
+/// are stored as links. Returns the number of file-content bytes written.
+pub fn write_context_tar(
+    dir: &Path,
+    dockerfile: &str,
+    out: impl io::Write,
+) -> Result<u64, ContextError> {
+    let ignore = read_ignore(dir)?;
+    let mut tb = tar::Builder::new(out);
+    let mut bytes = 0u64;
+    let mut written = std::collections::HashSet::new();
+    let mut add = |tb: &mut tar::Builder<_>, rel: &str, path: &Path| -> Result<(), ContextError> {
+        let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        h.set_uid(0);
+        h.set_gid(0);
+        let tar_err = |e: io::Error| ContextError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(path).map_err(io_err(path))?;
+            h.set_size(0);
+            tb.append_link(&mut h, rel, &target).map_err(tar_err)?;
+        } else if meta.is_dir() {
+            h.set_size(0);
+            tb.append_data(&mut h, format!("{rel}/"), io::empty())
+                .map_err(tar_err)?;
+        } else if meta.is_file() {
+            let f = fs::File::open(path).map_err(io_err(path))?;
+            bytes += meta.len();
+            tb.append_data(&mut h, rel, f).map_err(tar_err)?;
+        }
+        Ok(())
+    };
+    walk(dir, "", Some(&ignore), &mut |e| {
+        written.insert(e.rel.clone());
+        add(&mut tb, &e.rel, &e.path)
+    })?;
+    for always in [dockerfile, ".dockerignore"] {
+        let rel = clean_rel(always).join("/");
+        if rel.is_empty() || rel.starts_with("..") || written.contains(&rel) {
+            continue;
+        }
+        let p = dir.join(&rel);
+        if fs::symlink_metadata(&p).is_ok() {
+            add(&mut tb, &rel, &p)?;
+        }
+    }
+    tb.finish().map_err(ContextError::Tar)?;
+    Ok(bytes)
+}
+
 fn read_ignore(root: &Path) -> Result<DockerIgnore, ContextError> {
     let p = root.join(".dockerignore");
     match fs::read_to_string(&p) {
@@ -574,6 +631,38 @@ mod tests {
             let p = resolve(r, l, Scope::Rootfs).unwrap();
             assert_eq!(fs::read_to_string(p).unwrap(), "inside", "{l}");
         }
+    }
+
+    #[test]
+    fn context_tar_applies_dockerignore_but_keeps_dockerfile() {
+        let d = tree();
+        fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        fs::write(
+            d.path().join(".dockerignore"),
+            "*.key\nDockerfile\n.dockerignore\nsrc/sub\n",
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let n = write_context_tar(d.path(), "Dockerfile", &mut buf).unwrap();
+        assert!(n > 0);
+        let mut names: Vec<String> = tar::Archive::new(&buf[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(names.contains(&"Dockerfile".to_string()), "{names:?}");
+        assert!(names.contains(&".dockerignore".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("secret.key")), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("src/sub")), "{names:?}");
+        assert!(names.contains(&"src/a.txt".to_string()), "{names:?}");
+        // And it reads back as a context (the excluded Dockerfile still readable).
+        let ctx = BuildContext::from_tar(&buf[..], None).unwrap();
+        assert_eq!(ctx.read_dockerfile("Dockerfile").unwrap(), "FROM scratch\n");
+        assert_eq!(
+            fs::read_link(ctx.root().join("good")).unwrap(),
+            Path::new("src/a.txt")
+        );
     }
 
     #[test]
