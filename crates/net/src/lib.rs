@@ -31,6 +31,8 @@
 //! rules) outlives the manager on purpose, so containers keep their network while the
 //! daemon restarts. [`NetworkManager::teardown`] removes it all.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod files;
 pub mod ipam;

@@ -126,6 +126,12 @@ fn v4_host_ip(ip: Option<IpAddr>) -> Result<Option<Ipv4Addr>> {
 
 impl Inner {
     fn find(&self, name_or_id: &str) -> Result<usize> {
+        // Docker's NetworkMode "default" is the bridge network.
+        let name_or_id = if name_or_id == "default" {
+            "bridge"
+        } else {
+            name_or_id
+        };
         let nets = &self.state.networks;
         if let Some(i) = nets
             .iter()

@@ -219,6 +219,43 @@ fn published_port_reaches_container_from_loopback_host_address_and_itself() {
         String::from_utf8_lossy(&out.stdout).contains("hello from berth"),
         "hairpin: {out:?}"
     );
+    // UDP: a datagram to 127.0.0.1:HOSTPORT arrives in the container.
+    // (a receiver thread inside the namespace: busybox nc has no UDP mode)
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let nsfile = std::fs::File::open(ns.path()).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&nsfile, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = UdpSocket::bind("0.0.0.0:5353").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 100];
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
+    ready_rx.recv().unwrap();
+    let uhp = tm
+        .m()
+        .publish_ports(
+            &c,
+            ep.ip,
+            &[PortMapping {
+                host_ip: None,
+                host_port: None,
+                container_port: 5353,
+                proto: Proto::Udp,
+            }],
+        )
+        .unwrap()[0]
+        .host_port
+        .unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.send_to(b"ping-udp", ("127.0.0.1", uhp)).unwrap();
+    let got = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("udp datagram not delivered");
+    assert_eq!(got, b"ping-udp");
     // The host port is held: nobody else can bind it.
     assert!(TcpListener::bind(("0.0.0.0", hp)).is_err());
     tm.m().unpublish_ports(&c).unwrap();
@@ -344,6 +381,18 @@ fn embedded_dns_resolves_names_and_aliases_and_forwards_the_rest() {
     assert_eq!(dns_query(server, "BETA."), (0, vec![eb.ip]));
     assert_eq!(dns_query(server, "db"), (0, vec![eb.ip]));
     assert_eq!(dns_query(server, &cb[..12]), (0, vec![eb.ip]));
+    // The same over TCP (length-prefixed).
+    let mut t = TcpStream::connect_timeout(&server, Duration::from_secs(2)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let q = net::dns::build_query(0x4321, "alpha", 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    t.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    t.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; u16::from_be_bytes(len) as usize];
+    t.read_exact(&mut resp).unwrap();
+    assert_eq!(net::dns::parse_response(&resp), Some((0, vec![ea.ip])));
     assert_eq!(
         dns_query(server, "elsewhere.example"),
         (0, vec![Ipv4Addr::new(10, 99, 99, 99)])
