@@ -415,8 +415,17 @@ pub trait BuildBackend {
     /// The state cached under `key`, if any (its layers must still exist).
     fn cache_get(&mut self, key: &CacheKey) -> Option<ImageState>;
 
-    /// Remembers `state` as the result of the step with `key`.
+    /// Remembers `state` as the result of the step with `key`. Called for every step
+    /// that ran (also under `--no-cache`, as Docker keeps intermediate images).
     fn cache_put(&mut self, key: &CacheKey, state: &ImageState);
+
+    /// Called once when a build ends, successfully or not, after the last other call.
+    /// The backend releases whatever it kept for this build (temporary containers,
+    /// mounts, scratch space). States already given to [`cache_put`](Self::cache_put)
+    /// stay valid. The default does nothing.
+    fn finish(&mut self, succeeded: bool) {
+        let _ = succeeded;
+    }
 }
 
 #[cfg(test)]

@@ -122,7 +122,11 @@ pub fn build(
         cached: 0,
         counter: 0,
     };
-    b.run()
+    let result = b.run();
+    // Scratch files go now; the backend hears how it ended.
+    b.scratch = None;
+    b.backend.finish(result.is_ok());
+    result
 }
 
 struct Log<'o> {

@@ -89,6 +89,7 @@ fn builds_image_with_config_layers_and_log() {
         "{log}"
     );
     assert_eq!(b.tags.get("app:latest"), Some(&r.image_id));
+    assert_eq!(b.finished, [true]);
     // Config.
     let c = &r.state.config;
     assert_eq!(c.working_dir, "/srv/app");
@@ -200,6 +201,7 @@ fn failing_run_reports_docker_message_and_leaves_nothing() {
     assert!(!log.contains("Successfully"), "{log}");
     assert!(b.tags.is_empty());
     assert!(b.committed.is_empty());
+    assert_eq!(b.finished, [false], "the backend is told the build failed");
     assert_eq!(b.leftover_containers(), 0);
     assert_eq!(b.leftover_mounts(), 0);
 }
@@ -675,4 +677,62 @@ fn tar_stream_context_quiet_and_labels() {
     };
     let e = build(&missing, &ctx, &mut b, &mut Vec::new()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn arg_scope_per_stage_and_workdir_chain() {
+    let mut b = DirBackend::new().unwrap();
+    let df = "ARG G=global
+FROM busybox AS one
+ARG S=stage1
+ENV ONE_G=${G} ONE_S=${S}
+WORKDIR /a
+WORKDIR b
+WORKDIR ../c
+ENV LEGACY value with spaces
+FROM busybox
+ARG G
+ENV TWO_G=${G} TWO_S=${S}
+MAINTAINER someone
+";
+    let dir = context_dir(&[("Dockerfile", df)]);
+    let one = BuildOptions {
+        target: Some("one".into()),
+        ..Default::default()
+    };
+    let (r, log) = go(&mut b, dir.path(), &one);
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    let c = &r.state.config;
+    assert_eq!(
+        c.env_get("ONE_G"),
+        Some(""),
+        "global ARG needs a redeclaration"
+    );
+    assert_eq!(c.env_get("ONE_S"), Some("stage1"));
+    assert_eq!(c.working_dir, "/a/c");
+    assert_eq!(c.env_get("LEGACY"), Some("value with spaces"));
+    assert_eq!(r.state.layers.len(), 1, "metadata steps add no layers");
+    let (r, log) = go(&mut b, dir.path(), &BuildOptions::default());
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert_eq!(r.stages_built, vec![1]);
+    let c = &r.state.config;
+    assert_eq!(c.env_get("TWO_G"), Some("global"));
+    assert_eq!(c.env_get("TWO_S"), Some(""), "stage ARGs do not leak");
+    assert_eq!(r.state.author, "someone");
+    // With a build arg the global value is replaced everywhere it is declared.
+    let (r, _) = go(
+        &mut b,
+        dir.path(),
+        &BuildOptions {
+            build_args: BTreeMap::from([("G".to_string(), "cli".to_string())]),
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.unwrap().state.config.env_get("TWO_G"), Some("cli"));
+    // Blank base name from an unset arg is an error on the FROM line.
+    fs::write(dir.path().join("Dockerfile"), "ARG IMG\n\nFROM ${IMG}\n").unwrap();
+    let (r, _) = go(&mut b, dir.path(), &BuildOptions::default());
+    let e = r.unwrap_err();
+    assert_eq!(e.line(), Some(3), "{e}");
+    assert!(e.to_string().contains("base name"), "{e}");
 }

@@ -41,6 +41,8 @@ pub struct DirBackend {
     pub pulls: usize,
     /// URL → body served by `fetch_url` (stands in for a web server).
     pub urls: HashMap<String, Vec<u8>>,
+    /// What `finish` was told, build by build.
+    pub finished: Vec<bool>,
     mounts: usize,
 }
 
@@ -256,6 +258,7 @@ impl DirBackend {
             adds: 0,
             pulls: 0,
             urls: HashMap::new(),
+            finished: Vec::new(),
             mounts: 0,
         };
         let staging = b.staging()?;
@@ -643,5 +646,9 @@ impl BuildBackend for DirBackend {
 
     fn cache_put(&mut self, key: &CacheKey, state: &ImageState) {
         self.cache.insert(key.clone(), state.clone());
+    }
+
+    fn finish(&mut self, succeeded: bool) {
+        self.finished.push(succeeded);
     }
 }
