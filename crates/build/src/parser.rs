@@ -217,6 +217,10 @@ impl InstructionKind {
 
 /// Parses a Dockerfile.
 pub fn parse(text: &str) -> Result<Dockerfile, BuildError> {
+    // Here-documents that do not open the RUN command (`RUN cat <<EOF > f`) are cut out
+    // before tokenising (the tokenizer only knows `RUN <<EOF`); lines keep their numbers.
+    let (pre, inline) = split_inline_heredocs(text, directive_escape(text));
+    let text = pre.as_str();
     let df = pd::parse(text).map_err(|e| BuildError::parse(e.line().max(1), parse_message(&e)))?;
     let escape = df
         .parser_directives
@@ -238,10 +242,25 @@ pub fn parse(text: &str) -> Result<Dockerfile, BuildError> {
         let end = starts.get(i + 1).copied().unwrap_or(text.len());
         let raw = &text[start..end];
         let line = lines.line(start);
+        let mut kind = convert(inst, text, escape, line, raw, false)?;
+        if let (
+            Some(body),
+            InstructionKind::Run {
+                command: Command::Shell(script),
+                heredoc,
+                ..
+            },
+        ) = (inline.get(&line), &mut kind)
+        {
+            // The shell reads the here-documents itself, as BuildKit arranges it.
+            script.push('\n');
+            script.push_str(body);
+            *heredoc = None;
+        }
         let converted = Instruction {
             line,
             text: display_text(raw, escape),
-            kind: convert(inst, text, escape, line, raw, false)?,
+            kind,
         };
         match (&converted.kind, stages.last_mut()) {
             (InstructionKind::From { name, .. }, _) => {
@@ -282,6 +301,134 @@ pub fn parse(text: &str) -> Result<Dockerfile, BuildError> {
         meta_args,
         stages,
     })
+}
+
+/// The `# escape=` directive's character, read the way the tokenizer does (only in the
+/// leading comment block).
+fn directive_escape(text: &str) -> char {
+    for line in text.lines() {
+        let Some(c) = line.trim_start().strip_prefix('#') else {
+            break;
+        };
+        let c = c.trim();
+        if let Some((k, v)) = c.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("escape") && v.trim() == "`" {
+                return '`';
+            }
+        }
+    }
+    '\\'
+}
+
+/// The here-document delimiters a shell command opens (`<<EOF`, `<<-'END'`), in order.
+/// A delimiter must start with a letter, `_` or a quote, so `$((1<<2))` is not one.
+fn inline_delims(cmd: &str) -> Vec<(String, bool)> {
+    let b = cmd.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 2 < b.len() {
+        if b[i] == b'<' && b[i + 1] == b'<' && (i == 0 || b[i - 1] != b'<') && b[i + 2] != b'<' {
+            let mut j = i + 2;
+            let strip = b.get(j) == Some(&b'-');
+            if strip {
+                j += 1;
+            }
+            let quote = match b.get(j) {
+                Some(q @ (b'"' | b'\'')) => {
+                    j += 1;
+                    Some(*q)
+                }
+                _ => None,
+            };
+            let start = j;
+            if b.get(j)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+            {
+                while b
+                    .get(j)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                {
+                    j += 1;
+                }
+                if quote.is_none() || b.get(j) == quote.as_ref() {
+                    out.push((cmd[start..j].to_string(), strip));
+                }
+            }
+            i = j.max(i + 2);
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Cuts the bodies of here-documents opened inside a shell-form `RUN` command (not at
+/// its start) out of `text`, replacing each body line with an empty line. Returns the
+/// new text and, per 1-based line of the `RUN` keyword, the bodies with their
+/// terminator lines.
+fn split_inline_heredocs(
+    text: &str,
+    escape: char,
+) -> (String, std::collections::HashMap<usize, String>) {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(lines.len());
+    let mut bodies = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let start = i;
+        let mut logical = String::new();
+        loop {
+            let l = lines[i];
+            out.push(l);
+            i += 1;
+            match continued(l, escape) {
+                Some(head) if i < lines.len() => logical.push_str(head),
+                _ => {
+                    logical.push_str(l);
+                    break;
+                }
+            }
+        }
+        let t = logical.trim_start();
+        let word = t.split_whitespace().next().unwrap_or("");
+        if !word.eq_ignore_ascii_case("RUN") {
+            continue;
+        }
+        let mut rest = t[word.len()..].trim_start();
+        while rest.starts_with("--") {
+            rest = rest
+                .split_once(char::is_whitespace)
+                .map(|(_, r)| r.trim_start())
+                .unwrap_or("");
+        }
+        if rest.starts_with("<<") || rest.starts_with('[') {
+            continue;
+        }
+        let delims = inline_delims(rest);
+        if delims.is_empty() {
+            continue;
+        }
+        let mut body = String::new();
+        for (delim, strip_tabs) in delims {
+            while i < lines.len() {
+                let l = lines[i];
+                out.push("");
+                i += 1;
+                body.push_str(l);
+                body.push('\n');
+                let cmp = if strip_tabs {
+                    l.trim_start_matches('\t')
+                } else {
+                    l
+                };
+                if cmp.trim_end_matches('\r') == delim {
+                    break;
+                }
+            }
+        }
+        bodies.insert(start + 1, body);
+    }
+    (out.join("\n"), bodies)
 }
 
 /// Parses the text of one `ONBUILD` trigger (as stored in an image config).
@@ -1143,6 +1290,31 @@ mod tests {
         assert_eq!(i.line, 7);
         assert!(matches!(i.kind, InstructionKind::Run { .. }));
         assert!(parse_trigger("FROM x", '\\', 1).is_err());
+    }
+
+    #[test]
+    fn heredocs_inside_run_commands() {
+        let text = "FROM scratch\nRUN cat <<EOF > /f && cat <<-'END' >> /f\nline $X\nEOF\n\tsecond\n\tEND\nRUN echo $((1<<2))\nCMD x\n";
+        let df = parse(text).unwrap();
+        let ins = &df.stages[0].instructions;
+        assert_eq!(ins.len(), 3);
+        assert_eq!(
+            ins[0].kind,
+            InstructionKind::Run {
+                command: Command::Shell(
+                    "cat <<EOF > /f && cat <<-'END' >> /f\nline $X\nEOF\n\tsecond\n\tEND\n".into()
+                ),
+                heredoc: None,
+                network: None
+            }
+        );
+        assert_eq!(ins[0].text, "RUN cat <<EOF > /f && cat <<-'END' >> /f");
+        assert_eq!(ins[1].line, 7, "line numbers survive the cut");
+        assert_eq!(ins[2].line, 8);
+        assert_eq!(
+            inline_delims("a <<EOF b<<\"Q\" c <<<here $((1<<2))"),
+            vec![("EOF".to_string(), false), ("Q".to_string(), false)]
+        );
     }
 
     #[test]

@@ -590,6 +590,9 @@ RUN [\"/bin/sh\", \"-c\", \"echo exec > /e\"]
 SHELL [\"/bin/sh\", \"-e\", \"-c\"]
 RUN false; echo not reached > /nr || true
 RUN echo only output
+RUN cat <<BODY > /inline
+inline body
+BODY
 RUN rm /h
 ";
     let dir = context_dir(&[("Dockerfile", df)]);
@@ -606,12 +609,16 @@ RUN rm /h
     let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     assert!(log.contains("only output"), "{log}");
     let h = &r.state.history;
-    // base, heredoc RUN, exec RUN, SHELL, RUN nr, RUN echo (empty diff), RUN rm
-    assert_eq!(h.len(), 7);
+    // base, heredoc RUN, exec RUN, SHELL, RUN nr, RUN echo (empty diff), RUN cat, RUN rm
+    assert_eq!(h.len(), 8);
     assert!(h[5].empty_layer, "a RUN that changes nothing adds no layer");
-    assert_eq!(r.state.layers.len(), 5);
+    assert_eq!(r.state.layers.len(), 6);
     let root = b.rootfs(&r.state).unwrap();
     assert!(!root.path().join("h").exists(), "deleted via whiteout");
+    assert_eq!(
+        fs::read_to_string(root.path().join("inline")).unwrap(),
+        "inline body\n"
+    );
     assert_eq!(fs::read_to_string(root.path().join("e")).unwrap(), "exec\n");
     assert_eq!(
         fs::read_to_string(root.path().join("nr")).unwrap(),
