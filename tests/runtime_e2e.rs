@@ -1,0 +1,1000 @@
+//! End-to-end tests of `berth-runtime`: real containers from a busybox bundle, each with
+//! its own id, state root and cgroup, cleaned up (delete --force) even when a test fails.
+
+use serde_json::{json, Value};
+use std::fs;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use testutil::Bundle;
+
+/// A change to a config (for table-driven tests).
+type ConfigEdit = Box<dyn Fn(&mut Value)>;
+/// A change to a bundle's files (for table-driven tests).
+type BundleEdit = Box<dyn Fn(&Bundle)>;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_berth-runtime")
+}
+
+/// One container under test: its state root, bundle and id.
+struct Ctr {
+    root: tempfile::TempDir,
+    b: Bundle,
+    id: String,
+}
+
+impl Ctr {
+    /// A container running `args`, or None (test skipped) when not root.
+    fn new(args: &[&str]) -> Option<Ctr> {
+        if !testutil::is_root() {
+            eprintln!("skipped: berth-runtime tests need root");
+            return None;
+        }
+        let id = testutil::unique_name("rt");
+        let mut b = Bundle::new(args).expect("bundle");
+        b.config["linux"]["cgroupsPath"] = json!(format!("/berth-rt-test/{id}"));
+        Some(Ctr {
+            root: tempfile::tempdir().expect("tempdir"),
+            b,
+            id,
+        })
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--root").arg(self.root.path());
+        c
+    }
+
+    /// Runs a runtime command to completion.
+    fn rt(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn berth-runtime")
+    }
+
+    /// `create`, with the container's stdio going to files (the init inherits them, so
+    /// pipes would keep `output()` waiting). Returns success and the stderr text.
+    fn create(&self) -> (bool, String) {
+        self.b.write_config().expect("write config");
+        let err_path = self.b.path().join("create.err");
+        let out = fs::File::create(self.b.path().join("ctr.out")).unwrap();
+        let err = fs::File::create(&err_path).unwrap();
+        let st = self
+            .cmd()
+            .args(["create", "--bundle"])
+            .arg(self.b.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .expect("spawn create");
+        (
+            st.success(),
+            fs::read_to_string(&err_path).unwrap_or_default(),
+        )
+    }
+
+    /// The container's stdout so far (after `create`).
+    fn ctr_out(&self) -> String {
+        fs::read_to_string(self.b.path().join("ctr.out")).unwrap_or_default()
+    }
+
+    /// `run` in the foreground; returns (exit code, stdout, stderr).
+    fn run(&self) -> (i32, String, String) {
+        self.b.write_config().expect("write config");
+        let o = self
+            .cmd()
+            .args(["run", "--bundle"])
+            .arg(self.b.path())
+            .arg(&self.id)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawn run");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+
+    fn state(&self) -> Option<Value> {
+        let o = self.rt(&["state", &self.id]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).expect("state json"))
+    }
+
+    fn status(&self) -> String {
+        self.state()
+            .map(|s| s["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_else(|| "gone".into())
+    }
+
+    fn wait_status(&self, want: &str) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.status() != want {
+            assert!(Instant::now() < until, "status never became {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn cgroup_dir(&self) -> PathBuf {
+        Path::new("/sys/fs/cgroup/pids/berth-rt-test").join(&self.id)
+    }
+
+    /// Nothing of the container is left: no state dir, no cgroup, no mount.
+    fn assert_clean(&self) {
+        assert!(
+            !self.root.path().join(&self.id).exists(),
+            "state dir left behind"
+        );
+        assert!(!self.cgroup_dir().exists(), "cgroup left behind");
+        let mi = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let rootfs = self.b.rootfs();
+        assert!(
+            !mi.contains(rootfs.to_str().unwrap()),
+            "mount left behind under {}",
+            rootfs.display()
+        );
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd()
+            .args(["delete", "--force", &self.id])
+            .stderr(Stdio::null())
+            .status();
+        // The shared parent cgroup goes once the last test is done with it.
+        for h in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = fs::remove_dir(h.path().join("berth-rt-test").join(&self.id));
+            let _ = fs::remove_dir(h.path().join("berth-rt-test"));
+        }
+    }
+}
+
+fn wait_file(p: &Path) -> bool {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !p.exists() {
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn lifecycle_create_start_stop_delete() {
+    let Some(c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "echo ran > /started; while [ ! -e /go ]; do sleep 0.02; done; exit 0",
+    ]) else {
+        return;
+    };
+    let (ok, err) = c.create();
+    assert!(ok, "create failed: {err}");
+    let st = c.state().expect("state after create");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["id"], c.id.as_str());
+    assert!(st["pid"].as_i64().unwrap() > 0);
+    assert_eq!(st["ociVersion"].as_str().unwrap().chars().next(), Some('1'));
+    assert_eq!(
+        Path::new(st["bundle"].as_str().unwrap()),
+        fs::canonicalize(c.b.path()).unwrap()
+    );
+    // The program must not have run before start.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!c.b.rootfs().join("started").exists(), "ran before start");
+    // Creating the same id again fails.
+    let (dup, err) = c.create();
+    assert!(!dup && err.contains("already exists"), "{err}");
+
+    let o = c.rt(&["start", &c.id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(wait_file(&c.b.rootfs().join("started")));
+    assert_eq!(c.status(), "running");
+    // Misuse: start twice, delete while running.
+    let o = c.rt(&["start", &c.id]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("running"));
+    let o = c.rt(&["delete", &c.id]);
+    assert!(!o.status.success(), "deleted a running container");
+    assert_eq!(c.status(), "running");
+    // ps lists the init.
+    let o = c.rt(&["ps", "--format", "json", &c.id]);
+    let pids: Vec<i32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(pids.contains(&(c.state().unwrap()["pid"].as_i64().unwrap() as i32)));
+    // list shows it.
+    let o = c.rt(&["list", "-q"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&c.id));
+
+    fs::write(c.b.rootfs().join("go"), "").unwrap();
+    c.wait_status("stopped");
+    let o = c.rt(&["delete", &c.id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(c.state().is_none());
+    c.assert_clean();
+
+    // Unknown ids.
+    for args in [
+        vec!["state", "nope-unknown"],
+        vec!["start", "nope-unknown"],
+        vec!["kill", "nope-unknown"],
+        vec!["delete", "nope-unknown"],
+    ] {
+        let o = c.rt(&args);
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("does not exist"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn kill_and_force_delete() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    assert_eq!(c.status(), "running");
+    let o = c.rt(&["kill", &c.id, "KILL"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    c.wait_status("stopped");
+    assert!(c.rt(&["delete", &c.id]).status.success());
+    c.assert_clean();
+
+    // delete --force of a running container kills it.
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    assert!(c.create().0);
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let pid = c.state().unwrap()["pid"].as_i64().unwrap();
+    let o = c.rt(&["delete", "--force", &c.id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "still alive: {stat}"
+    );
+    c.assert_clean();
+}
+
+#[test]
+fn run_exit_code_propagates() {
+    let Some(c) = Ctr::new(&["sh", "-c", "echo out; echo err >&2; exit 3"]) else {
+        return;
+    };
+    let (code, out, err) = c.run();
+    assert_eq!(code, 3, "stderr: {err}");
+    assert_eq!(out, "out\n");
+    assert!(err.contains("err"));
+    c.assert_clean();
+}
+
+#[test]
+fn run_reports_signal_as_128_plus() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    c.b.write_config().unwrap();
+    let mut child = c
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(c.b.path())
+        .arg(&c.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.wait_status("running");
+    assert!(c.rt(&["kill", &c.id, "9"]).status.success());
+    let st = child.wait().unwrap();
+    assert_eq!(st.code(), Some(137));
+    c.assert_clean();
+}
+
+#[test]
+fn namespaces_are_isolated() {
+    let Some(c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "echo pid=$$; echo host=$(hostname); echo net=$(ls /sys/class/net); \
+         echo ipc=$(readlink /proc/self/ns/ipc); echo mnt=$(readlink /proc/self/ns/mnt); \
+         echo uts=$(readlink /proc/self/ns/uts); ps | wc -l",
+    ]) else {
+        return;
+    };
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pid=1\n"), "{out}");
+    assert!(out.contains("host=berth\n"), "{out}");
+    assert!(out.contains("net=lo\n"), "{out}");
+    for ns in ["ipc", "mnt", "uts"] {
+        let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert!(
+            !out.contains(&format!("{ns}={}", host.display())),
+            "{ns} shared with the host: {out}"
+        );
+    }
+    // Only sh, ps and wc (plus the header line) are visible.
+    let lines: usize = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(lines <= 5, "{out}");
+}
+
+#[test]
+fn joins_namespace_by_path() {
+    let Some(a) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let (ok, err) = a.create();
+    assert!(ok, "{err}");
+    let pid = a.state().unwrap()["pid"].as_i64().unwrap();
+    let Some(mut b) = Ctr::new(&[
+        "sh",
+        "-c",
+        "echo net=$(readlink /proc/self/ns/net); echo host=$(hostname)",
+    ]) else {
+        return;
+    };
+    let ns = json!([
+        {"type": "pid"}, {"type": "ipc"}, {"type": "mount"},
+        {"type": "network", "path": format!("/proc/{pid}/ns/net")},
+        {"type": "uts", "path": format!("/proc/{pid}/ns/uts")}
+    ]);
+    b.b.config["linux"]["namespaces"] = ns;
+    b.b.config["hostname"] = json!(null);
+    let want = fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("net={}", want.display())),
+        "{out} vs {}",
+        want.display()
+    );
+    assert!(out.contains("host=berth"), "{out}");
+}
+
+#[test]
+fn user_namespace_maps_ids() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map; cat /proc/self/gid_map; echo uid=$(id -u); touch /tmp/x && stat -c %u /tmp/x",
+    ]) else {
+        return;
+    };
+    let ns = c.b.config["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.push(json!({"type": "user"}));
+    c.b.config["linux"]["uidMappings"] =
+        json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    c.b.config["linux"]["gidMappings"] =
+        json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    c.b.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}));
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    let first: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(first, ["0", "200000", "65536"], "{out}");
+    assert!(out.contains("uid=0\n"), "{out}");
+    assert!(out.trim_end().ends_with('0'), "{out}");
+    c.assert_clean();
+}
+
+#[test]
+fn mounts_bind_tmpfs_masked_readonly() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "cat /data/hello; touch /data/new 2>/dev/null && echo data-writable; \
+         grep ' /scratch ' /proc/mounts; stat -c %a /scratch; \
+         echo secret=$(cat /secret); echo dir=$(ls /secretdir | wc -l); \
+         touch /rodir/x 2>/dev/null && echo rodir-writable; \
+         touch /rootfile 2>/dev/null && echo root-writable; \
+         touch /scratch/ok && echo scratch-ok",
+    ]) else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    fs::write(host.path().join("hello"), "hi from host\n").unwrap();
+    let rootfs = c.b.rootfs();
+    fs::write(rootfs.join("secret"), "topsecret").unwrap();
+    fs::create_dir(rootfs.join("secretdir")).unwrap();
+    fs::write(rootfs.join("secretdir/a"), "x").unwrap();
+    fs::create_dir(rootfs.join("rodir")).unwrap();
+    let mounts = c.b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/data", "type": "bind",
+        "source": host.path(), "options": ["rbind", "ro", "nosuid", "rprivate"]}));
+    mounts.push(
+        json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "size=1m", "mode=1777"]}),
+    );
+    c.b.config["linux"]["maskedPaths"] = json!(["/secret", "/secretdir", "/not-there"]);
+    c.b.config["linux"]["readonlyPaths"] = json!(["/rodir"]);
+    c.b.config["root"]["readonly"] = json!(true);
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hi from host"), "{out}");
+    assert!(!out.contains("data-writable"), "{out}");
+    assert!(!host.path().join("new").exists());
+    assert!(
+        out.contains("tmpfs /scratch tmpfs rw,nosuid,nodev"),
+        "{out}"
+    );
+    assert!(out.contains("size=1024k"), "{out}");
+    assert!(out.contains("1777\n"), "{out}");
+    assert!(out.contains("secret=\n"), "{out}");
+    assert!(out.contains("dir=0\n"), "{out}");
+    assert!(!out.contains("rodir-writable"), "{out}");
+    assert!(!out.contains("root-writable"), "{out}");
+    assert!(out.contains("scratch-ok"), "{out}");
+    c.assert_clean();
+}
+
+#[test]
+fn symlinked_mount_destination_stays_in_rootfs() {
+    let Some(mut c) = Ctr::new(&["sh", "-c", "grep -c ' /escape-target/sub ' /proc/mounts"]) else {
+        return;
+    };
+    // A host directory the symlink tries to reach.
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        format!("/../../../../..{}", outside.path().display()),
+        c.b.rootfs().join("escape"),
+    )
+    .unwrap();
+    let target = outside.path().to_str().unwrap().to_string();
+    let mounts = c.b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs"}));
+    c.b.config["process"]["args"] =
+        json!(["sh", "-c", format!("grep -c ' {target}/sub ' /proc/mounts")]);
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "1", "{out}");
+    // The mount point was created inside the rootfs, not on the host.
+    assert!(!outside.path().join("sub").exists());
+    assert!(c
+        .b
+        .rootfs()
+        .join(target.trim_start_matches('/'))
+        .join("sub")
+        .is_dir());
+    c.assert_clean();
+}
+
+#[test]
+fn devices_default_and_configured() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "ls -l /dev/mynull; echo x > /dev/mynull && echo wrote; head -c 5 /dev/zero | wc -c; \
+         readlink /dev/ptmx; readlink /dev/fd; test -c /dev/urandom && echo urandom",
+    ]) else {
+        return;
+    };
+    c.b.config["linux"]["devices"] = json!([
+        {"path": "/dev/mynull", "type": "c", "major": 1, "minor": 3, "fileMode": 438, "uid": 0, "gid": 0}
+    ]);
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("crw-rw-rw-"), "{out}");
+    assert!(out.contains("1,   3") || out.contains("1, 3"), "{out}");
+    assert!(out.contains("wrote"), "{out}");
+    assert!(out.contains("\n5\n"), "{out}");
+    assert!(out.contains("pts/ptmx"), "{out}");
+    assert!(out.contains("/proc/self/fd"), "{out}");
+    assert!(out.contains("urandom"), "{out}");
+}
+
+#[test]
+fn process_env_cwd_user_umask() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "echo foo=$FOO; echo home=$HOME; pwd; echo uid=$(id -u) gid=$(id -g) groups=$(id -G); \
+         umask; touch /tmp/f && stat -c %a /tmp/f",
+    ]) else {
+        return;
+    };
+    let p = &mut c.b.config["process"];
+    p["env"] = json!(["PATH=/bin", "FOO=bar"]);
+    p["cwd"] = json!("/work/dir");
+    p["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [100], "umask": 63});
+    c.b.config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]}),
+    );
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("foo=bar\n"), "{out}");
+    assert!(out.contains("home=/home\n"), "{out}");
+    assert!(out.contains("/work/dir\n"), "{out}");
+    assert!(out.contains("uid=1000 gid=1000"), "{out}");
+    assert!(
+        out.contains("groups=1000 100") || out.contains("groups=100 1000"),
+        "{out}"
+    );
+    assert!(out.contains("0077\n"), "{out}");
+    assert!(out.trim_end().ends_with("600"), "{out}");
+}
+
+#[test]
+fn capabilities_are_exact() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "grep -E '^Cap(Eff|Prm|Bnd|Amb|Inh)' /proc/self/status",
+    ]) else {
+        return;
+    };
+    let caps = json!(["CAP_KILL", "CAP_NET_ADMIN"]);
+    c.b.config["process"]["capabilities"] = json!({
+        "bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": caps
+    });
+    c.b.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    // CAP_KILL = 5, CAP_NET_ADMIN = 12.
+    for set in ["CapEff", "CapPrm", "CapBnd", "CapAmb", "CapInh"] {
+        assert!(
+            out.contains(&format!("{set}:\t0000000000001020")),
+            "{set}: {out}"
+        );
+    }
+}
+
+#[test]
+fn rlimits_are_set_and_clamped() {
+    let Some(mut c) = Ctr::new(&["sh", "-c", "echo nofile=$(ulimit -n) core=$(ulimit -c)"]) else {
+        return;
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid local.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let hard = lim.rlim_max;
+    c.b.config["process"]["rlimits"] = json!([
+        {"type": "RLIMIT_NOFILE", "soft": hard + 1000, "hard": hard + 1000},
+        {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}
+    ]);
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    // Raising above the hard limit needs CAP_SYS_RESOURCE: without it, clamped + warning.
+    let raised = out.contains(&format!("nofile={}", hard + 1000));
+    let clamped = out.contains(&format!("nofile={hard}")) && err.contains("clamped");
+    assert!(raised || clamped, "{out} {err}");
+    assert!(out.contains("core=0"), "{out}");
+}
+
+#[test]
+fn init_errors_are_reported_and_nothing_leaks() {
+    let cases: Vec<(&str, ConfigEdit, &str)> = vec![
+        (
+            "bad cwd",
+            Box::new(|c| c["process"]["cwd"] = json!("/bin/busybox")),
+            "cwd",
+        ),
+        (
+            "missing binary",
+            Box::new(|c| c["process"]["args"] = json!(["no-such-program"])),
+            "executable file not found",
+        ),
+        (
+            "missing absolute binary",
+            Box::new(|c| c["process"]["args"] = json!(["/no/such/program"])),
+            "/no/such/program",
+        ),
+        (
+            "failed mount",
+            Box::new(|c| {
+                c["mounts"].as_array_mut().unwrap().push(
+                    json!({"destination": "/x", "type": "bind", "source": "/does/not/exist", "options": ["bind"]}),
+                )
+            }),
+            "/does/not/exist",
+        ),
+        (
+            "bad user",
+            Box::new(|c| {
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "user"}));
+                c["linux"]["uidMappings"] =
+                    json!([{"containerID": 0, "hostID": 300000, "size": 10}]);
+                c["linux"]["gidMappings"] =
+                    json!([{"containerID": 0, "hostID": 300000, "size": 10}]);
+                c["process"]["user"] = json!({"uid": 5000, "gid": 0});
+            }),
+            "setuid 5000",
+        ),
+        (
+            "failing createRuntime hook",
+            Box::new(
+                |c| c["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo hookfail >&2; exit 7"]}]}),
+            ),
+            "hookfail",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let Some(mut c) = Ctr::new(&["sh", "-c", "echo ran > /ran"]) else {
+            return;
+        };
+        edit(&mut c.b.config);
+        let (ok, err) = c.create();
+        assert!(!ok, "{name}: create succeeded");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(!c.b.rootfs().join("ran").exists(), "{name}: program ran");
+        c.assert_clean();
+        assert!(c.state().is_none());
+    }
+}
+
+#[test]
+fn bad_input_is_rejected_with_nothing_left() {
+    let cases: Vec<(&str, BundleEdit, &str)> = vec![
+        (
+            "malformed json",
+            Box::new(|b| fs::write(b.path().join("config.json"), "{\"ociVersion\": ").unwrap()),
+            "invalid config",
+        ),
+        (
+            "schema violation",
+            Box::new(|b| {
+                let mut c = b.config.clone();
+                c["process"]["args"] = json!("sh -c true");
+                fs::write(b.path().join("config.json"), c.to_string()).unwrap()
+            }),
+            "invalid type",
+        ),
+        (
+            "missing rootfs",
+            Box::new(|b| {
+                let mut c = b.config.clone();
+                c["root"]["path"] = json!("no-such-rootfs");
+                fs::write(b.path().join("config.json"), c.to_string()).unwrap()
+            }),
+            "no-such-rootfs",
+        ),
+        (
+            "unknown namespace type",
+            Box::new(|b| {
+                let mut c = b.config.clone();
+                c["linux"]["namespaces"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"type": "bogus"}));
+                fs::write(b.path().join("config.json"), c.to_string()).unwrap()
+            }),
+            "bogus",
+        ),
+        (
+            "relative cwd",
+            Box::new(|b| {
+                let mut c = b.config.clone();
+                c["process"]["cwd"] = json!("relative");
+                fs::write(b.path().join("config.json"), c.to_string()).unwrap()
+            }),
+            "not absolute",
+        ),
+        (
+            "missing config",
+            Box::new(|b| fs::remove_file(b.path().join("config.json")).unwrap()),
+            "config.json",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let Some(c) = Ctr::new(&["true"]) else {
+            return;
+        };
+        c.b.write_config().unwrap();
+        edit(&c.b);
+        let o = c
+            .cmd()
+            .args(["create", "--bundle"])
+            .arg(c.b.path())
+            .arg(&c.id)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name}: accepted");
+        assert!(err.contains(want), "{name}: {err}");
+        c.assert_clean();
+    }
+}
+
+#[test]
+fn errors_go_to_json_log() {
+    let Some(c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    let log = c.b.path().join("log.json");
+    let o = c
+        .cmd()
+        .arg("--log")
+        .arg(&log)
+        .args(["--log-format", "json", "start", "nope-missing"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let line = fs::read_to_string(&log).unwrap();
+    let v: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(v["level"], "error");
+    assert!(v["msg"].as_str().unwrap().contains("nope-missing"));
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn hooks_run_in_order_with_state() {
+    let Some(mut c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let host_hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
+    c.b.config["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/hooks", "type": "bind", "source": dir.path(), "options": ["bind"]}),
+    );
+    c.b.config["hooks"] = json!({
+        "prestart": [host_hook("prestart")],
+        "createRuntime": [host_hook("createRuntime"),
+            {"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/state.json", dir.path().display())]}],
+        "createContainer": [host_hook("createContainer")],
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer >> /hooks/log"]}],
+        "poststart": [host_hook("poststart")],
+        "poststop": [host_hook("poststop")],
+    });
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    let after_create = fs::read_to_string(&log).unwrap();
+    assert_eq!(after_create, "prestart\ncreateRuntime\ncreateContainer\n");
+    let st: Value =
+        serde_json::from_slice(&fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    assert_eq!(st["id"], c.id.as_str());
+    assert_eq!(st["pid"], c.state().unwrap()["pid"]);
+    assert!(c.rt(&["start", &c.id]).status.success());
+    c.wait_status("stopped");
+    assert!(c.rt(&["delete", &c.id]).status.success());
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "prestart\ncreateRuntime\ncreateContainer\nstartContainer\npoststart\npoststop\n"
+    );
+}
+
+/// Receives one fd over a unix socket (SCM_RIGHTS).
+fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
+    let mut buf = [0u8; 256];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cmsg = [0u8; 64];
+    // SAFETY: msghdr is plain data; all pointers point at live locals of the right size.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = cmsg.len();
+        if libc::recvmsg(sock, &mut msg, 0) < 0 {
+            return None;
+        }
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return None;
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const RawFd);
+        Some(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+#[test]
+fn console_socket_receives_pty() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "tty; echo hello-tty; test -t 0 && echo stdin-is-tty",
+    ]) else {
+        return;
+    };
+    c.b.config["process"]["terminal"] = json!(true);
+    let sock_path = c.b.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    c.b.write_config().unwrap();
+    let out = c
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(c.b.path())
+        .arg("--console-socket")
+        .arg(&sock_path)
+        .arg(&c.id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (conn, _) = listener.accept().unwrap();
+    let master = recv_fd(std::os::fd::AsRawFd::as_raw_fd(&conn)).expect("pty fd");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let mut f = fs::File::from(master);
+    let mut text = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&text).contains("stdin-is-tty") && Instant::now() < until {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    assert!(text.contains("hello-tty"), "{text}");
+    assert!(text.contains("stdin-is-tty"), "{text}");
+}
+
+#[test]
+fn exec_joins_the_container() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let o = c.rt(&[
+        "exec",
+        "--env",
+        "X=1",
+        "--cwd",
+        "/tmp",
+        &c.id,
+        "sh",
+        "-c",
+        "echo host=$(hostname) x=$X cwd=$(pwd) init=$(cat /proc/1/comm); exit 4",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("host=berth x=1 cwd=/tmp init=sleep"), "{out}");
+    // A missing program is an error from exec itself.
+    let o = c.rt(&["exec", &c.id, "no-such-thing"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("executable file not found"));
+    // With --process and --user.
+    let p = json!({"args": ["id", "-u"], "cwd": "/", "user": {"uid": 1234, "gid": 0}, "env": ["PATH=/bin"]});
+    let pf = c.b.path().join("process.json");
+    fs::write(&pf, p.to_string()).unwrap();
+    let o = c.rt(&["exec", "--process", pf.to_str().unwrap(), &c.id]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1234\n");
+    assert!(c.ctr_out().is_empty());
+}
+
+#[test]
+fn memory_limit_oom_kills() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null; echo rc=$?",
+    ]) else {
+        return;
+    };
+    c.b.config["linux"]["resources"]["memory"] = json!({"limit": 16 * 1024 * 1024});
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rc=137"), "{out}");
+    c.assert_clean();
+}
+
+#[test]
+fn pids_limit_stops_fork_bomb() {
+    // Only builtins after the bomb: no fork is needed to report.
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/pids/pids.max; \
+         (i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done) 2>/dev/null; \
+         read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; \
+         read e < /sys/fs/cgroup/pids/pids.events; echo events=$e",
+    ]) else {
+        return;
+    };
+    c.b.config["linux"]["resources"]["pids"] = json!({"limit": 10});
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("10\n"), "{out}");
+    let current: usize = out
+        .split("current=")
+        .nth(1)
+        .and_then(|s| s.lines().next()?.trim().parse().ok())
+        .unwrap_or(999);
+    assert!((5..=10).contains(&current), "{out}");
+    let refused: usize = out
+        .split("events=max ")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(refused > 0, "no fork was refused: {out}");
+    c.assert_clean();
+}
+
+#[test]
+fn seccomp_blocks_syscall() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/blocked; echo rc=$?; touch /tmp/file && echo touched",
+    ]) else {
+        return;
+    };
+    c.b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(out.contains("touched"), "{out}");
+    assert!(!c.b.rootfs().join("tmp/blocked").exists());
+}
+
+#[test]
+fn pause_and_resume() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    assert!(c.create().0);
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let o = c.rt(&["pause", &c.id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(c.status(), "paused");
+    let pid = c.state().unwrap()["pid"].as_i64().unwrap();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(stat.contains(") D") || stat.contains(") S"), "{stat}");
+    assert!(c.rt(&["resume", &c.id]).status.success());
+    assert_eq!(c.status(), "running");
+    assert!(c.rt(&["delete", "--force", &c.id]).status.success());
+    c.assert_clean();
+}
+
+#[test]
+fn features_spec_and_version() {
+    let Some(c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    let o = c.rt(&["features"]);
+    let f: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(f["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("user")));
+    assert_eq!(f["ociVersionMin"], "1.0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let o = c.rt(&["spec", "--bundle", dir.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let s: Value =
+        serde_json::from_slice(&fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(s["process"]["args"], json!(["sh"]));
+    let o = c.rt(&["--version"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("berth-runtime version"));
+}
