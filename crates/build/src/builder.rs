@@ -195,7 +195,7 @@ impl StageCtx {
 
 fn short(id: &str) -> &str {
     let h = id.strip_prefix("sha256:").unwrap_or(id);
-    &h[..h.len().min(12)]
+    h.get(..12).unwrap_or(h)
 }
 
 fn default_arch() -> &'static str {

@@ -55,7 +55,9 @@ impl DockerIgnore {
             } else {
                 false
             };
-            let segments = clean_rel(p);
+            let mut segments = clean_rel(p);
+            // `**/**` is `**`; collapsing keeps matching polynomial.
+            segments.dedup_by(|a, b| a == "**" && b == "**");
             if segments.is_empty() {
                 continue;
             }
@@ -131,80 +133,135 @@ pub(crate) fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// `filepath.Match` for one component: `*`, `?`, `[...]` (with `^`/`!` negation and
-/// ranges) and `\` escapes. `**` inside a component acts like `*`.
-pub(crate) fn glob_segment(pat: &str, s: &str) -> bool {
-    let p: Vec<char> = pat.chars().collect();
-    let t: Vec<char> = s.chars().collect();
-    glob_chars(&p, &t)
+/// One element of a component pattern.
+#[derive(Debug)]
+enum Tok {
+    /// `*` (any run of characters).
+    Star,
+    /// Matches exactly one character.
+    One(Matcher),
 }
 
-fn glob_chars(p: &[char], t: &[char]) -> bool {
-    let Some(&c) = p.first() else {
-        return t.is_empty();
-    };
-    match c {
-        '*' => {
-            let rest = {
-                let mut r = &p[1..];
-                while r.first() == Some(&'*') {
-                    r = &r[1..];
-                }
-                r
-            };
-            (0..=t.len()).any(|k| glob_chars(rest, &t[k..]))
-        }
-        '?' => !t.is_empty() && glob_chars(&p[1..], &t[1..]),
-        '[' => {
-            let Some(&ch) = t.first() else { return false };
-            match class_match(&p[1..], ch) {
-                Some((true, used)) => glob_chars(&p[1 + used..], &t[1..]),
-                _ => false,
+#[derive(Debug)]
+enum Matcher {
+    Any,
+    Lit(char),
+    Class {
+        negate: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl Matcher {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            Matcher::Any => true,
+            Matcher::Lit(l) => *l == c,
+            Matcher::Class { negate, ranges } => {
+                ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negate
             }
         }
-        '\\' if p.len() > 1 => t.first() == Some(&p[1]) && glob_chars(&p[2..], &t[1..]),
-        _ => t.first() == Some(&c) && glob_chars(&p[1..], &t[1..]),
     }
 }
 
-/// Matches `ch` against a class body (after `[`); returns (matched, chars consumed incl. `]`).
-fn class_match(p: &[char], ch: char) -> Option<(bool, usize)> {
+/// Tokenises a component pattern; `None` if it is malformed (an unclosed `[`).
+fn tokens(pat: &str) -> Option<Vec<Tok>> {
+    let p: Vec<char> = pat.chars().collect();
+    let mut out = Vec::new();
     let mut i = 0;
-    let negate = matches!(p.first(), Some('^') | Some('!'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let c = *p.get(i)?;
-        if c == ']' && !first {
-            i += 1;
-            break;
-        }
-        first = false;
-        let lo = if c == '\\' {
-            i += 1;
-            *p.get(i)?
-        } else {
-            c
-        };
-        i += 1;
-        let mut hi = lo;
-        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|c| *c != ']') {
-            hi = if p[i + 1] == '\\' {
+    while i < p.len() {
+        match p[i] {
+            '*' => {
+                if !matches!(out.last(), Some(Tok::Star)) {
+                    out.push(Tok::Star);
+                }
                 i += 1;
-                *p.get(i + 1)?
-            } else {
-                p[i + 1]
-            };
-            i += 2;
-        }
-        if lo <= ch && ch <= hi {
-            matched = true;
+            }
+            '?' => {
+                out.push(Tok::One(Matcher::Any));
+                i += 1;
+            }
+            '\\' if i + 1 < p.len() => {
+                out.push(Tok::One(Matcher::Lit(p[i + 1])));
+                i += 2;
+            }
+            '[' => {
+                i += 1;
+                let negate = matches!(p.get(i), Some('^') | Some('!'));
+                if negate {
+                    i += 1;
+                }
+                let mut ranges = Vec::new();
+                let mut first = true;
+                loop {
+                    let c = *p.get(i)?;
+                    if c == ']' && !first {
+                        i += 1;
+                        break;
+                    }
+                    first = false;
+                    let lo = if c == '\\' {
+                        i += 1;
+                        *p.get(i)?
+                    } else {
+                        c
+                    };
+                    i += 1;
+                    let mut hi = lo;
+                    if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|c| *c != ']') {
+                        i += 1;
+                        hi = if p[i] == '\\' {
+                            i += 1;
+                            *p.get(i)?
+                        } else {
+                            p[i]
+                        };
+                        i += 1;
+                    }
+                    ranges.push((lo, hi));
+                }
+                out.push(Tok::One(Matcher::Class { negate, ranges }));
+            }
+            c => {
+                out.push(Tok::One(Matcher::Lit(c)));
+                i += 1;
+            }
         }
     }
-    Some((matched != negate, i))
+    Some(out)
+}
+
+/// `filepath.Match` for one component: `*`, `?`, `[...]` (with `^`/`!` negation and
+/// ranges) and `\` escapes. `**` inside a component acts like `*`. Runs in
+/// O(pattern × name) time: only the last `*` is ever backtracked to.
+pub(crate) fn glob_segment(pat: &str, s: &str) -> bool {
+    let Some(toks) = tokens(pat) else {
+        return false;
+    };
+    let t: Vec<char> = s.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match toks.get(pi) {
+            Some(Tok::Star) => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(Tok::One(m)) if m.matches(t[ti]) => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    toks[pi..].iter().all(|t| matches!(t, Tok::Star))
 }
 
 #[cfg(test)]
@@ -256,6 +313,20 @@ mod tests {
         assert!(!di.is_excluded("src/main.rs"));
         assert!(di.may_include_below("tmp"));
         assert!(!di.may_include_below("other"));
+    }
+
+    #[test]
+    fn glob_is_not_exponential() {
+        let pat = "*a*a*a*a*a*a*a*a*a*a*a*a*b";
+        let name = "a".repeat(200);
+        let t = std::time::Instant::now();
+        assert!(!glob_segment(pat, &name));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        assert!(glob_segment("*a*b", "xxaxxb"));
+        assert!(
+            !glob_segment("[abc", "a"),
+            "malformed class matches nothing"
+        );
     }
 
     #[test]

@@ -144,9 +144,13 @@ impl Words {
     }
 }
 
+/// How deeply `${a:-${b:-...}}` may nest (untrusted input must not exhaust the stack).
+const MAX_DEPTH: usize = 64;
+
 struct Lexer<'a> {
     chars: Vec<char>,
     pos: usize,
+    depth: usize,
     env: &'a dyn Lookup,
     escape: char,
 }
@@ -156,6 +160,7 @@ impl<'a> Lexer<'a> {
         Lexer {
             chars: s.chars().collect(),
             pos: 0,
+            depth: 0,
             env,
             escape,
         }
@@ -293,6 +298,16 @@ impl<'a> Lexer<'a> {
     }
 
     fn dollar(&mut self) -> Result<String, ExpandError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(ExpandError::BadSubstitution);
+        }
+        self.depth += 1;
+        let r = self.dollar_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, ExpandError> {
         self.pos += 1; // '$'
         if self.peek() != Some('{') {
             let name = self.name();
@@ -469,5 +484,12 @@ mod tests {
             );
         }
         assert_eq!(expand_word("${E?x}", &env(), '\\').unwrap(), "");
+        let deep = format!("{}x{}", "${U:-".repeat(10_000), "}".repeat(10_000));
+        assert_eq!(
+            expand_word(&deep, &env(), '\\').unwrap_err(),
+            ExpandError::BadSubstitution
+        );
+        let ok = format!("{}x{}", "${U:-".repeat(20), "}".repeat(20));
+        assert_eq!(expand_word(&ok, &env(), '\\').unwrap(), "x");
     }
 }
