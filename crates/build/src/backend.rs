@@ -357,12 +357,15 @@ pub struct CacheKey(pub String);
 /// use a directory-backed implementation.
 pub trait BuildBackend {
     /// Finds (or pulls, when `pull` is set or it is missing) the image `image_ref`
-    /// (`platform` is `os/arch[/variant]` from `FROM --platform`, if given).
+    /// (`platform` is `os/arch[/variant]` from `FROM --platform`, if given). Pull
+    /// progress, if any, goes to `out` as text lines (the build log). Not called for
+    /// `scratch` or stage names.
     fn resolve_base(
         &mut self,
         image_ref: &str,
         platform: Option<&str>,
         pull: bool,
+        out: &mut dyn Write,
     ) -> Result<BaseImage, BackendError>;
 
     /// Runs `spec` in a fresh container on top of `parent`, writing the command's

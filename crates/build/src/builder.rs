@@ -620,13 +620,17 @@ impl<'a, 'o> Builder<'a, 'o> {
         if let Some(b) = self.base_cache.get(&key) {
             return Ok(b.clone());
         }
-        let b = self
-            .backend
-            .resolve_base(image, platform, self.opts.pull)
-            .map_err(|source| BuildError::Backend {
-                what: format!("resolving base image {image}"),
-                source,
-            })?;
+        let res = if self.opts.quiet {
+            self.backend
+                .resolve_base(image, platform, self.opts.pull, &mut Sink)
+        } else {
+            self.backend
+                .resolve_base(image, platform, self.opts.pull, self.log.out)
+        };
+        let b = res.map_err(|source| BuildError::Backend {
+            what: format!("resolving base image {image}"),
+            source,
+        })?;
         self.base_cache.insert(key, b.clone());
         Ok(b)
     }

@@ -45,6 +45,9 @@ pub enum ContextError {
     /// The Dockerfile is missing from the context.
     #[error("cannot find the dockerfile {0:?} in the build context")]
     NoDockerfile(String),
+    /// The (uncompressed) context stream is larger than allowed.
+    #[error("build context is larger than the limit of {0} bytes")]
+    TooLarge(u64),
     /// Too many symlinks while resolving a path.
     #[error("too many levels of symbolic links resolving {0}")]
     SymlinkLoop(String),
@@ -91,6 +94,17 @@ impl BuildContext {
     /// `scratch` (the system temp dir if `None`) and uses it as the context. Entries that
     /// would land outside the directory are skipped; the directory is removed on drop.
     pub fn from_tar(reader: impl Read, scratch: Option<&Path>) -> Result<Self, ContextError> {
+        Self::from_tar_limited(reader, scratch, u64::MAX)
+    }
+
+    /// [`from_tar`](Self::from_tar), failing with [`ContextError::TooLarge`] once more
+    /// than `max_bytes` of uncompressed tar have been read (bounds the disk an API client
+    /// can fill). Nothing is left behind on failure.
+    pub fn from_tar_limited(
+        reader: impl Read,
+        scratch: Option<&Path>,
+        max_bytes: u64,
+    ) -> Result<Self, ContextError> {
         let tmp = match scratch {
             Some(p) => tempfile::Builder::new()
                 .prefix("berth-context-")
@@ -109,18 +123,31 @@ impl BuildContext {
         } else {
             Box::new(buf)
         };
-        let mut ar = tar::Archive::new(stream);
+        let hit = std::rc::Rc::new(std::cell::Cell::new(false));
+        let limited = Limit {
+            inner: stream,
+            left: max_bytes,
+            hit: hit.clone(),
+        };
+        let too_large = |e: io::Error| {
+            if hit.get() {
+                ContextError::TooLarge(max_bytes)
+            } else {
+                ContextError::Tar(e)
+            }
+        };
+        let mut ar = tar::Archive::new(limited);
         ar.set_preserve_permissions(true);
         ar.set_preserve_mtime(true);
         ar.set_unpack_xattrs(false);
         ar.set_overwrite(true);
-        for entry in ar.entries().map_err(ContextError::Tar)? {
-            let mut entry = entry.map_err(ContextError::Tar)?;
+        for entry in ar.entries().map_err(too_large)? {
+            let mut entry = entry.map_err(too_large)?;
             if !plain_entry(entry.header().entry_type()) {
                 continue;
             }
             // unpack_in refuses `..` and paths through symlinks that leave the root.
-            entry.unpack_in(tmp.path()).map_err(ContextError::Tar)?;
+            entry.unpack_in(tmp.path()).map_err(too_large)?;
         }
         let root = fs::canonicalize(tmp.path()).map_err(io_err(tmp.path()))?;
         let ignore = read_ignore(&root)?;
@@ -233,6 +260,33 @@ pub fn write_context_tar(
     }
     tb.finish().map_err(ContextError::Tar)?;
     Ok(bytes)
+}
+
+/// A reader that fails (and says so in `hit`) after `left` bytes.
+struct Limit<R> {
+    inner: R,
+    left: u64,
+    hit: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Limit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // Only an error if there is more to read.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.hit.set(true);
+            return Err(io::Error::other("build context size limit reached"));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 fn read_ignore(root: &Path) -> Result<DockerIgnore, ContextError> {
@@ -683,7 +737,7 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         io::Write::write_all(&mut gz, &bytes).unwrap();
         let gz = gz.finish().unwrap();
-        for input in [bytes, gz] {
+        for input in [bytes.clone(), gz] {
             let ctx = BuildContext::from_tar(&input[..], None).unwrap();
             assert_eq!(ctx.read_dockerfile("Dockerfile").unwrap(), "FROM scratch\n");
             let m = fs::metadata(ctx.root().join("bin/run.sh")).unwrap();
@@ -692,5 +746,14 @@ mod tests {
             drop(ctx);
             assert!(!root.exists(), "temporary context removed on drop");
         }
+        let scratch = tempfile::tempdir().unwrap();
+        let e = BuildContext::from_tar_limited(&bytes[..], Some(scratch.path()), 1024).unwrap_err();
+        assert!(matches!(e, ContextError::TooLarge(1024)), "{e:?}");
+        assert_eq!(
+            fs::read_dir(scratch.path()).unwrap().count(),
+            0,
+            "nothing left"
+        );
+        assert!(BuildContext::from_tar_limited(&bytes[..], None, bytes.len() as u64).is_ok());
     }
 }

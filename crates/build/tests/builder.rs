@@ -684,6 +684,20 @@ fn tar_stream_context_quiet_and_labels() {
     };
     let e = build(&missing, &ctx, &mut b, &mut Vec::new()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+
+    // --pull reaches the backend (once per distinct base), and its progress the log.
+    let pulls = b.pulls;
+    let mut out = Vec::new();
+    let o = BuildOptions {
+        dockerfile: "build/Dockerfile.custom".into(),
+        pull: true,
+        ..Default::default()
+    };
+    build(&o, &ctx, &mut b, &mut out).unwrap();
+    assert_eq!(b.pulls, pulls + 1);
+    assert!(String::from_utf8_lossy(&out).contains("pulling busybox"));
+    let e = build(&missing, &ctx, &mut b, &mut Vec::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
 }
 
 #[test]

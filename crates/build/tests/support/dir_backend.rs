@@ -386,9 +386,11 @@ impl BuildBackend for DirBackend {
         image_ref: &str,
         _platform: Option<&str>,
         pull: bool,
+        out: &mut dyn Write,
     ) -> Result<BaseImage, BackendError> {
         if pull {
             self.pulls += 1;
+            let _ = writeln!(out, "pulling {image_ref} (test backend: local only)");
         }
         let full = if image_ref
             .rsplit('/')
