@@ -71,6 +71,68 @@ pub struct BuildOptions {
     pub scratch_dir: Option<PathBuf>,
 }
 
+impl BuildOptions {
+    /// Reads the query parameters of the Engine API's `POST /build` (`dockerfile`, `t`
+    /// (repeatable), `q`, `nocache`, `pull`, `buildargs` and `labels` (JSON objects),
+    /// `target`, `networkmode`, `platform`, `version`). Resource limits (`memory`,
+    /// `shmsize`, `extrahosts`, ...) are the backend's business and ignored here;
+    /// `remote` contexts and BuildKit (`version=2`) are refused.
+    pub fn from_query<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<BuildOptions, BuildError> {
+        fn flag(name: &str, v: &str) -> Result<bool, BuildError> {
+            match v {
+                "" | "0" | "false" | "False" | "FALSE" => Ok(false),
+                "1" | "true" | "True" | "TRUE" => Ok(true),
+                _ => Err(BuildError::InvalidOption(format!(
+                    "{name}={v:?} is not a boolean"
+                ))),
+            }
+        }
+        fn json_map(name: &str, v: &str) -> Result<BTreeMap<String, String>, BuildError> {
+            if v.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            let m: BTreeMap<String, Option<String>> = serde_json::from_str(v).map_err(|_| {
+                BuildError::InvalidOption(format!("{name} must be a JSON object of strings"))
+            })?;
+            // `{"FOO": null}` means "take it from the client's environment": the client
+            // had none, so the arg stays unset.
+            Ok(m.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
+        }
+        let mut o = BuildOptions::default();
+        for (k, v) in pairs {
+            let (k, v) = (k.as_ref(), v.as_ref());
+            match k {
+                "dockerfile" => o.dockerfile = v.to_string(),
+                "t" if !v.is_empty() => o.tags.push(v.to_string()),
+                "q" => o.quiet = flag(k, v)?,
+                "nocache" => o.no_cache = flag(k, v)?,
+                "pull" => o.pull = !matches!(v, "" | "0" | "false" | "False"),
+                "buildargs" => o.build_args = json_map(k, v)?,
+                "labels" => o.labels = json_map(k, v)?,
+                "target" if !v.is_empty() => o.target = Some(v.to_string()),
+                "networkmode" if !v.is_empty() && v != "default" => {
+                    o.network = Some(v.to_string())
+                }
+                "platform" if !v.is_empty() => o.platform = Some(v.to_string()),
+                "remote" if !v.is_empty() => {
+                    return Err(BuildError::InvalidOption(
+                        "remote build contexts are not supported; send the context as a tar".into(),
+                    ))
+                }
+                "version" if !v.is_empty() && v != "1" => {
+                    return Err(BuildError::InvalidOption(format!(
+                        "builder version {v} (BuildKit) is not supported; use the classic builder (version=1)"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(o)
+    }
+}
+
 /// The outcome of a successful build.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BuildResult {
@@ -1548,6 +1610,45 @@ impl From<BackendError> for BuildError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_query_options() {
+        let o = BuildOptions::from_query([
+            ("dockerfile", "sub/Dockerfile"),
+            ("t", "a:1"),
+            ("t", "b"),
+            ("q", "1"),
+            ("nocache", "true"),
+            ("pull", "1"),
+            ("buildargs", r#"{"A":"1","FROM_ENV":null}"#),
+            ("labels", r#"{"l":"v"}"#),
+            ("target", "build"),
+            ("networkmode", "host"),
+            ("platform", "linux/amd64"),
+            ("memory", "0"),
+            ("version", "1"),
+        ])
+        .unwrap();
+        assert_eq!(o.dockerfile, "sub/Dockerfile");
+        assert_eq!(o.tags, ["a:1", "b"]);
+        assert!(o.quiet && o.no_cache && o.pull);
+        assert_eq!(o.build_args, BTreeMap::from([("A".into(), "1".into())]));
+        assert_eq!(o.labels.get("l").map(String::as_str), Some("v"));
+        assert_eq!(o.target.as_deref(), Some("build"));
+        assert_eq!(o.network.as_deref(), Some("host"));
+        assert_eq!(o.platform.as_deref(), Some("linux/amd64"));
+        let d = BuildOptions::from_query([("pull", ""), ("networkmode", "default")]).unwrap();
+        assert!(!d.pull && d.network.is_none() && d.dockerfile.is_empty());
+        for bad in [
+            ("q", "maybe"),
+            ("buildargs", "[1]"),
+            ("version", "2"),
+            ("remote", "https://x/y.git"),
+        ] {
+            let e = BuildOptions::from_query([bad]).unwrap_err();
+            assert!(matches!(e, BuildError::InvalidOption(_)), "{bad:?}");
+        }
+    }
 
     #[test]
     fn helpers() {

@@ -37,6 +37,9 @@ pub enum BuildError {
         #[source]
         source: ExpandError,
     },
+    /// A build option (API query parameter) is malformed or unsupported.
+    #[error("invalid build option: {0}")]
+    InvalidOption(String),
     /// `--target` names no stage.
     #[error("target stage {0:?} could not be found")]
     TargetNotFound(String),
@@ -82,6 +85,7 @@ impl HasKind for BuildError {
             BuildError::Parse { .. }
             | BuildError::Step { .. }
             | BuildError::Expand { .. }
+            | BuildError::InvalidOption(_)
             | BuildError::TargetNotFound(_) => ErrorKind::InvalidArgument,
             BuildError::Context(e) => e.kind(),
             BuildError::RunFailed { .. } => ErrorKind::FailedPrecondition,
