@@ -36,7 +36,12 @@ pub fn rfc3339(secs: i64, nanos: u32) -> String {
     )
 }
 
-/// Writes `data` to `path` atomically: a temporary file beside it, fsync, rename.
+/// Writes `data` to `path` atomically: a temporary file beside it, then rename, so a
+/// reader never sees a partial file even if the writer dies half-way.
+///
+/// No fsync: runtime state describes live processes, which do not survive a host crash
+/// either (and the state root is normally a tmpfs under /run), so only atomicity against
+/// a crashing runtime matters, and an fsync would cost milliseconds per container.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -49,7 +54,6 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
     }
     fs::rename(&tmp, path)
 }

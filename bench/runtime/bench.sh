@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Benchmark: `run` of /bin/true on a busybox bundle (create -> start -> wait -> delete),
+# berth-runtime side by side with runc (and crun when it works here), plus peak RSS.
+#
+# Usage: bench/runtime/bench.sh [RUNS]   (as root; builds berth-runtime in release mode)
+# Writes bench/runtime/RESULTS.md.
+set -euo pipefail
+
+RUNS=${1:-100}
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/targets/runtime}
+BERTH=${BERTH_RUNTIME:-$CARGO_TARGET_DIR/release/berth-runtime}
+if [ -z "${BERTH_RUNTIME:-}" ]; then
+    (cd "$REPO" && cargo build --release --bin berth-runtime >&2)
+fi
+
+WORK=$(mktemp -d /tmp/berth-bench-XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+# A busybox bundle running /bin/true with runc's default config (no terminal).
+mkdir -p "$WORK/bundle/rootfs"/{bin,proc,sys,dev,tmp,etc}
+cp /bin/busybox "$WORK/bundle/rootfs/bin/"
+for a in sh true; do ln -s busybox "$WORK/bundle/rootfs/bin/$a"; done
+(cd "$WORK/bundle" && "$BERTH" spec)
+jq '.process.terminal=false | .process.args=["/bin/true"]' "$WORK/bundle/config.json" > "$WORK/c.json"
+mv "$WORK/c.json" "$WORK/bundle/config.json"
+
+cmds=("$BERTH --root $WORK/berth run -b $WORK/bundle bench-berth")
+names=("berth-runtime")
+if command -v runc >/dev/null; then
+    cmds+=("runc --root $WORK/runc run -b $WORK/bundle bench-runc")
+    names+=("runc")
+fi
+if command -v crun >/dev/null && crun --root "$WORK/crun" run -b "$WORK/bundle" bench-crun-probe >/dev/null 2>&1; then
+    cmds+=("crun --root $WORK/crun run -b $WORK/bundle bench-crun")
+    names+=("crun")
+else
+    echo "crun: not installed or does not run on this host; skipped" >&2
+fi
+
+hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/h.json" "${cmds[@]}" >&2
+
+median() { jq -r ".results[$1].median * 1000" "$WORK/h.json"; }
+rss_kib() { # peak RSS of the command (max over it and the children it waits for)
+    /usr/bin/time -f '%M' -o "$WORK/rss" $1 >/dev/null 2>&1 || true
+    tail -1 "$WORK/rss"
+}
+
+berth_ms=$(median 0)
+{
+    echo "# berth-runtime benchmark"
+    echo
+    echo "\`run\` of \`/bin/true\` in a busybox bundle (runc's default config: pid, net, ipc, uts, mount,"
+    echo "cgroup namespaces, cgroup created and removed): create, start, wait, delete. $RUNS runs each"
+    echo "after 10 warm-up runs, with \`hyperfine -N\`, side by side in one run."
+    echo
+    echo "Host: $(uname -r), $(nproc) cores, $(runc --version 2>/dev/null | head -1 || echo 'no runc')."
+    echo "Date: $(date -u +%Y-%m-%dT%H:%MZ)."
+    echo
+    echo "| runtime | median (ms) | mean ± σ (ms) | ratio to berth-runtime | peak RSS (KiB) |"
+    echo "|---|---|---|---|---|"
+    for i in "${!names[@]}"; do
+        med=$(median "$i")
+        mean=$(jq -r ".results[$i].mean * 1000" "$WORK/h.json")
+        sd=$(jq -r ".results[$i].stddev * 1000" "$WORK/h.json")
+        rss=$(rss_kib "${cmds[$i]/bench-/rss-}")
+        ratio=$(echo "$med $berth_ms" | awk '{printf "%.2f", $1/$2}')
+        printf '| %s | %.2f | %.2f ± %.2f | %sx | %s |\n' "${names[$i]}" "$med" "$mean" "$sd" "$ratio" "$rss"
+    done
+    echo
+    echo "Targets: berth-runtime median < 10 ms, at most half of runc's; peak RSS < 5 MiB (5120 KiB)."
+} > "$HERE/RESULTS.md"
+cat "$HERE/RESULTS.md"
