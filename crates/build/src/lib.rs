@@ -13,6 +13,8 @@
 //!   images, runs `RUN` steps, writes `COPY` layers, commits and tags. The engine
 //!   implements it with its store and runtime; this crate depends on neither.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod builder;
 pub mod context;
