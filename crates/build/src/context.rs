@@ -673,6 +673,44 @@ mod tests {
         assert!(!seen.contains(&"src/b.md".to_string()));
     }
 
+    fn tree_hash(root: &Path) -> String {
+        let mut h = Sha256::new();
+        walk(root, "", None, &mut |e| hash_entry(&e, &mut h)).unwrap();
+        hex::encode(h.finalize())
+    }
+
+    #[test]
+    fn content_hash_follows_content_names_and_modes_not_mtimes() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("a")).unwrap();
+        fs::write(r.join("a/f"), "one").unwrap();
+        symlink("f", r.join("a/l")).unwrap();
+        let base = tree_hash(r);
+        // mtime only: same hash.
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(7200);
+        fs::File::options()
+            .write(true)
+            .open(r.join("a/f"))
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        assert_eq!(tree_hash(r), base);
+        // content, mode, name, link target: all change it.
+        fs::write(r.join("a/f"), "two").unwrap();
+        let content = tree_hash(r);
+        assert_ne!(content, base);
+        fs::set_permissions(r.join("a/f"), fs::Permissions::from_mode(0o600)).unwrap();
+        let mode = tree_hash(r);
+        assert_ne!(mode, content);
+        fs::rename(r.join("a/f"), r.join("a/g")).unwrap();
+        let name = tree_hash(r);
+        assert_ne!(name, mode);
+        fs::remove_file(r.join("a/l")).unwrap();
+        symlink("g", r.join("a/l")).unwrap();
+        assert_ne!(tree_hash(r), name);
+    }
+
     #[test]
     fn rootfs_scope_keeps_links_inside() {
         let d = tempfile::tempdir().unwrap();

@@ -1318,6 +1318,31 @@ mod tests {
     }
 
     #[test]
+    fn crlf_line_endings() {
+        let df =
+            parse("FROM scratch\r\nENV A=1 \\\r\n  B=2\r\nRUN echo a \\\r\n  b\r\nCMD [\"x\"]\r\n")
+                .unwrap();
+        let ins = &df.stages[0].instructions;
+        assert_eq!(
+            ins[0].kind,
+            InstructionKind::Env(vec![kv("A", "1"), kv("B", "2")])
+        );
+        assert_eq!(
+            ins[1].kind,
+            InstructionKind::Run {
+                command: Command::Shell("echo a   b".into()),
+                heredoc: None,
+                network: None
+            }
+        );
+        assert_eq!(
+            ins[2].kind,
+            InstructionKind::Cmd(Command::Exec(vec!["x".into()]))
+        );
+        assert_eq!(ins[2].line, 6);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("1h2m3s"), Some(3_723_000_000_000));
         assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
