@@ -1565,8 +1565,13 @@ impl<'a, 'o> Builder<'a, 'o> {
         } else {
             // An empty directory source still creates the destination directory.
             if items.is_empty() {
+                let src = srcs
+                    .iter()
+                    .find(|s| s.is_dir)
+                    .map(|s| s.path.clone())
+                    .unwrap_or_else(|| root.to_path_buf());
                 items.push(CopyItem {
-                    src: root.to_path_buf(),
+                    src,
                     dest: dest_abs.clone(),
                     chown: chown.clone(),
                     chmod,

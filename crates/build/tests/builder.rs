@@ -400,7 +400,7 @@ fn copy_rules_dockerignore_and_errors() {
     let dir = context_dir(&[
         (
             "Dockerfile",
-            "FROM busybox\nCOPY . /ctx/\nCOPY *.txt /globbed/\nCOPY one.txt /etc\nCOPY --chmod=600 --chown=user:users one.txt /renamed\nCOPY [\"dir with space\", \"/spaced/\"]\n",
+            "FROM busybox\nCOPY . /ctx/\nCOPY *.txt /globbed/\nCOPY one.txt /etc\nCOPY --chmod=600 --chown=user:users one.txt /renamed\nCOPY [\"dir with space\", \"/spaced/\"]\nCOPY emptydir /made/here\n",
         ),
         ("one.txt", "1"),
         ("two.txt", "2"),
@@ -410,10 +410,28 @@ fn copy_rules_dockerignore_and_errors() {
         ("dir with space/f", "s"),
         (".dockerignore", "*.key\nlogs/\n!logs/keep.log\n"),
     ]);
+    fs::create_dir(dir.path().join("emptydir")).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(
+            dir.path().join("emptydir"),
+            fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+    }
     let (r, log) = go(&mut b, dir.path(), &opts());
     let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     let root = b.rootfs(&r.state).unwrap();
     let p = root.path();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = fs::metadata(p.join("made/here")).unwrap();
+        assert!(
+            m.is_dir(),
+            "an empty directory source creates its destination"
+        );
+        assert_eq!(m.permissions().mode() & 0o777, 0o750);
+    }
     assert!(p.join("ctx/one.txt").exists());
     assert!(p.join("ctx/Dockerfile").exists());
     assert!(
@@ -433,7 +451,7 @@ fn copy_rules_dockerignore_and_errors() {
     assert_eq!(m.permissions().mode() & 0o777, 0o600);
     assert_eq!((m.uid(), m.gid()), (1000, 100));
     assert!(p.join("spaced/f").exists());
-    assert_eq!(r.state.layers.len(), 6);
+    assert_eq!(r.state.layers.len(), 7);
     b.tags.clear();
 
     let bad: &[(&str, usize, &str)] = &[
