@@ -20,6 +20,12 @@
 //! Layer ids are opaque strings chosen by the backend (the engine uses diff ids); the
 //! builder only orders and compares them. A state's identity ([`ImageState::id`]) is a
 //! hash of its layers, config and history, so equal states have equal ids everywhere.
+//! [`ImageState::to_image_json`] / [`ImageState::from_image_json`] convert to and from
+//! Docker's image config JSON for backends whose layer ids are diff ids.
+//!
+//! The builder is synchronous: an async caller runs [`crate::build`] on a blocking thread.
+//! A complete implementation over plain directories (layers as directory copies, `RUN`
+//! through `chroot(8)`) lives in this crate's `tests/support/dir_backend.rs`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
