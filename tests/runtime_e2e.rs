@@ -939,23 +939,28 @@ fn pids_limit_stops_fork_bomb() {
 
 #[test]
 fn seccomp_blocks_syscall() {
-    let Some(mut c) = Ctr::new(&[
-        "sh",
-        "-c",
-        "mkdir /tmp/blocked; echo rc=$?; touch /tmp/file && echo touched",
-    ]) else {
-        return;
-    };
-    c.b.config["linux"]["seccomp"] = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
-    });
-    let (code, out, err) = c.run();
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("rc=1"), "{out}");
-    assert!(err.contains("Operation not permitted"), "{err}");
-    assert!(out.contains("touched"), "{out}");
-    assert!(!c.b.rootfs().join("tmp/blocked").exists());
+    // With no_new_privs, and without it (then the filter must be loaded while the init
+    // still has CAP_SYS_ADMIN, before the capabilities are dropped).
+    for nnp in [true, false] {
+        let Some(mut c) = Ctr::new(&[
+            "sh",
+            "-c",
+            "mkdir /tmp/blocked; echo rc=$?; touch /tmp/file && echo touched",
+        ]) else {
+            return;
+        };
+        c.b.config["process"]["noNewPrivileges"] = json!(nnp);
+        c.b.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+        let (code, out, err) = c.run();
+        assert_eq!(code, 0, "nnp={nnp}: {err}");
+        assert!(out.contains("rc=1"), "nnp={nnp}: {out}");
+        assert!(err.contains("Operation not permitted"), "{err}");
+        assert!(out.contains("touched"), "{out}");
+        assert!(!c.b.rootfs().join("tmp/blocked").exists());
+    }
 }
 
 #[test]

@@ -143,8 +143,17 @@ fn init(a: &ChildArgs) -> CResult<Infallible> {
         join_keyring(a.id);
     }
     if let Some(adj) = a.process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .ctx(|| format!("set oom_score_adj to {adj}"))?;
+        match std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+            Ok(()) => {}
+            // Lowering it needs CAP_SYS_RESOURCE, which this host may not grant: keep
+            // the inherited value, like rlimits that cannot be raised.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let msg =
+                    format!("cannot set oom_score_adj to {adj} ({e}); keeping the inherited value");
+                let _ = a.sock.send(sync::WARN, msg.as_bytes());
+            }
+            Err(e) => return Err(format!("set oom_score_adj to {adj}: {e}")),
+        }
     }
     let linux = a.spec.linux().as_ref();
     let prop_name = linux.and_then(|l| l.rootfs_propagation().as_deref());
@@ -260,14 +269,22 @@ fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
     let mut keep = keep.to_vec();
     keep.push(a.sock.raw());
     process::fix_fds(a.preserve_fds, &keep)?;
+    let mut filter = match a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => Some(seccomp::Filter::compile(s).ctx(|| "compile the seccomp profile".into())?),
+        None => None,
+    };
+    let no_new_privs = p.no_new_privileges() == Some(true);
+    if !no_new_privs {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now, while
+        // we still have it (the remaining setup must then pass the filter, as with runc).
+        if let Some(f) = filter.take() {
+            f.load().ctx(|| "load the seccomp filter".into())?;
+        }
+    }
     process::set_user_and_caps(p)?;
     nix::unistd::chdir(p.cwd()).ctx(|| format!("chdir to cwd {}", p.cwd().display()))?;
     let env = process::build_env(p)?;
     let (path, argv) = process::lookup(p)?;
-    let filter = match a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(seccomp::Filter::compile(s).ctx(|| "compile the seccomp profile".into())?),
-        None => None,
-    };
     let umask = p.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
     Ok(Ready {
@@ -275,7 +292,7 @@ fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
         argv,
         env,
         filter,
-        no_new_privs: p.no_new_privileges() == Some(true),
+        no_new_privs,
     })
 }
 
