@@ -1088,9 +1088,22 @@ impl<'a, 'o> Builder<'a, 'o> {
     ) -> Result<(), BuildError> {
         let (argv, stdin) = match (command, heredoc) {
             (Command::Shell(s), Some(h)) if s.is_empty() => {
-                let mut v = Self::shell_of(ctx);
-                v.push(h.content.clone());
-                (v, None)
+                match h.content.lines().next().and_then(|l| l.strip_prefix("#!")) {
+                    // A script with a shebang runs under its interpreter, fed on stdin.
+                    Some(interp) if !interp.trim().is_empty() => {
+                        let interp = interp.trim();
+                        let v = match interp.split_once(char::is_whitespace) {
+                            Some((i, arg)) => vec![i.to_string(), arg.trim().to_string()],
+                            None => vec![interp.to_string()],
+                        };
+                        (v, Some(h.content.clone().into_bytes()))
+                    }
+                    _ => {
+                        let mut v = Self::shell_of(ctx);
+                        v.push(h.content.clone());
+                        (v, None)
+                    }
+                }
             }
             (c, Some(h)) => (Self::argv(ctx, c), Some(h.content.clone().into_bytes())),
             (c, None) => (Self::argv(ctx, c), None),

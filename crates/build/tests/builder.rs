@@ -611,6 +611,10 @@ RUN echo only output
 RUN cat <<BODY > /inline
 inline body
 BODY
+RUN <<EOF
+#!/bin/sh -e
+echo \"shebang $0\" > /sb
+EOF
 RUN rm /h
 ";
     let dir = context_dir(&[("Dockerfile", df)]);
@@ -627,15 +631,26 @@ RUN rm /h
     let r = r.unwrap_or_else(|e| panic!("{e:?}\n{log}"));
     assert!(log.contains("only output"), "{log}");
     let h = &r.state.history;
-    // base, heredoc RUN, exec RUN, SHELL, RUN nr, RUN echo (empty diff), RUN cat, RUN rm
-    assert_eq!(h.len(), 8);
+    // base, heredoc RUN, exec RUN, SHELL, RUN nr, RUN echo (empty diff), RUN cat,
+    // RUN shebang script, RUN rm
+    assert_eq!(h.len(), 9);
     assert!(h[5].empty_layer, "a RUN that changes nothing adds no layer");
-    assert_eq!(r.state.layers.len(), 6);
+    assert_eq!(r.state.layers.len(), 7);
+    assert!(
+        h[7].created_by.starts_with("/bin/sh -e"),
+        "{}",
+        h[7].created_by
+    );
     let root = b.rootfs(&r.state).unwrap();
     assert!(!root.path().join("h").exists(), "deleted via whiteout");
     assert_eq!(
         fs::read_to_string(root.path().join("inline")).unwrap(),
         "inline body\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.path().join("sb")).unwrap(),
+        "shebang /bin/sh\n",
+        "a shebang script runs under its interpreter"
     );
     assert_eq!(fs::read_to_string(root.path().join("e")).unwrap(), "exec\n");
     assert_eq!(
