@@ -565,6 +565,9 @@ impl Runtime {
             nix::sys::stat::Mode::empty(),
         )
         .map_err(sys_err(format!("open {}", fifo_path.display())))?;
+        // First the init's byte (it got past the fifo), then EOF: its write end is
+        // close-on-exec, so EOF means the program was exec'd (or the init died).
+        let mut got_byte = false;
         loop {
             let mut pfd = [nix::poll::PollFd::new(
                 std::os::fd::AsFd::as_fd(&fifo),
@@ -576,18 +579,22 @@ impl Runtime {
                 Err(e) => return Err(sys_err("wait for the container init")(e)),
             };
             if n > 0 {
-                let mut b = [0u8; 1];
+                let mut b = [0u8; 16];
                 match nix::unistd::read(&fifo, &mut b) {
-                    Ok(1) => break,
-                    Ok(_) => {
+                    Ok(0) if got_byte => break,
+                    Ok(0) => {
                         return Err(Error::Init(
                             "the container init exited before starting".into(),
                         ))
                     }
+                    Ok(_) => got_byte = true,
                     Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(sys_err("read the exec fifo")(e)),
                 }
             } else if !util::alive(rec.pid, rec.start_time) {
+                if got_byte {
+                    break;
+                }
                 return Err(Error::Init(
                     "the container init exited before starting".into(),
                 ));

@@ -19,7 +19,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{Process, Spec};
 use std::convert::Infallible;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 
 /// Everything the forked processes need, prepared by the runtime before forking.
@@ -222,7 +222,8 @@ fn init(a: &ChildArgs) -> CResult<Infallible> {
     a.sock
         .send(sync::READY, &[])
         .ctx(|| "report ready".into())?;
-    wait_for_start(a)?;
+    // Held (close-on-exec) until execve, so `start` sees EOF only once we exec'd.
+    let _started = wait_for_start(a)?;
     hooks::run_hooks(
         "startContainer",
         hooks.and_then(|h| h.start_container().as_ref()),
@@ -297,9 +298,10 @@ fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
 }
 
 /// Blocks until `start` opens the fifo, then writes one byte to tell it we go on.
-fn wait_for_start(a: &ChildArgs) -> CResult<()> {
+/// Returns the (close-on-exec) write end: `start` waits for it to close at execve.
+fn wait_for_start(a: &ChildArgs) -> CResult<Option<std::os::fd::OwnedFd>> {
     let Some(fifo) = a.fifo else {
-        return Ok(());
+        return Ok(None);
     };
     let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC;
     let mode = nix::sys::stat::Mode::empty();
@@ -316,8 +318,7 @@ fn wait_for_start(a: &ChildArgs) -> CResult<()> {
         },
     };
     nix::unistd::write(&fd, b"0").ctx(|| "write to the exec fifo".into())?;
-    let _ = fd.as_raw_fd();
-    Ok(())
+    Ok(Some(fd))
 }
 
 fn exec_child(a: &ChildArgs) -> CResult<Infallible> {
