@@ -61,6 +61,38 @@ pub(crate) fn delete(name: &str) -> Result<()> {
     }
 }
 
+fn ifindex(name: &str) -> Result<u32> {
+    let path = Path::new("/sys/class/net").join(name).join("ifindex");
+    std::fs::read_to_string(&path)
+        .map_err(|e| NetError::io(&path, e))?
+        .trim()
+        .parse()
+        .map_err(|_| NetError::io(&path, std::io::Error::other("not a number")))
+}
+
+/// Puts an existing host-side veth back into its bridge (after the bridge was re-created);
+/// does nothing when the link is gone or already in the bridge.
+pub(crate) fn reattach(veth: &str, bridge: &str) -> Result<()> {
+    check_ifname(veth)?;
+    let base = Path::new("/sys/class/net").join(veth);
+    if !base.exists() {
+        return Ok(());
+    }
+    let master = std::fs::read_link(base.join("master")).ok();
+    if master.as_deref().and_then(|m| m.file_name()) == Some(std::ffi::OsStr::new(bridge)) {
+        return Ok(());
+    }
+    let (idx, master) = (ifindex(veth)?, ifindex(bridge)?);
+    let nl = |source| NetError::Netlink {
+        op: format!("attach {veth} to bridge {bridge}"),
+        source,
+    };
+    let mut sock = Netlink::open().map_err(nl)?;
+    sock.set_master_up(idx, master).map_err(nl)?;
+    let hairpin = base.join("brport/hairpin_mode");
+    std::fs::write(&hairpin, "1").map_err(|e| NetError::io(hairpin, e))
+}
+
 /// Writes a sysctl under /proc/sys (`path` like `net/ipv4/ip_forward`).
 pub(crate) fn set_sysctl(path: &str, value: &str) -> Result<()> {
     let p = Path::new("/proc/sys").join(path);
@@ -100,12 +132,7 @@ pub(crate) fn create_veth(c: &VethConfig<'_>) -> Result<()> {
         }
         _ => NetError::io(c.netns, e),
     })?;
-    let ifindex_path = Path::new("/sys/class/net").join(c.bridge).join("ifindex");
-    let master: u32 = std::fs::read_to_string(&ifindex_path)
-        .map_err(|e| NetError::io(&ifindex_path, e))?
-        .trim()
-        .parse()
-        .map_err(|_| NetError::io(&ifindex_path, std::io::Error::other("not a number")))?;
+    let master = ifindex(c.bridge)?;
     let mut sock = Netlink::open().map_err(|source| NetError::Netlink {
         op: "open socket".into(),
         source,

@@ -69,6 +69,9 @@ pub struct ReconcileReport {
     pub endpoints_released: Vec<(String, String)>,
     /// Containers whose published ports were released.
     pub ports_released: Vec<String>,
+    /// Links found in our bridges that belong to no endpoint (left by a crash between
+    /// creating a veth pair and recording it), deleted.
+    pub stray_links_removed: Vec<String>,
 }
 
 struct Inner {
@@ -389,6 +392,11 @@ impl NetworkManager {
         for r in &inner.state.networks {
             if let (Some(b), Some(a)) = (&r.network.bridge, &r.ipam) {
                 link::ensure_bridge(b, a.gateway, a.subnet.prefix_len())?;
+                for ep in r.network.endpoints.values() {
+                    if let Err(e) = link::reattach(&ep.veth_host, b) {
+                        tracing::warn!(veth = %ep.veth_host, error = %e, "could not reattach endpoint");
+                    }
+                }
             }
         }
         let (nets, fw_ports) = inner.fw_model();
@@ -974,7 +982,8 @@ impl NetworkManager {
     }
 
     /// After a daemon crash: releases endpoints and ports of containers not in `live`
-    /// (their veths are deleted if still present).
+    /// (their veths are deleted if still present) and deletes bridge ports that belong to
+    /// no endpoint.
     pub fn reconcile(&self, live: &[String]) -> Result<ReconcileReport> {
         let mut inner = self.lock();
         let mut report = ReconcileReport::default();
@@ -1011,6 +1020,25 @@ impl NetworkManager {
             }
             self.apply_firewall(&inner)?;
             report.ports_released.extend(dead_ports);
+        }
+        let known: Vec<String> = inner
+            .state
+            .networks
+            .iter()
+            .flat_map(|r| r.network.endpoints.values().map(|e| e.veth_host.clone()))
+            .collect();
+        for b in inner.bridges() {
+            let Ok(dir) = std::fs::read_dir(Path::new("/sys/class/net").join(&b).join("brif"))
+            else {
+                continue;
+            };
+            for port in dir.flatten() {
+                let name = port.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    link::delete(&name)?;
+                    report.stray_links_removed.push(name);
+                }
+            }
         }
         self.save(&inner)?;
         Ok(report)

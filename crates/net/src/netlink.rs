@@ -206,6 +206,14 @@ impl Netlink {
         self.request(RTM_NEWLINK, 0, m)
     }
 
+    /// Puts link `index` into bridge `master_index` and sets it up.
+    pub(crate) fn set_master_up(&mut self, index: u32, master_index: u32) -> io::Result<()> {
+        let mut m = Msg::new();
+        m.raw(&ifinfomsg(index as i32, IFF_UP, IFF_UP));
+        m.attr(IFLA_MASTER, &master_index.to_ne_bytes());
+        self.request(RTM_NEWLINK, 0, m)
+    }
+
     /// Deletes link `name`.
     pub(crate) fn delete_link(&mut self, name: &str) -> io::Result<()> {
         let mut m = Msg::new();

@@ -633,7 +633,7 @@ fn state_survives_restart_and_reconcile_releases_dead_containers() {
     // "Reboot": the daemon goes and the bridge with it (veths die with it too).
     tm.mgr = None;
     sh("ip", &["link", "del", n.bridge.as_deref().unwrap()]);
-    tm.reopen(opts);
+    tm.reopen(opts.clone());
     let back = tm.m().inspect(&n.name).unwrap();
     assert_eq!(back.id, n.id);
     assert_eq!(back.endpoints.len(), 2);
@@ -648,8 +648,39 @@ fn state_survives_restart_and_reconcile_releases_dead_containers() {
         .our_rules()
         .iter()
         .any(|l| l.contains(&format!("--dport {hp}"))));
+    // Someone flushed our DNAT chain: reopening renders it again.
+    sh("iptables", &["-w", "-t", "nat", "-F", &tm.prefix]);
+    assert!(!tm
+        .our_rules()
+        .iter()
+        .any(|l| l.contains(&format!("--dport {hp}"))));
+    tm.reopen(opts.clone());
+    assert!(tm
+        .our_rules()
+        .iter()
+        .any(|l| l.contains(&format!("--dport {hp}"))));
+    // A veth left in the bridge by a crash before it was recorded.
+    let stray = format!("vs{}", hex(8));
+    let out = sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            &stray,
+            "master",
+            n.bridge.as_deref().unwrap(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{stray}p"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
     // b is gone: reconcile releases its address; a keeps everything.
     let rep = tm.m().reconcile(std::slice::from_ref(&ca)).unwrap();
+    assert_eq!(rep.stray_links_removed, vec![stray.clone()]);
+    assert!(!std::path::Path::new("/sys/class/net").join(&stray).exists());
     assert_eq!(rep.endpoints_released, vec![(cb.clone(), n.name.clone())]);
     assert!(rep.ports_released.is_empty());
     assert_eq!(tm.m().inspect(&n.name).unwrap().endpoints.len(), 1);
