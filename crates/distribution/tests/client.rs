@@ -110,6 +110,81 @@ async fn push_then_pull_into_fresh_store() {
     }
 }
 
+/// A Docker manifest list with a foreign platform first and the host's second: the pull
+/// resolves to the host's manifest and records the list under the tag.
+#[tokio::test]
+async fn pull_manifest_list_picks_host_platform() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("registry"), None).await;
+    let src = open_store(&dir.path().join("src"));
+    let name = format!("{}/multi/arch:host", s.addr);
+    let built = build_image(&src, &name, &[tar_layer(&[("f", b"x".to_vec())])]);
+    let c = client();
+    c.push(&Reference::parse(&name).unwrap(), &src, &|_| {})
+        .await
+        .unwrap();
+
+    // A foreign-platform manifest sharing nothing with the host one.
+    let http = reqwest::Client::new();
+    let cfg = br#"{"architecture":"s390x","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = common::digest(cfg);
+    http.post(format!(
+        "{}/v2/multi/arch/blobs/uploads/?digest={cd}",
+        s.base
+    ))
+    .body(cfg.to_vec())
+    .send()
+    .await
+    .unwrap();
+    let m = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",
+        "config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":cd,"size":cfg.len()},"layers":[]});
+    let mb = serde_json::to_vec(&m).unwrap();
+    let r = http
+        .put(format!("{}/v2/multi/arch/manifests/foreign", s.base))
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .body(mb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let host = src.platform().clone();
+    let list = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests":[
+            {"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":common::digest(&mb),"size":mb.len(),
+             "platform":{"architecture":"s390x","os":"linux"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":built.manifest.digest.to_string(),
+             "size":built.manifest.size,"platform":{"architecture":host.architecture,"os":host.os}}]});
+    let lb = serde_json::to_vec(&list).unwrap();
+    let r = http
+        .put(format!("{}/v2/multi/arch/manifests/latest", s.base))
+        .header(
+            "content-type",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .body(lb.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let dst = open_store(&dir.path().join("dst"));
+    let reference = Reference::parse(&format!("{}/multi/arch", s.addr)).unwrap();
+    let rec = c.pull(&reference, &dst, &|_| {}).await.unwrap();
+    assert_eq!(rec.manifest.digest, built.manifest.digest);
+    assert_eq!(rec.id, built.config);
+    let target = dst.get_ref(&reference).unwrap().unwrap();
+    assert_eq!(target.digest.to_string(), common::digest(&lb));
+    assert_eq!(
+        target.media_type,
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    // The foreign platform's config was not downloaded.
+    assert!(!dst.content().exists(&Digest::parse(&cd).unwrap()));
+}
+
 #[tokio::test]
 async fn pull_errors_unknown_manifest_and_platform() {
     let dir = tempfile::tempdir().unwrap();

@@ -114,8 +114,15 @@ impl RegistryClient {
         let what = format!("{}/{path}:{reference}", ep.domain);
         let resp = self
             .with_retries(&what, None, || async {
-                self.send(ep, scope, &|c| c.get(&url).header(ACCEPT, &accept))
-                    .await
+                let resp = self
+                    .send(ep, scope, &|c| c.get(&url).header(ACCEPT, &accept))
+                    .await?;
+                // Server errors are worth another attempt.
+                if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS
+                {
+                    return Err(self.status_error(ep, &Method::GET, resp).await);
+                }
+                Ok(resp)
             })
             .await?;
         if resp.status() == StatusCode::NOT_FOUND {

@@ -23,6 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use store::content::{BlobWriter, ContentError, ContentStore};
@@ -36,13 +37,20 @@ pub(crate) struct Session {
     pub writer: Option<BlobWriter>,
 }
 
+/// A shared handle on one session's state.
+pub(crate) type SessionRef = Arc<tokio::sync::Mutex<Session>>;
+
 /// The registry's storage: a content store plus per-repository metadata.
 pub(crate) struct Storage {
     root: PathBuf,
     content: ContentStore,
-    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    sessions: Mutex<HashMap<String, (SessionRef, Instant)>>,
     counter: AtomicU64,
 }
+
+/// An upload session unused this long has its writer closed (its data stays in the
+/// ingest area and the next request on it reopens it), bounding open files.
+const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
 
 /// Ref key under which the content store ingests upload session `uuid`.
 pub(crate) fn upload_ref_key(uuid: &str) -> String {
@@ -328,10 +336,19 @@ impl Storage {
         Ok(id)
     }
 
-    /// The in-memory state of an upload session (created on first use).
-    pub fn session(&self, uuid: &str) -> Arc<tokio::sync::Mutex<Session>> {
+    /// The in-memory state of an upload session (created on first use). Also drops the
+    /// state of sessions idle for [`SESSION_IDLE`] that no request is using.
+    pub fn session(&self, uuid: &str) -> SessionRef {
+        let now = Instant::now();
         let mut m = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(uuid.to_string()).or_default().clone()
+        m.retain(|_, (s, used)| {
+            Arc::strong_count(s) > 1 || now.duration_since(*used) < SESSION_IDLE
+        });
+        let e = m
+            .entry(uuid.to_string())
+            .or_insert_with(|| (Arc::default(), now));
+        e.1 = now;
+        e.0.clone()
     }
 
     /// Ends an upload session: forgets its state and removes its marker (the caller has
