@@ -1003,3 +1003,95 @@ fn features_spec_and_version() {
     let o = c.rt(&["--version"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("berth-runtime version"));
 }
+
+#[test]
+fn pid_file_preserve_fds_and_no_pivot() {
+    use std::os::unix::process::CommandExt;
+    let Some(c) = Ctr::new(&["sh", "-c", "cat <&3; cat /proc/1/comm; true"]) else {
+        return;
+    };
+    c.b.write_config().unwrap();
+    let data = c.b.path().join("fd3.txt");
+    fs::write(&data, "through fd 3\n").unwrap();
+    let f = fs::File::open(&data).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let pid_file = c.b.path().join("pid");
+    let mut cmd = c.cmd();
+    cmd.args(["run", "--preserve-fds", "1", "--no-pivot", "--pid-file"])
+        .arg(&pid_file)
+        .arg("--bundle")
+        .arg(c.b.path())
+        .arg(&c.id)
+        .stdin(Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it runs in the forked child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it explicitly then.
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out, "through fd 3\nsh\n");
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid > 1);
+    c.assert_clean();
+}
+
+#[test]
+fn exec_with_tty_sends_pty_to_console_socket() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let sock_path = c.b.path().join("exec-console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let pid_file = c.b.path().join("exec.pid");
+    let o = c
+        .cmd()
+        .args(["exec", "--tty", "--detach", "--console-socket"])
+        .arg(&sock_path)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .args([&c.id, "sh", "-c", "tty; echo exec-tty-ok"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (conn, _) = listener.accept().unwrap();
+    let master = recv_fd(std::os::fd::AsRawFd::as_raw_fd(&conn)).expect("pty fd");
+    let mut f = fs::File::from(master);
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&text).contains("exec-tty-ok") {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("exec-tty-ok"), "{text}");
+    assert!(
+        fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap()
+            > 1
+    );
+}

@@ -634,10 +634,16 @@ impl Runtime {
         }
         if all {
             let cg = self.cgroup_of(&rec)?;
-            let pids = cg.pids().map_err(|source| Error::Cgroup {
-                what: format!("list processes of {id}"),
-                source,
-            })?;
+            let pids = match cg.pids() {
+                Ok(p) => p,
+                Err(_) if status == Status::Stopped => return Ok(()),
+                Err(source) => {
+                    return Err(Error::Cgroup {
+                        what: format!("list processes of {id}"),
+                        source,
+                    })
+                }
+            };
             for pid in pids {
                 // SAFETY: kill has no memory effects.
                 unsafe { libc::kill(pid, signal) };
