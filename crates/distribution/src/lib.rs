@@ -7,6 +7,8 @@
 //! - [`names`], [`media`]: repository name / tag / digest syntax and manifest media types,
 //!   shared by both sides.
 
+#![deny(missing_docs)]
+
 pub mod client;
 pub mod media;
 pub mod names;

@@ -38,7 +38,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
 pub use auth::{Challenge, Credentials};
 pub use error::{ClientError, StoreError};
-pub use pull::{Progress, ProgressStatus};
+pub use pull::{Progress, ProgressFn, ProgressStatus};
 
 use store::Reference;
 
