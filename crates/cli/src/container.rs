@@ -1095,6 +1095,9 @@ pub async fn logs(ctx: &Ctx, a: LogsArgs) -> Result<i32> {
 /// `berth exec`.
 pub async fn exec(ctx: &Ctx, a: ExecArgs) -> Result<i32> {
     let container = &a.args[0];
+    if container.starts_with('-') {
+        bail!("unknown flag: {container}");
+    }
     let cmd = &a.args[1..];
     let mut env = Vec::new();
     for f in &a.env_file {

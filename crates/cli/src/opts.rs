@@ -472,6 +472,9 @@ pub fn create_body(
     lookup: &dyn Fn(&str) -> Option<String>,
     read_file: &dyn Fn(&str) -> Result<String>,
 ) -> Result<Value> {
+    if opts.image().starts_with('-') {
+        bail!("unknown flag: {}", opts.image());
+    }
     let mut env = Vec::new();
     for f in &opts.env_file {
         env.extend(parse_env_file(&read_file(f)?, lookup)?);
@@ -893,6 +896,8 @@ mod tests {
         assert_eq!(b["AttachStdin"], json!(true));
         assert_eq!(b["Image"], json!("img"));
         assert!(body(&["--env-file", "missing", "img"]).is_err());
+        let e = body(&["--bogus", "img"]).unwrap_err();
+        assert_eq!(e.to_string(), "unknown flag: --bogus");
     }
 
     #[test]
