@@ -1095,3 +1095,16 @@ fn exec_with_tty_sends_pty_to_console_socket() {
             > 1
     );
 }
+
+#[test]
+fn run_with_terminal_proxies_the_pty() {
+    let Some(mut c) = Ctr::new(&["sh", "-c", "tty; test -t 1 && echo out-is-tty; exit 2"]) else {
+        return;
+    };
+    c.b.config["process"]["terminal"] = json!(true);
+    let (code, out, err) = c.run();
+    assert_eq!(code, 2, "{err}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("out-is-tty"), "{out}");
+    c.assert_clean();
+}

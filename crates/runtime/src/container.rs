@@ -226,6 +226,8 @@ fn write_id_map(pid: i32, file: &str, maps: &[oci_spec::runtime::LinuxIdMapping]
 struct Spawned {
     pid: i32,
     start_time: u64,
+    /// The pty master when there is a terminal but no console socket.
+    pty: Option<OwnedFd>,
 }
 
 impl Runtime {
@@ -271,6 +273,17 @@ impl Runtime {
     /// Creates a container from a bundle: everything is set up and the init waits for
     /// [`Runtime::start`]. Returns the init's host pid. On failure nothing is left.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<i32> {
+        self.create_inner(id, opts, false).map(|(pid, _)| pid)
+    }
+
+    /// `create`; with `proxy`, a terminal without console socket is allowed and the pty
+    /// master is returned (for `run` to proxy).
+    fn create_inner(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        proxy: bool,
+    ) -> Result<(i32, Option<OwnedFd>)> {
         let dir = self.dir(id)?;
         let bundle = spec::load_bundle(&opts.bundle)?;
         let process = bundle
@@ -278,7 +291,11 @@ impl Runtime {
             .process()
             .as_ref()
             .ok_or_else(|| Error::InvalidConfig("process is missing".into()))?;
-        let console = self.console(process, opts.console_socket.as_deref())?;
+        let console = if proxy && opts.console_socket.is_none() {
+            None
+        } else {
+            self.console(process, opts.console_socket.as_deref())?
+        };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
@@ -409,7 +426,7 @@ impl Runtime {
         guard.dir = None;
         guard.cgroup = None;
         guard.pid = None;
-        Ok(spawned.pid)
+        Ok((spawned.pid, spawned.pty))
     }
 
     fn console(&self, process: &Process, socket: Option<&Path>) -> Result<Option<UnixStream>> {
@@ -439,6 +456,7 @@ impl Runtime {
     ) -> Result<Spawned> {
         let mut stage1_reaped = false;
         let mut spawned: Option<Spawned> = None;
+        let mut pty: Option<OwnedFd> = None;
         let result = loop {
             let msg = match sock.recv() {
                 Ok(Some(m)) => m,
@@ -477,7 +495,11 @@ impl Runtime {
                         break Err(Error::Init("the container process died".into()));
                     };
                     guard.pid = Some((pid, start_time));
-                    spawned = Some(Spawned { pid, start_time });
+                    spawned = Some(Spawned {
+                        pid,
+                        start_time,
+                        pty: None,
+                    });
                     let state = self.hook_state(id, bundle, pid, Status::Creating);
                     let hooks = bundle.spec.hooks().as_ref();
                     let r = hooks::run_hooks(
@@ -500,13 +522,15 @@ impl Runtime {
                     }
                 }
                 sync::WARN => eprintln!("warning: {}", String::from_utf8_lossy(&msg.data)),
-                sync::PTY => {
-                    if let (Some(c), Some(fd)) = (console, msg.fd.as_ref()) {
-                        if let Err(e) = send_console(c, fd) {
+                sync::PTY => match (console, msg.fd) {
+                    (Some(c), Some(fd)) => {
+                        if let Err(e) = send_console(c, &fd) {
                             break Err(e);
                         }
                     }
-                }
+                    (None, fd) => pty = fd,
+                    _ => {}
+                },
                 sync::READY => break Ok(()),
                 sync::ERROR => {
                     break Err(Error::Init(String::from_utf8_lossy(&msg.data).into_owned()))
@@ -526,7 +550,10 @@ impl Runtime {
             let _ = waitpid(stage1, None);
         }
         result?;
-        spawned.ok_or_else(|| Error::Init("no pid from the container process".into()))
+        let mut spawned =
+            spawned.ok_or_else(|| Error::Init("no pid from the container process".into()))?;
+        spawned.pty = pty;
+        Ok(spawned)
     }
 
     fn hook_state(&self, id: &str, bundle: &Bundle, pid: i32, status: Status) -> Vec<u8> {
@@ -818,12 +845,13 @@ impl Runtime {
 
     /// Creates, starts and waits for a container, then deletes it. Returns the exit code
     /// (128 + signal when killed). Signals sent to the caller are forwarded to the init.
+    /// With a terminal and no console socket, the pty is proxied to the caller's stdio.
     pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
         if !detach {
             // SAFETY: PR_SET_CHILD_SUBREAPER with a flag value has no memory effects.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
-        let pid = self.create(id, opts)?;
+        let (pid, pty) = self.create_inner(id, opts, !detach)?;
         if !detach {
             crate::signals::forward_to(pid);
         }
@@ -833,6 +861,9 @@ impl Runtime {
         }
         if detach {
             return Ok(0);
+        }
+        if let Some(master) = pty {
+            crate::console::proxy(master);
         }
         let code = wait_exit(pid);
         self.delete(id, true)?;

@@ -18,6 +18,7 @@
 //!
 //! Operations fork, so they assume a single-threaded caller (the binary).
 
+mod console;
 mod container;
 mod error;
 mod features;
