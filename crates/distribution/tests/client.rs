@@ -185,6 +185,76 @@ async fn pull_manifest_list_picks_host_platform() {
     assert!(!dst.content().exists(&Digest::parse(&cd).unwrap()));
 }
 
+/// Pushing an index whose manifests are all stored locally pushes each of them and then
+/// the index; pulling it back resolves the host platform.
+#[tokio::test]
+async fn push_index_with_all_platforms() {
+    use store::image::{media_types, Descriptor};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("registry"), None).await;
+    let src = open_store(&dir.path().join("src"));
+    let host_img = build_image(
+        &src,
+        "local/host:v1",
+        &[tar_layer(&[("h", b"host".to_vec())])],
+    );
+
+    // A foreign image stored by hand (the store would not tag it for this host).
+    let content = src.content();
+    let (foreign_layer, foreign_diff) = tar_layer(&[("f", b"foreign".to_vec())]);
+    let fl = content.put_bytes(&foreign_layer).unwrap();
+    let cfg = serde_json::to_vec(&serde_json::json!({"architecture":"s390x","os":"linux",
+        "rootfs":{"type":"layers","diff_ids":[foreign_diff.to_string()]}}))
+    .unwrap();
+    let cd = content.put_bytes(&cfg).unwrap();
+    let fm = serde_json::to_vec(&serde_json::json!({"schemaVersion":2,"mediaType":media_types::OCI_MANIFEST,
+        "config":{"mediaType":media_types::OCI_CONFIG,"digest":cd.to_string(),"size":cfg.len()},
+        "layers":[{"mediaType":media_types::OCI_LAYER_GZIP,"digest":fl.to_string(),"size":foreign_layer.len()}]}))
+    .unwrap();
+    let fmd = content.put_bytes(&fm).unwrap();
+    let host = src.platform().clone();
+    let idx = serde_json::to_vec(&serde_json::json!({"schemaVersion":2,"mediaType":media_types::OCI_INDEX,
+        "manifests":[
+            {"mediaType":media_types::OCI_MANIFEST,"digest":fmd.to_string(),"size":fm.len(),
+             "platform":{"architecture":"s390x","os":"linux"}},
+            {"mediaType":media_types::OCI_MANIFEST,"digest":host_img.manifest.digest.to_string(),
+             "size":host_img.manifest.size,"platform":{"architecture":host.architecture,"os":host.os}}]}))
+    .unwrap();
+    let idx_digest = content.put_bytes(&idx).unwrap();
+    let name = format!("{}/multi/pushed:v1", s.addr);
+    let reference = Reference::parse(&name).unwrap();
+    src.set_ref(
+        &reference,
+        &Descriptor::new(media_types::OCI_INDEX, idx_digest.clone(), idx.len() as u64),
+    )
+    .unwrap();
+
+    let c = client();
+    assert_eq!(c.push(&reference, &src, &|_| {}).await.unwrap(), idx_digest);
+    // Both platform manifests and the foreign layer are in the registry.
+    let http = reqwest::Client::new();
+    for d in [&fmd, &host_img.manifest.digest] {
+        let r = http
+            .head(format!("{}/v2/multi/pushed/manifests/{d}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{d}");
+    }
+    let r = http
+        .head(format!("{}/v2/multi/pushed/blobs/{fl}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let dst = open_store(&dir.path().join("dst"));
+    let rec = c.pull(&reference, &dst, &|_| {}).await.unwrap();
+    assert_eq!(rec.manifest.digest, host_img.manifest.digest);
+    assert_eq!(dst.get_ref(&reference).unwrap().unwrap().digest, idx_digest);
+    assert!(!dst.content().exists(&fl));
+}
+
 #[tokio::test]
 async fn pull_errors_unknown_manifest_and_platform() {
     let dir = tempfile::tempdir().unwrap();

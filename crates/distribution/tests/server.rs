@@ -786,3 +786,45 @@ async fn htpasswd_basic_auth() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn manifest_put_by_digest_with_tag_params() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(dir.path(), None).await;
+    let c = http();
+    let (md, body) = push_image(&c, &s.base, "multi/tag", "first", b"L", json!({})).await;
+    let r = c
+        .put(format!(
+            "{}/v2/multi/tag/manifests/{md}?tag=second&tag=third",
+            s.base
+        ))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = c
+        .get(format!("{}/v2/multi/tag/tags/list", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"], json!(["first", "second", "third"]));
+}
+
+#[test]
+fn bad_htpasswd_file_is_refused() {
+    use errkind::HasKind;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("htpasswd");
+    std::fs::write(&pw, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
+    let e = distribution::server::router(&dir.path().join("root"), Some(&pw)).unwrap_err();
+    assert_eq!(e.kind(), errkind::ErrorKind::InvalidArgument);
+    let e =
+        distribution::server::router(&dir.path().join("root"), Some(&dir.path().join("missing")))
+            .unwrap_err();
+    assert!(matches!(e, distribution::server::ServeError::Htpasswd(_)));
+}
