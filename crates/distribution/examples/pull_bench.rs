@@ -5,7 +5,8 @@
 //! cargo run --release -p distribution --example pull_bench -- [--layers 5] [--mb 100] [--runs 3]
 //! ```
 //!
-//! Sources, side by side in one run: our registry server (in-process) and, when
+//! Sources, side by side in one run: our registry server (this binary in a second
+//! process) and, when
 //! installed, Debian's `docker-registry` (distribution 2.8, as a subprocess). As a
 //! baseline it also times plain sequential HTTP GETs of the same blobs into /dev/null
 //! (what the network path alone costs). Layers are incompressible random bytes, so the
@@ -195,22 +196,54 @@ async fn bench_raw(label: &str, base: &str, repo: &str, layers: &[Digest], total
     s
 }
 
+/// `--serve ROOT ADDR_FILE`: run our registry on 127.0.0.1:0 and write its address.
+async fn serve_mode(root: &str, addr_file: &str) {
+    let app = distribution::server::router(Path::new(root), None).expect("router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::fs::write(addr_file, format!("{addr}\n")).expect("write address");
+    let _ = distribution::server::serve_listener(listener, app).await;
+}
+
 #[tokio::main]
 async fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 4 && argv[1] == "--serve" {
+        serve_mode(&argv[2], &argv[3]).await;
+        return;
+    }
     let args = parse_args();
     let work = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or_else(|| ".".into()))
         .expect("temp dir");
     let src = open_store(&work.path().join("src"));
 
-    // Our registry, in-process.
-    let app = distribution::server::router(&work.path().join("ours"), None).expect("router");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let ours = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        let _ = distribution::server::serve_listener(listener, app).await;
-    });
+    // Our registry, in its own process (this binary with --serve), like docker-registry.
+    let ours_root = work.path().join("ours");
+    let addr_file = work.path().join("ours.addr");
+    let exe = std::env::current_exe().expect("current exe");
+    let _ours_proc = Killed(
+        Command::new(exe)
+            .arg("--serve")
+            .arg(&ours_root)
+            .arg(&addr_file)
+            .spawn()
+            .expect("start berth registry"),
+    );
+    let t = Instant::now();
+    let ours = loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            if a.ends_with('\n') {
+                break a.trim().to_string();
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "berth registry did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     let repo = "bench/image";
     let name = format!("{ours}/{repo}:v1");
