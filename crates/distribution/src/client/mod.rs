@@ -518,8 +518,8 @@ impl RegistryClient {
         probe.set_credentials(host, creds.clone());
         let ep = probe.endpoint(host);
         let url = format!("{}/v2/", ep.base);
-        // Force the challenge to be answered with these credentials, even if the
-        // registry lets anonymous clients read /v2/.
+        // A registry that challenges /v2/ checks the credentials here; one that answers
+        // /v2/ anonymously accepts the login unverified (docker behaves the same).
         let resp = probe.send(&ep, "", &|c| c.get(&url)).await?;
         if !resp.status().is_success() {
             return Err(probe.status_error(&ep, &Method::GET, resp).await);

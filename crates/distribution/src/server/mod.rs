@@ -2,7 +2,7 @@
 //!
 //! Model: every blob and manifest lives once in a content store under the root directory,
 //! keyed by digest; a repository is a set of links to blobs and manifests plus its tags
-//! (see [`storage`](self) layout in `storage.rs`). A pushed blob becomes visible only
+//! (the on-disk layout is documented in `storage.rs`). A pushed blob becomes visible only
 //! after its digest was verified and the file renamed into the store; metadata files
 //! are written with temp+fsync+rename, so a crash never leaves a half-written tag or a
 //! blob under a wrong digest. Upload sessions are files appended to by `PATCH`, closed
