@@ -183,7 +183,14 @@ impl Client {
                 return Ok(resp);
             }
             let bytes = resp.into_body().collect().await?.to_bytes();
-            let message = error_message(&bytes);
+            let mut message = error_message(&bytes);
+            if message.is_empty() {
+                message = format!(
+                    "{} {}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("").to_ascii_lowercase()
+                );
+            }
             if status == StatusCode::BAD_REQUEST && attempt == 0 {
                 if let Some(v) = max_version_in(&message) {
                     if let Ok(mut cur) = self.version.lock() {

@@ -8,7 +8,8 @@
 /// three significant digits, e.g. `4.26MB`, `512B`, `1.2GB`.
 pub fn human_size(bytes: f64) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
-    let mut size = bytes.max(0.0);
+    // `f64::max` keeps -0.0 (an empty f64 sum is -0.0), which would print as "-0B".
+    let mut size = if bytes > 0.0 { bytes } else { 0.0 };
     let mut i = 0;
     while size >= 1000.0 && i < UNITS.len() - 1 {
         size /= 1000.0;
@@ -20,7 +21,7 @@ pub fn human_size(bytes: f64) -> String {
 /// Formats a byte count in binary units (`units.BytesSize`), e.g. `1.5GiB`, `512MiB`.
 pub fn bytes_size(bytes: f64) -> String {
     const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
-    let mut size = bytes.max(0.0);
+    let mut size = if bytes > 0.0 { bytes } else { 0.0 };
     let mut i = 0;
     while size >= 1024.0 && i < UNITS.len() - 1 {
         size /= 1024.0;
@@ -190,6 +191,8 @@ mod tests {
     #[test]
     fn sizes_like_docker() {
         assert_eq!(human_size(0.0), "0B");
+        assert_eq!(human_size(-0.0), "0B");
+        assert_eq!(human_size(std::iter::empty::<f64>().sum()), "0B");
         assert_eq!(human_size(512.0), "512B");
         assert_eq!(human_size(4_256_000.0), "4.26MB");
         assert_eq!(human_size(1_000.0), "1kB");
