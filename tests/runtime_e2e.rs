@@ -308,20 +308,26 @@ fn run_reports_signal_as_128_plus() {
 
 #[test]
 fn namespaces_are_isolated() {
-    let Some(c) = Ctr::new(&[
+    let Some(mut c) = Ctr::new(&[
         "sh",
         "-c",
         "echo pid=$$; echo host=$(hostname); echo net=$(ls /sys/class/net); \
          echo ipc=$(readlink /proc/self/ns/ipc); echo mnt=$(readlink /proc/self/ns/mnt); \
-         echo uts=$(readlink /proc/self/ns/uts); ps | wc -l",
+         echo uts=$(readlink /proc/self/ns/uts); grep pids /proc/self/cgroup; ps | wc -l",
     ]) else {
         return;
     };
+    c.b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup"}));
     let (code, out, err) = c.run();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("pid=1\n"), "{out}");
     assert!(out.contains("host=berth\n"), "{out}");
     assert!(out.contains("net=lo\n"), "{out}");
+    // The cgroup namespace is rooted at the container's own cgroup.
+    assert!(out.contains(":pids:/\n"), "{out}");
     for ns in ["ipc", "mnt", "uts"] {
         let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         assert!(

@@ -376,7 +376,7 @@ impl Runtime {
             joins,
             new_user,
             new_flags,
-            cgroup: Some(&cg),
+            cgroup: None,
             cg_mounts,
             fifo: Some(fifo.as_raw_fd()),
             state_dir: Some(dir_fd.as_raw_fd()),
@@ -402,6 +402,7 @@ impl Runtime {
             &bundle,
             &parent_sock,
             stage1,
+            &cg,
             console.as_ref(),
             &mut guard,
         )?;
@@ -445,12 +446,14 @@ impl Runtime {
     }
 
     /// The parent's side of the sync protocol with stage 1 and the init.
+    #[allow(clippy::too_many_arguments)]
     fn drive(
         &self,
         id: &str,
         bundle: &Bundle,
         sock: &Sock,
         stage1: Pid,
+        cg: &cgroups::Cgroup,
         console: Option<&UnixStream>,
         guard: &mut Cleanup,
     ) -> Result<Spawned> {
@@ -502,6 +505,24 @@ impl Runtime {
                     });
                     let state = self.hook_state(id, bundle, pid, Status::Creating);
                     let hooks = bundle.spec.hooks().as_ref();
+                    let has_hooks = hooks.is_some_and(|h| {
+                        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+                            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+                    });
+                    // A failure because the init died is reported by the init itself.
+                    let join = || match cg.add_pid(pid) {
+                        Err(_) if !util::alive(pid, start_time) => Ok(()),
+                        r => r.map_err(|source| Error::Cgroup {
+                            what: format!("add pid {pid} of {id}"),
+                            source,
+                        }),
+                    };
+                    if has_hooks {
+                        // Hooks (device plugins, ...) expect the process in its cgroup.
+                        if let Err(e) = join() {
+                            break Err(e);
+                        }
+                    }
                     let r = hooks::run_hooks(
                         "prestart",
                         hooks.and_then(|h| h.prestart().as_ref()),
@@ -517,9 +538,15 @@ impl Runtime {
                     if let Err(e) = r {
                         break Err(Error::Hook(e));
                     }
-                    if let Err(e) = sock.send(sync::CONTINUE, &state) {
-                        break Err(sys_err("tell the container process to go on")(e));
+                    // A failed send means the init died: its error (or EOF) comes next.
+                    let _ = sock.send(sync::CONTINUE, &state);
+                    // Without hooks, the migration overlaps with the init's rootfs setup.
+                    if !has_hooks {
+                        if let Err(e) = join() {
+                            break Err(e);
+                        }
                     }
+                    let _ = sock.send(sync::CGROUP, &[]);
                 }
                 sync::WARN => eprintln!("warning: {}", String::from_utf8_lossy(&msg.data)),
                 sync::PTY => match (console, msg.fd) {

@@ -104,8 +104,16 @@ fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
         nix::unistd::setresuid(root_u, root_u, root_u)
             .ctx(|| "become root in the user namespace (uid)".into())?;
     }
-    if !a.new_flags.is_empty() {
-        unshare(a.new_flags).ctx(|| format!("create namespaces {:?}", a.new_flags))?;
+    // For create, the runtime moves the init into its cgroup while the init builds the
+    // rootfs (a cgroup migration waits for an RCU grace period: milliseconds); the init
+    // creates its cgroup namespace itself once that is done.
+    let flags = if a.exec {
+        a.new_flags
+    } else {
+        a.new_flags - CloneFlags::CLONE_NEWCGROUP
+    };
+    if !flags.is_empty() {
+        unshare(flags).ctx(|| format!("create namespaces {flags:?}"))?;
     }
     // SAFETY: this process is single-threaded (a fresh fork of the single-threaded
     // runtime), so the child may run arbitrary code.
@@ -161,6 +169,12 @@ fn init(a: &ChildArgs) -> CResult<Infallible> {
     rootfs::prepare_root(a.rootfs, propagation)?;
     let new_cgroupns = a.new_flags.contains(CloneFlags::CLONE_NEWCGROUP);
     let mounts = a.spec.mounts().as_deref().unwrap_or_default();
+    // A cgroup2 mount shows the namespace's root: the namespace must exist before it.
+    let mut in_cgroup = false;
+    if new_cgroupns && a.cg_mounts.unified_only {
+        enter_cgroup(a, new_cgroupns)?;
+        in_cgroup = true;
+    }
     for m in mounts {
         rootfs::mount_entry(a.rootfs, a.bundle, m, &a.cg_mounts, new_cgroupns)?;
     }
@@ -182,6 +196,9 @@ fn init(a: &ChildArgs) -> CResult<Infallible> {
     // Like runc, create a missing working directory.
     if let Ok(cwd) = rootfs::resolve_in_root(a.rootfs, a.process.cwd()) {
         let _ = std::fs::create_dir_all(cwd);
+    }
+    if !in_cgroup {
+        enter_cgroup(a, new_cgroupns)?;
     }
     let hooks = a.spec.hooks().as_ref();
     hooks::run_hooks(
@@ -230,6 +247,19 @@ fn init(a: &ChildArgs) -> CResult<Infallible> {
         &state,
     )?;
     ready.exec()
+}
+
+/// Waits until the runtime has moved us into the container's cgroup, then creates the
+/// cgroup namespace if one is asked for.
+fn enter_cgroup(a: &ChildArgs, new_ns: bool) -> CResult<()> {
+    match a.sock.recv() {
+        Ok(Some(m)) if m.tag == sync::CGROUP => {}
+        _ => return Err("the runtime did not place the container in its cgroup".into()),
+    }
+    if new_ns {
+        unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "create cgroup namespace".into())?;
+    }
+    Ok(())
 }
 
 /// A process ready to be executed.

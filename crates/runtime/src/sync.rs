@@ -20,6 +20,9 @@ pub const USERNS_DONE: u8 = b'u';
 pub const PID: u8 = b'P';
 /// Parent → init: go on with the setup; the payload is the state JSON for hooks.
 pub const CONTINUE: u8 = b'C';
+/// Parent → init: the init is in the container's cgroup (it may now create its cgroup
+/// namespace).
+pub const CGROUP: u8 = b'G';
 /// Init → parent: a warning to print; the setup goes on.
 pub const WARN: u8 = b'W';
 /// Init → parent: the pty master is attached.
