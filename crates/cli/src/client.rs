@@ -417,6 +417,157 @@ mod tests {
         );
     }
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads one request head (and a Content-Length body); returns the request line.
+    async fn read_request(s: &mut tokio::net::UnixStream) -> String {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).await.unwrap() == 0 {
+                break;
+            }
+            buf.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_string();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        head.lines().next().unwrap_or("").to_string()
+    }
+
+    /// A fake daemon answering each connection with `answer(request_line)`.
+    fn fake_daemon(
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> (
+        tempfile::TempDir,
+        String,
+        std::sync::Arc<Mutex<Vec<String>>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        let l = tokio::net::UnixListener::bind(&sock).unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let answer = std::sync::Arc::new(answer);
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let answer = answer.clone();
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let line = read_request(&mut s).await;
+                    seen.lock().unwrap().push(line.clone());
+                    s.write_all(&answer(&line)).await.unwrap();
+                    if line.contains("/attach") {
+                        // Echo what the client sends, framed as stdout, then close.
+                        let mut buf = vec![0u8; 64];
+                        let n = s.read(&mut buf).await.unwrap();
+                        s.write_all(&crate::stream::frame(1, &buf[..n]))
+                            .await
+                            .unwrap();
+                        s.write_all(&crate::stream::frame(2, b"bye")).await.unwrap();
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (dir, format!("unix://{}", sock.display()), seen)
+    }
+
+    fn http(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn negotiates_down_and_maps_errors() {
+        let (_d, host, seen) = fake_daemon(|line| {
+            if line.contains("/v1.47/") {
+                http(
+                    "400 Bad Request",
+                    r#"{"message":"client version 1.47 is too new. Maximum supported API version is 1.43"}"#,
+                )
+            } else if line.contains("/missing") {
+                http(
+                    "404 Not Found",
+                    r#"{"message":"No such container: missing"}"#,
+                )
+            } else if line.contains("/empty") {
+                http("404 Not Found", "")
+            } else {
+                http("200 OK", r#"{"ok":true}"#)
+            }
+        });
+        let c = Client::new(&host).unwrap();
+        assert_eq!(
+            c.get_json("/info").await.unwrap(),
+            serde_json::json!({"ok": true})
+        );
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            vec![
+                "GET /v1.47/info HTTP/1.1".to_string(),
+                "GET /v1.43/info HTTP/1.1".to_string()
+            ]
+        );
+        let e = c.get_json("/containers/missing/json").await.unwrap_err();
+        let api = e.downcast_ref::<ApiError>().unwrap();
+        assert_eq!(api.status, 404);
+        assert_eq!(
+            e.to_string(),
+            "Error response from daemon: No such container: missing"
+        );
+        let e = c.get_json("/empty").await.unwrap_err();
+        assert_eq!(e.to_string(), "Error response from daemon: 404 not found");
+    }
+
+    #[tokio::test]
+    async fn hijack_carries_both_directions() {
+        let (_d, host, _) = fake_daemon(|_| {
+            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n".to_vec()
+        });
+        let c = Client::new(&host).unwrap();
+        let h = c
+            .hijack(Method::POST, "/containers/x/attach?stream=1", Body::Empty)
+            .await
+            .unwrap();
+        assert_eq!(h.multiplexed, Some(true));
+        let mut w = h.writer.unwrap();
+        w.write_all(b"ping").await.unwrap();
+        w.flush().await.unwrap();
+        let mut r = h.reader;
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).await.unwrap();
+        let frames = crate::stream::Demuxer::new().feed(&all);
+        assert_eq!(
+            frames,
+            vec![
+                (crate::stream::StreamKind::Stdout, b"ping".to_vec()),
+                (crate::stream::StreamKind::Stderr, b"bye".to_vec())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_daemon_says_so() {
+        let c = Client::new("unix:///nonexistent/berth.sock").unwrap();
+        let e = c.get_json("/info").await.unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("Cannot connect to the berth daemon at unix:///nonexistent/berth.sock"));
+    }
+
     #[test]
     fn api_error_display_is_dockers() {
         let e = ApiError {

@@ -567,6 +567,43 @@ fn watch_winch(ctx: &Ctx, path: String) -> Option<tokio::task::JoinHandle<()>> {
     }))
 }
 
+/// Forwards the signals a user sends to `berth run`/`start -a` to the container
+/// (docker's `--sig-proxy`).
+fn proxy_signals(ctx: &Ctx, id: &str) -> Option<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let client = client::Client::new(&ctx.host_string()).ok()?;
+    let mut streams = Vec::new();
+    for (kind, name) in [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ] {
+        streams.push((signal(kind).ok()?, name));
+    }
+    let path = format!("/containers/{id}/kill");
+    Some(tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(8);
+        for (mut s, name) in streams {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    if tx.send(name).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        while let Some(name) = rx.recv().await {
+            let _ = client
+                .post_json(&format!("{path}?signal={name}"), None)
+                .await;
+        }
+    }))
+}
+
 impl Ctx {
     fn host_string(&self) -> String {
         self.client.host().to_string()
@@ -636,10 +673,18 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     } else {
         None
     };
+    let proxy = if a.sig_proxy && !opts.tty {
+        proxy_signals(ctx, &id)
+    } else {
+        None
+    };
     let detached = pump(hijacked, opts.tty, stdin, keys).await?;
     drop(_raw);
     if let Some(w) = winch {
         w.abort();
+    }
+    if let Some(p) = proxy {
+        p.abort();
     }
     if detached {
         return Ok(0);
