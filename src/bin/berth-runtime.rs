@@ -5,198 +5,31 @@
 //! containerd, docker, podman and the berth engine can drive it. Errors go to stderr and,
 //! with `--log`, to that file (`--log-format json` writes runc's JSON lines, which
 //! containerd reads back).
+//!
+//! The argument parser is a small hand-written one (see `args.rs`): it keeps the binary
+//! small, which matters for a program started once per container operation.
+
+#[path = "../runtime_cli/args.rs"]
+mod args;
 
 use anyhow::{anyhow, bail, Context};
-use clap::{Args, Parser, Subcommand};
+use args::{Cli, Cmd, CreateArgs, ExecArgs};
 use oci_spec::runtime::{Capability, Process};
 use runtime::{CreateOptions, ExecOptions, Runtime};
 use std::io::Write;
-use std::path::PathBuf;
-
-#[derive(Parser)]
-#[command(
-    name = "berth-runtime",
-    about = "Berth's OCI runtime (runc-compatible command line)",
-    disable_version_flag = true
-)]
-struct Cli {
-    /// Directory holding the containers' state.
-    #[arg(long, global = true, default_value = "/run/berth-runtime")]
-    root: PathBuf,
-    /// Append errors (and debug messages) to this file.
-    #[arg(long, global = true)]
-    log: Option<PathBuf>,
-    /// Format of the log file: text or json.
-    #[arg(long = "log-format", global = true, default_value = "text")]
-    log_format: String,
-    /// Interpret cgroupsPath as slice:prefix:name.
-    #[arg(long = "systemd-cgroup", global = true)]
-    systemd_cgroup: bool,
-    /// Log more.
-    #[arg(long, global = true)]
-    debug: bool,
-    /// true, false or auto (runc compatibility); with `spec`, write a rootless config.
-    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
-    rootless: Option<String>,
-    /// Accepted for runc compatibility.
-    #[arg(long, global = true)]
-    criu: Option<String>,
-    /// Print the version.
-    #[arg(short = 'v', long)]
-    version: bool,
-    #[command(subcommand)]
-    cmd: Option<Cmd>,
-}
-
-#[derive(Args, Clone)]
-struct CreateArgs {
-    /// Bundle directory.
-    #[arg(short, long, default_value = ".")]
-    bundle: PathBuf,
-    /// Write the init's pid here.
-    #[arg(long = "pid-file")]
-    pid_file: Option<PathBuf>,
-    /// Unix socket receiving the pty master.
-    #[arg(long = "console-socket")]
-    console_socket: Option<PathBuf>,
-    /// Pass this many fds above stdio to the program.
-    #[arg(long = "preserve-fds", default_value_t = 0)]
-    preserve_fds: i32,
-    /// Use MS_MOVE + chroot instead of pivot_root.
-    #[arg(long = "no-pivot")]
-    no_pivot: bool,
-    /// Don't create a session keyring.
-    #[arg(long = "no-new-keyring")]
-    no_new_keyring: bool,
-    /// Container id.
-    id: String,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Create a container (its program waits for `start`).
-    Create(CreateArgs),
-    /// Start a created container.
-    Start { id: String },
-    /// Print a container's state as JSON.
-    State { id: String },
-    /// Send a signal (default SIGTERM) to a container.
-    Kill {
-        /// Signal every process of the container.
-        #[arg(short, long)]
-        all: bool,
-        id: String,
-        signal: Option<String>,
-    },
-    /// Delete a container.
-    Delete {
-        /// Kill it first if it runs.
-        #[arg(short, long)]
-        force: bool,
-        id: String,
-    },
-    /// Create, start and wait for a container.
-    Run {
-        #[command(flatten)]
-        create: CreateArgs,
-        /// Return once started.
-        #[arg(short, long)]
-        detach: bool,
-    },
-    /// Run a process in a running container.
-    Exec(Box<ExecArgs>),
-    /// List a container's processes.
-    Ps {
-        #[arg(short, long, default_value = "table")]
-        format: String,
-        id: String,
-        /// ps options (ignored).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        ps_args: Vec<String>,
-    },
-    /// List containers.
-    List {
-        #[arg(short, long, default_value = "table")]
-        format: String,
-        /// Only ids.
-        #[arg(short, long)]
-        quiet: bool,
-    },
-    /// Print the runtime's features as JSON.
-    Features,
-    /// Write a default config.json.
-    Spec {
-        #[arg(short, long, default_value = ".")]
-        bundle: PathBuf,
-    },
-    /// Freeze a container.
-    Pause { id: String },
-    /// Thaw a container.
-    Resume { id: String },
-    /// Change a container's resource limits.
-    Update {
-        /// JSON LinuxResources file, or - for stdin.
-        #[arg(short, long)]
-        resources: Option<String>,
-        id: String,
-    },
-    /// Print container events (with --stats, one stats sample).
-    Events {
-        #[arg(long)]
-        stats: bool,
-        #[arg(long, default_value = "5s")]
-        interval: String,
-        id: String,
-    },
-}
-
-#[derive(Args)]
-struct ExecArgs {
-    /// A process.json to run.
-    #[arg(short, long)]
-    process: Option<PathBuf>,
-    /// Allocate a pty.
-    #[arg(short, long)]
-    tty: bool,
-    #[arg(long = "console-socket")]
-    console_socket: Option<PathBuf>,
-    /// Return once started.
-    #[arg(short, long)]
-    detach: bool,
-    #[arg(long = "pid-file")]
-    pid_file: Option<PathBuf>,
-    /// Working directory.
-    #[arg(long)]
-    cwd: Option<PathBuf>,
-    /// KEY=VALUE to set.
-    #[arg(short, long)]
-    env: Vec<String>,
-    /// uid[:gid].
-    #[arg(short, long)]
-    user: Option<String>,
-    /// Additional gids.
-    #[arg(short = 'g', long = "additional-gids")]
-    additional_gids: Vec<u32>,
-    /// Capabilities to add.
-    #[arg(short, long)]
-    cap: Vec<String>,
-    #[arg(long = "no-new-privs")]
-    no_new_privs: bool,
-    #[arg(long = "preserve-fds", default_value_t = 0)]
-    preserve_fds: i32,
-    /// Accepted, ignored.
-    #[arg(long)]
-    apparmor: Option<String>,
-    /// Accepted, ignored.
-    #[arg(long = "process-label")]
-    process_label: Option<String>,
-    id: String,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
-}
 
 pub fn main() {
-    let cli = Cli::parse();
+    let cli = match args::parse(std::env::args().skip(1).collect()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-runtime: {e}\n\n{}", args::USAGE);
+            std::process::exit(2);
+        }
+    };
+    if cli.help {
+        println!("{}", args::USAGE);
+        return;
+    }
     if cli.version {
         println!(
             "berth-runtime version {}\nspec: {}",
