@@ -71,13 +71,12 @@ berth_ms=$(median 0)
     echo
     echo "Targets: berth-runtime median < 10 ms, at most half of runc's; peak RSS < 5 MiB (5120 KiB)."
     echo
-    echo "Notes:"
-    echo "- Peak RSS is \\`/usr/bin/time -f %M\\` of one \\`run\\` (the maximum over the runtime and the"
-    echo "  children it waits for); most of it is file-backed (the binary and libc mapped in)."
-    echo "- The largest single cost is the cgroup v1 migration of the init (writing cgroup.procs"
-    echo "  waits for an RCU grace period); berth-runtime overlaps it with the init's rootfs setup."
-    echo "- The host is shared with parallel builds, so the spread (σ) is wide; compare medians"
-    echo "  from the same run only. crun is skipped when it is missing or refuses this hybrid"
-    echo "  cgroup host."
+    echo 'Notes:'
+    echo '- Peak RSS is `/usr/bin/time -f %M` of one `run` (the maximum over the runtime and the'
+    echo '  children it waits for); most of it is file-backed (the binary and libc mapped in).'
+    echo '- The largest single cost is the cgroup v1 migration of the init (writing cgroup.procs'
+    echo '  waits for an RCU grace period); berth-runtime overlaps it with the rootfs setup.'
+    echo '- The host is shared with parallel builds, so the spread is wide: compare medians from'
+    echo '  the same run only. crun is skipped when missing or when it refuses this hybrid host.'
 } > "$HERE/RESULTS.md"
 cat "$HERE/RESULTS.md"
