@@ -1114,3 +1114,23 @@ fn run_with_terminal_proxies_the_pty() {
     assert!(out.contains("out-is-tty"), "{out}");
     c.assert_clean();
 }
+
+#[test]
+fn time_namespace_offsets() {
+    let Some(mut c) = Ctr::new(&["cat", "/proc/uptime"]) else {
+        return;
+    };
+    if !Path::new("/proc/self/ns/time").exists() {
+        eprintln!("skipped: no time namespaces on this kernel");
+        return;
+    }
+    c.b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    c.b.config["linux"]["timeOffsets"] = json!({"boottime": {"secs": 10_000_000, "nanosecs": 0}});
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    let up: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(up > 10_000_000.0, "{out}");
+}

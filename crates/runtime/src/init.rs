@@ -115,6 +115,10 @@ fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
     if !flags.is_empty() {
         unshare(flags).ctx(|| format!("create namespaces {flags:?}"))?;
     }
+    let newtime = CloneFlags::from_bits_retain(libc::CLONE_NEWTIME);
+    if flags.contains(newtime) {
+        set_time_offsets(a)?;
+    }
     // SAFETY: this process is single-threaded (a fresh fork of the single-threaded
     // runtime), so the child may run arbitrary code.
     match unsafe { fork() }.ctx(|| "fork the container process".into())? {
@@ -129,6 +133,30 @@ fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
         }
         ForkResult::Parent { child } => Ok(child.as_raw()),
     }
+}
+
+/// Writes `linux.timeOffsets` for the new time namespace (before its first process).
+fn set_time_offsets(a: &ChildArgs) -> CResult<()> {
+    let offsets = a
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref());
+    let mut text = String::new();
+    for (clock, off) in offsets.into_iter().flatten() {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(format!("time offset for unknown clock {clock:?}"));
+        }
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    std::fs::write("/proc/self/timens_offsets", text).ctx(|| "set time namespace offsets".into())
 }
 
 /// Joins a new session keyring named after the container (errors ignored: the kernel may

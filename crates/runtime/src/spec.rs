@@ -82,6 +82,11 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
             _ => {}
         }
     }
+    let named = spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
+        || spec.domainname().as_deref().is_some_and(|d| !d.is_empty());
+    if named && namespace(spec, LinuxNamespaceType::Uts).is_none() {
+        return bad("hostname/domainname need a uts namespace in linux.namespaces".into());
+    }
     if !has_mount {
         return bad("a mount namespace is required in linux.namespaces".into());
     }
@@ -149,4 +154,75 @@ pub fn namespace(spec: &Spec, typ: LinuxNamespaceType) -> Option<Option<PathBuf>
         .iter()
         .find(|n| n.typ() == typ)
         .map(|n| n.path().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+
+    fn spec(v: serde_json::Value) -> Spec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.2.0",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "linux": {"namespaces": [{"type": "mount"}, {"type": "uts"}]},
+            "hostname": "h"
+        })
+    }
+
+    #[test]
+    fn validation_rules() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("rootfs")).unwrap();
+        assert!(validate(&spec(base()), d.path()).is_ok());
+        let cases: Vec<(&str, Edit)> = vec![
+            ("ociVersion", Box::new(|v| v["ociVersion"] = "2.0.0".into())),
+            (
+                "does not exist",
+                Box::new(|v| v["root"]["path"] = "nope".into()),
+            ),
+            (
+                "args",
+                Box::new(|v| v["process"]["args"] = serde_json::json!([])),
+            ),
+            (
+                "not absolute",
+                Box::new(|v| v["process"]["cwd"] = "x".into()),
+            ),
+            (
+                "mount namespace",
+                Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "uts"}])),
+            ),
+            (
+                "uts namespace",
+                Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}])),
+            ),
+            (
+                "twice",
+                Box::new(|v| {
+                    v["linux"]["namespaces"] =
+                        serde_json::json!([{"type": "mount"}, {"type": "uts"}, {"type": "uts"}])
+                }),
+            ),
+            (
+                "uidMappings",
+                Box::new(|v| {
+                    v["linux"]["namespaces"] =
+                        serde_json::json!([{"type": "mount"}, {"type": "uts"}, {"type": "user"}])
+                }),
+            ),
+        ];
+        for (want, edit) in cases {
+            let mut v = base();
+            edit(&mut v);
+            let err = validate(&spec(v), d.path()).unwrap_err().to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
 }
