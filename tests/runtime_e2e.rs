@@ -124,8 +124,17 @@ impl Ctr {
         Path::new("/sys/fs/cgroup/pids/berth-rt-test").join(&self.id)
     }
 
-    /// Nothing of the container is left: no state dir, no cgroup, no mount.
+    /// Nothing of the container is left: no process, no state dir, no cgroup, no mount.
     fn assert_clean(&self) {
+        // Every process the runtime forks (stage 1, the init before exec) carries the
+        // runtime's command line, which names our unique root.
+        let root = self.root.path().to_string_lossy().into_owned();
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmd) = fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                assert!(!cmd.contains(&root), "process left behind: {cmd}");
+            }
+        }
         assert!(
             !self.root.path().join(&self.id).exists(),
             "state dir left behind"

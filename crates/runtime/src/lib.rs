@@ -5,18 +5,27 @@
 //!
 //! A [`Runtime`] keeps one directory per container under its root
 //! (`<root>/<id>/state.json`, see [`state`]). `create` validates the bundle's config
-//! ([`spec`]), creates the cgroup, and forks twice ([`init`](crate::container)): stage 1
-//! joins and creates namespaces, the second child becomes the container's init (pid 1 of
-//! its pid namespace), builds the root filesystem, applies the process settings and
-//! reports back over a socketpair. It then blocks opening `exec.fifo` until `start` opens
-//! the other end: the user's program never runs before `start`. Any error before that
-//! point travels back to the `create` caller, and everything created is removed.
+//! ([`spec`]) before touching the host, creates the cgroup, and forks twice: stage 1
+//! joins the namespaces given by path, creates a user namespace if asked (the runtime
+//! writes its id maps) and unshares the other new namespaces; its child becomes the
+//! container's init (pid 1 of a new pid namespace). The runtime moves the init into the
+//! cgroup while the init builds the root filesystem (mounts resolved inside the rootfs,
+//! devices, pivot_root, masked and read-only paths), then the init creates its cgroup
+//! namespace, applies the process settings (rlimits, console, user, capabilities, cwd)
+//! and reports back over a socketpair. It then blocks opening `exec.fifo` until `start`
+//! opens the other end: the user's program never runs before `start`. Any error before
+//! that point travels back to the `create` caller, and everything created is removed.
+//! Seccomp is loaded last, just before execve (or before dropping capabilities when
+//! no_new_privs is off, since loading then needs CAP_SYS_ADMIN).
 //!
 //! The status is derived, never stored: `created` while the fifo exists and the init is
 //! alive, `running` once started, `paused` when frozen, `stopped` when the init (checked
-//! by pid and start time) is gone.
+//! by pid and start time, so pid reuse is detected) is gone or a zombie.
 //!
-//! Operations fork, so they assume a single-threaded caller (the binary).
+//! Operations fork without exec, so they assume a single-threaded caller: the
+//! `berth-runtime` binary. [`Runtime::run`] and [`Runtime::exec`] (without detach) also
+//! make the caller a child subreaper and install signal handlers that forward signals to
+//! the container process; a long-lived program should run the binary instead.
 
 mod console;
 mod container;
