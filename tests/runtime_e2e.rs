@@ -902,6 +902,15 @@ fn exec_joins_the_container() {
     let o = c.rt(&["exec", "--process", pf.to_str().unwrap(), &c.id]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "1234\n");
     assert!(c.ctr_out().is_empty());
+    // A tty without console socket is proxied to exec's own stdio.
+    let o = c.rt(&["exec", "--tty", &c.id, "sh", "-c", "tty; exit 3"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("/dev/pts/"));
 }
 
 #[test]

@@ -36,18 +36,7 @@ impl Drop for RawMode {
 /// closes (the program and everything holding the slave exited).
 pub(crate) fn proxy(master: OwnedFd) {
     let m = master.as_raw_fd();
-    let mut ws: libc::winsize = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read/write a winsize held in a live local.
-    unsafe {
-        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(m, libc::TIOCSWINSZ, &ws);
-        }
-    }
+    copy_size(m);
     let _raw = RawMode::enter();
     let mut stdin_open = true;
     let mut buf = [0u8; 8192];
@@ -66,6 +55,9 @@ pub(crate) fn proxy(master: OwnedFd) {
         ];
         // SAFETY: fds is a valid array of two pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if crate::signals::take_winch() {
+            copy_size(m);
+        }
         if n < 0 {
             if nix::errno::Errno::last() == nix::errno::Errno::EINTR {
                 continue;
@@ -91,6 +83,22 @@ pub(crate) fn proxy(master: OwnedFd) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Gives the pty our terminal's size (the kernel then signals the container's SIGWINCH).
+fn copy_size(master: i32) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ read/write a winsize held in a live local.
+    unsafe {
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
         }
     }
 }

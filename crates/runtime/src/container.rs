@@ -910,7 +910,13 @@ impl Runtime {
                 op: "exec".into(),
             });
         }
-        let console = self.console(process, opts.console_socket.as_deref())?;
+        // A terminal without console socket is proxied to our stdio (foreground only).
+        let console = if opts.console_socket.is_none() && !opts.detach {
+            None
+        } else {
+            self.console(process, opts.console_socket.as_deref())?
+        };
+        let mut pty: Option<OwnedFd> = None;
         let cg = self.cgroup_of(&rec).ok();
         let mut joins = Vec::new();
         for name in ["user", "ipc", "uts", "net", "pid", "cgroup", "time", "mnt"] {
@@ -995,13 +1001,15 @@ impl Runtime {
                     }
                 }
                 sync::WARN => eprintln!("warning: {}", String::from_utf8_lossy(&msg.data)),
-                sync::PTY => {
-                    if let (Some(c), Some(fd)) = (console.as_ref(), msg.fd.as_ref()) {
-                        if let Err(e) = send_console(c, fd) {
+                sync::PTY => match (console.as_ref(), msg.fd) {
+                    (Some(c), Some(fd)) => {
+                        if let Err(e) = send_console(c, &fd) {
                             break Err(e);
                         }
                     }
-                }
+                    (None, fd) => pty = fd,
+                    _ => {}
+                },
                 sync::READY => {
                     // Success is the socket closing on exec; a message means exec failed.
                     match parent_sock.recv() {
@@ -1033,6 +1041,9 @@ impl Runtime {
         }
         if opts.detach {
             return Ok(0);
+        }
+        if let Some(master) = pty {
+            crate::console::proxy(master);
         }
         Ok(wait_exit(pid))
     }

@@ -1,9 +1,15 @@
 //! Forwarding the signals the runtime receives (in `run` and `exec`) to the container
 //! process it waits for.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static TARGET: AtomicI32 = AtomicI32::new(0);
+static WINCH: AtomicBool = AtomicBool::new(false);
+
+/// True (once) when the terminal was resized since the last call.
+pub fn take_winch() -> bool {
+    WINCH.swap(false, Ordering::Relaxed)
+}
 
 /// Signals forwarded to the container process.
 const FORWARDED: &[i32] = &[
@@ -19,6 +25,9 @@ const FORWARDED: &[i32] = &[
 ];
 
 extern "C" fn forward(sig: libc::c_int) {
+    if sig == libc::SIGWINCH {
+        WINCH.store(true, Ordering::Relaxed);
+    }
     let pid = TARGET.load(Ordering::Relaxed);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe and has no memory effects.
