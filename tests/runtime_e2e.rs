@@ -1152,3 +1152,37 @@ fn time_namespace_offsets() {
     let up: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
     assert!(up > 10_000_000.0, "{out}");
 }
+
+#[test]
+fn update_events_and_list() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    assert!(c.create().0);
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let res = c.b.path().join("res.json");
+    fs::write(&res, r#"{"pids": {"limit": 42}}"#).unwrap();
+    let o = c.rt(&["update", "--resources", res.to_str().unwrap(), &c.id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        fs::read_to_string(c.cgroup_dir().join("pids.max"))
+            .unwrap()
+            .trim(),
+        "42"
+    );
+    let o = c.rt(&["events", "--stats", &c.id]);
+    let ev: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["data"]["pids"]["current"], 1);
+    let o = c.rt(&["list", "--format", "json"]);
+    let all: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let me = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == c.id.as_str())
+        .unwrap();
+    assert_eq!(me["status"], "running");
+    assert!(c.rt(&["delete", "--force", &c.id]).status.success());
+    c.assert_clean();
+}
