@@ -64,7 +64,7 @@ berth_ms=$(median 0)
         med=$(median "$i")
         mean=$(jq -r ".results[$i].mean * 1000" "$WORK/h.json")
         sd=$(jq -r ".results[$i].stddev * 1000" "$WORK/h.json")
-        rss=$(rss_kib "${cmds[$i]/bench-/rss-}")
+        rss=$(rss_kib "${cmds[$i]% *} rss-${names[$i]}")
         ratio=$(echo "$med $berth_ms" | awk '{printf "%.2f", $1/$2}')
         printf '| %s | %.2f | %.2f ± %.2f | %sx | %s |\n' "${names[$i]}" "$med" "$mean" "$sd" "$ratio" "$rss"
     done
