@@ -634,6 +634,9 @@ async fn wait_exit(ctx: &Ctx, id: &str) -> Result<i32> {
 /// `berth run`.
 pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     let opts = &a.opts;
+    if opts.tty && opts.interactive && !a.detach && !std::io::stdin().is_terminal() {
+        bail!("the input device is not a TTY");
+    }
     let keys = detach_keys(&a.detach_keys)?;
     let id = create_container(ctx, opts, a.detach && opts.rm).await?;
     let cpath = format!("/containers/{id}");
@@ -747,8 +750,12 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> Result<i32> {
         if tty {
             resize(ctx, &cpath).await;
         }
+        let proxy = if tty { None } else { proxy_signals(ctx, &id) };
         let detached = pump(h, tty, stdin, detach_keys(&a.detach_keys)?).await?;
         drop(_raw);
+        if let Some(p) = proxy {
+            p.abort();
+        }
         if detached {
             return Ok(0);
         }
@@ -1248,8 +1255,16 @@ pub async fn attach(ctx: &Ctx, a: AttachArgs) -> Result<i32> {
     if tty {
         resize(ctx, &cpath).await;
     }
+    let proxy = if a.sig_proxy && !tty {
+        proxy_signals(ctx, &id)
+    } else {
+        None
+    };
     let detached = pump(h, tty, stdin, detach_keys(&a.detach_keys)?).await?;
     drop(_raw);
+    if let Some(p) = proxy {
+        p.abort();
+    }
     if detached {
         return Ok(0);
     }
