@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The berth command line: docker's commands over the Engine API.
 //!
 //! The CLI knows nothing of the engine's internals: every command is one or a few HTTP
