@@ -375,6 +375,84 @@ pub fn query(pairs: &[(&str, String)]) -> String {
     s
 }
 
+/// A scripted fake daemon for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Reads one request head (and a Content-Length body); returns the request line.
+    pub(crate) async fn read_request(s: &mut tokio::net::UnixStream) -> String {
+        let mut buf = Vec::new();
+        let mut b = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).await.unwrap() == 0 {
+                break;
+            }
+            buf.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_string();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).await.unwrap();
+        head.lines().next().unwrap_or("").to_string()
+    }
+
+    /// A fake daemon answering each connection with `answer(request_line)`.
+    pub(crate) fn fake_daemon(
+        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+    ) -> (
+        tempfile::TempDir,
+        String,
+        std::sync::Arc<Mutex<Vec<String>>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        let l = tokio::net::UnixListener::bind(&sock).unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let answer = std::sync::Arc::new(answer);
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let answer = answer.clone();
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let line = read_request(&mut s).await;
+                    seen.lock().unwrap().push(line.clone());
+                    s.write_all(&answer(&line)).await.unwrap();
+                    if line.contains("/attach") && line.contains("echo=1") {
+                        // Echo what the client sends, framed as stdout, then close.
+                        let mut buf = vec![0u8; 64];
+                        let n = s.read(&mut buf).await.unwrap();
+                        s.write_all(&crate::stream::frame(1, &buf[..n]))
+                            .await
+                            .unwrap();
+                        s.write_all(&crate::stream::frame(2, b"bye")).await.unwrap();
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (dir, format!("unix://{}", sock.display()), seen)
+    }
+
+    pub(crate) fn http(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,78 +495,8 @@ mod tests {
         );
     }
 
+    use super::testing::{fake_daemon, http};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// Reads one request head (and a Content-Length body); returns the request line.
-    async fn read_request(s: &mut tokio::net::UnixStream) -> String {
-        let mut buf = Vec::new();
-        let mut b = [0u8; 1];
-        while !buf.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).await.unwrap() == 0 {
-                break;
-            }
-            buf.push(b[0]);
-        }
-        let head = String::from_utf8_lossy(&buf).to_string();
-        let len = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse::<usize>().unwrap())
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).await.unwrap();
-        head.lines().next().unwrap_or("").to_string()
-    }
-
-    /// A fake daemon answering each connection with `answer(request_line)`.
-    fn fake_daemon(
-        answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
-    ) -> (
-        tempfile::TempDir,
-        String,
-        std::sync::Arc<Mutex<Vec<String>>>,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("d.sock");
-        let l = tokio::net::UnixListener::bind(&sock).unwrap();
-        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
-        let answer = std::sync::Arc::new(answer);
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = l.accept().await.unwrap();
-                let answer = answer.clone();
-                let seen = seen2.clone();
-                tokio::spawn(async move {
-                    let line = read_request(&mut s).await;
-                    seen.lock().unwrap().push(line.clone());
-                    s.write_all(&answer(&line)).await.unwrap();
-                    if line.contains("/attach") {
-                        // Echo what the client sends, framed as stdout, then close.
-                        let mut buf = vec![0u8; 64];
-                        let n = s.read(&mut buf).await.unwrap();
-                        s.write_all(&crate::stream::frame(1, &buf[..n]))
-                            .await
-                            .unwrap();
-                        s.write_all(&crate::stream::frame(2, b"bye")).await.unwrap();
-                    }
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        (dir, format!("unix://{}", sock.display()), seen)
-    }
-
-    fn http(status: &str, body: &str) -> Vec<u8> {
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    }
 
     #[tokio::test]
     async fn negotiates_down_and_maps_errors() {
@@ -539,7 +547,11 @@ mod tests {
         });
         let c = Client::new(&host).unwrap();
         let h = c
-            .hijack(Method::POST, "/containers/x/attach?stream=1", Body::Empty)
+            .hijack(
+                Method::POST,
+                "/containers/x/attach?stream=1&echo=1",
+                Body::Empty,
+            )
             .await
             .unwrap();
         assert_eq!(h.multiplexed, Some(true));

@@ -1946,6 +1946,114 @@ mod tests {
         assert!(R::try_parse_from(["run", "-d"]).is_err());
     }
 
+    fn fake_ctx(host: &str, dir: &Path) -> Ctx {
+        Ctx {
+            client: client::Client::new(host).unwrap(),
+            config_dir: dir.to_path_buf(),
+        }
+    }
+
+    /// A fake daemon for `run`: the image is missing until pulled; the container writes a
+    /// line and exits 7.
+    fn run_daemon() -> (
+        tempfile::TempDir,
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        use crate::client::testing::{fake_daemon, http};
+        let pulled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        fake_daemon(move |line| {
+            use std::sync::atomic::Ordering;
+            if line.starts_with("POST /v1.47/containers/create") {
+                if !pulled.load(Ordering::SeqCst) {
+                    return http(
+                        "404 Not Found",
+                        r#"{"message":"No such image: busybox:latest"}"#,
+                    );
+                }
+                return http("201 Created", r#"{"Id":"abc123","Warnings":[]}"#);
+            }
+            if line.starts_with("POST /v1.47/images/create?fromImage=busybox&tag=latest") {
+                pulled.store(true, Ordering::SeqCst);
+                return http(
+                    "200 OK",
+                    r#"{"status":"Pulling from library/busybox","id":"latest"}
+{"status":"Status: Downloaded newer image for busybox:latest"}"#,
+                );
+            }
+            if line.starts_with("POST /v1.47/containers/abc123/attach") {
+                let mut v = b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n".to_vec();
+                v.extend(crate::stream::frame(1, b"from the container\n"));
+                return v;
+            }
+            if line.starts_with("POST /v1.47/containers/abc123/start") {
+                return b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+            }
+            if line.starts_with("POST /v1.47/containers/abc123/wait") {
+                return http("200 OK", r#"{"StatusCode":7}"#);
+            }
+            if line.starts_with("DELETE /v1.47/containers/abc123") {
+                return b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+            }
+            http("404 Not Found", r#"{"message":"unexpected request"}"#)
+        })
+    }
+
+    #[tokio::test]
+    async fn run_pulls_attaches_starts_waits_and_removes() {
+        let (dir, host, seen) = run_daemon();
+        let ctx = fake_ctx(&host, dir.path());
+        let r = R::try_parse_from(["run", "--rm", "busybox", "echo", "hi"]).unwrap();
+        let code = run(&ctx, r.a).await.unwrap();
+        assert_eq!(code, 7);
+        let seen: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.split(['?', ' ']).take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                "POST /v1.47/containers/create",
+                "POST /v1.47/images/create",
+                "POST /v1.47/containers/create",
+                "POST /v1.47/containers/abc123/attach",
+                "POST /v1.47/containers/abc123/start",
+                "POST /v1.47/containers/abc123/wait",
+                "DELETE /v1.47/containers/abc123",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn run_never_pull_fails_on_missing_image() {
+        let (dir, host, seen) = run_daemon();
+        let ctx = fake_ctx(&host, dir.path());
+        let r = R::try_parse_from(["run", "--pull", "never", "busybox"]).unwrap();
+        let e = run(&ctx, r.a).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Error response from daemon: No such image: busybox:latest"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn detached_run_prints_no_attach() {
+        let (dir, host, seen) = run_daemon();
+        let ctx = fake_ctx(&host, dir.path());
+        let r = R::try_parse_from(["run", "-d", "--pull", "always", "busybox"]).unwrap();
+        assert_eq!(run(&ctx, r.a).await.unwrap(), 0);
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            seen.iter()
+                .all(|l| !l.contains("/attach") && !l.contains("/wait")),
+            "{seen:?}"
+        );
+        assert!(seen[0].starts_with("POST /v1.47/images/create"), "{seen:?}");
+    }
+
     #[test]
     fn exec_flags() {
         let e =
