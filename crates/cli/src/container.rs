@@ -2054,6 +2054,35 @@ mod tests {
         assert!(seen[0].starts_with("POST /v1.47/images/create"), "{seen:?}");
     }
 
+    #[tokio::test]
+    async fn exec_reports_the_exec_exit_code() {
+        use crate::client::testing::{fake_daemon, http};
+        let (dir, host, seen) = fake_daemon(|line| {
+            if line.starts_with("POST /v1.47/containers/web/exec") {
+                http("201 Created", r#"{"Id":"e1"}"#)
+            } else if line.starts_with("POST /v1.47/exec/e1/start") {
+                let mut v = b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+                    .to_vec();
+                v.extend(crate::stream::frame(2, b"oops\n"));
+                v
+            } else if line.starts_with("GET /v1.47/exec/e1/json") {
+                http("200 OK", r#"{"ExitCode":127,"Running":false}"#)
+            } else {
+                http("404 Not Found", r#"{"message":"No such container: other"}"#)
+            }
+        });
+        let ctx = fake_ctx(&host, dir.path());
+        let e = E::try_parse_from(["exec", "-e", "A=1", "web", "nosuch"]).unwrap();
+        assert_eq!(exec(&ctx, e.a).await.unwrap(), 127);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        let e = E::try_parse_from(["exec", "other", "true"]).unwrap();
+        let err = exec(&ctx, e.a).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Error response from daemon: No such container: other"
+        );
+    }
+
     #[test]
     fn exec_flags() {
         let e =
