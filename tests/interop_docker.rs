@@ -1,0 +1,520 @@
+//! Interoperability with Docker itself: a private `dockerd` (Debian's docker.io, with its
+//! own data root, exec root, socket and containerd namespace) exchanging images with
+//! Berth in every direction:
+//!
+//! * `docker push` into `berth registry serve`, `docker rmi`, `docker pull` back, run it;
+//! * `docker save` → [`store::Store::load`] → snapshot → `berth-runtime run` on it;
+//! * [`store::Store::save`] → `docker load` → `docker run`;
+//! * `docker push` into `berth registry serve` → [`distribution::client::RegistryClient::pull`].
+//!
+//! Every test starts its own dockerd and registry (free port on 127.0.0.1) in temporary
+//! directories; guards stop the daemons, unmount and remove everything even when an
+//! assertion fails. Skipped (with a message) only when dockerd cannot be started here.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use store::{ImportOptions, Reference, Store};
+
+fn berth() -> &'static str {
+    env!("CARGO_BIN_EXE_berth")
+}
+
+fn berth_runtime() -> &'static str {
+    env!("CARGO_BIN_EXE_berth-runtime")
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The docker client matching Debian's dockerd (API 1.41) when installed, else PATH's.
+fn docker_cli() -> &'static str {
+    if Path::new("/usr/bin/docker").exists() {
+        "/usr/bin/docker"
+    } else {
+        "docker"
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Unmounts everything mounted under `dir` (deepest first).
+fn unmount_under(dir: &Path) {
+    let Ok(mi) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut points: Vec<String> = mi
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p) {
+            // SAFETY: c is a valid NUL-terminated path; MNT_DETACH has no memory effects.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+/// A fresh temporary directory under /tmp (short paths: containerd's socket lives in it).
+fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("temp dir")
+}
+
+/// The busybox rootfs as a plain tar (what `docker import` and `Store::import` take),
+/// and the rootfs directory it was made from.
+fn busybox_tar(dir: &Path) -> (PathBuf, PathBuf) {
+    let rootfs = dir.join("bb-rootfs");
+    testutil::busybox_rootfs(&rootfs).expect("busybox rootfs");
+    let tar = dir.join("bb.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .expect("run tar");
+    assert!(o.status.success(), "tar: {}", text(&o));
+    (tar, rootfs)
+}
+
+/// A private dockerd, stopped and cleaned up on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: Child,
+    host: String,
+}
+
+impl Dockerd {
+    /// Starts dockerd, trusting the registry `insecure` (`host:port`) over plain HTTP.
+    /// `None` (after printing why) when dockerd is missing or does not come up.
+    fn start(insecure: Option<&str>) -> Option<Dockerd> {
+        if !testutil::is_root() || !have("dockerd") || !have(docker_cli()) {
+            eprintln!("skipped: needs root, dockerd and docker (apt-get install docker.io)");
+            return None;
+        }
+        let dir = temp_dir("bi");
+        let d = dir.path();
+        let sock = d.join("d.sock");
+        fs::write(d.join("daemon.json"), "{}").expect("write daemon.json");
+        fs::create_dir_all(d.join("cfg")).expect("docker config dir");
+        let log = fs::File::create(d.join("dockerd.log")).expect("dockerd log");
+        let ns = testutil::unique_name("berth-interop");
+        let mut cmd = Command::new("dockerd");
+        if let Some(r) = insecure {
+            cmd.arg("--insecure-registry").arg(r);
+        }
+        let child = cmd
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+            ])
+            .arg("--containerd-namespace")
+            .arg(&ns)
+            .arg("--containerd-plugins-namespace")
+            .arg(format!("{ns}-p"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("skipped: cannot start dockerd: {e}");
+                return None;
+            }
+        };
+        let mut dd = Dockerd {
+            host: format!("unix://{}", sock.display()),
+            dir,
+            child,
+        };
+        let until = Instant::now() + Duration::from_secs(30);
+        while !dd.docker(&["version"]).status.success() {
+            let exited = dd.child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > until {
+                eprintln!(
+                    "skipped: dockerd did not come up: {}",
+                    fs::read_to_string(dd.dir.path().join("dockerd.log")).unwrap_or_default()
+                );
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(dd)
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new(docker_cli())
+            .env("DOCKER_CONFIG", self.path().join("cfg"))
+            .env_remove("DOCKER_HOST")
+            .arg("-H")
+            .arg(&self.host)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    /// Runs docker, asserting success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+        stdout(&o)
+    }
+
+    /// `docker inspect -f FORMAT NAME`, trimmed.
+    fn inspect(&self, format: &str, name: &str) -> String {
+        self.ok(&["image", "inspect", "-f", format, name])
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in stdout(&ids).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        // SAFETY: kill has no memory effects.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let until = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        unmount_under(self.dir.path());
+    }
+}
+
+/// `berth registry serve` on a free port of 127.0.0.1, killed on drop.
+struct Registry {
+    _dir: tempfile::TempDir,
+    child: Child,
+    addr: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = temp_dir("br");
+        let log = fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let mut last = String::new();
+        // The port may be taken between probing and binding: retry with another.
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut child = Command::new(berth())
+                .args(["registry", "serve", "--addr", &addr, "--root"])
+                .arg(dir.path().join("root"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone().expect("dup log"))
+                .spawn()
+                .expect("spawn berth registry serve");
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                if TcpStream::connect(&addr).is_ok() {
+                    return Registry {
+                        _dir: dir,
+                        child,
+                        addr,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() || Instant::now() > until {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last = fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("berth registry serve did not start: {last}");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The manifest digest `docker push` printed (`<tag>: digest: sha256:… size: N`).
+fn pushed_digest(out: &str) -> String {
+    out.split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in docker push output: {out}"))
+        .to_string()
+}
+
+/// An overlay mount of an active snapshot, unmounted and removed on drop.
+struct MountedSnapshot<'a> {
+    store: &'a Store,
+    key: String,
+    target: PathBuf,
+}
+
+impl Drop for MountedSnapshot<'_> {
+    fn drop(&mut self) {
+        let _ = store::snapshot::unmount(&self.target);
+        unmount_under(&self.target);
+        let _ = self.store.snapshots().remove(&self.key);
+    }
+}
+
+#[test]
+fn docker_push_to_berth_registry_and_pull_back() {
+    let reg = Registry::start();
+    let Some(d) = Dockerd::start(Some(&reg.addr)) else {
+        return;
+    };
+    let (tar, _) = busybox_tar(d.path());
+    let name = format!("{}/interop/bb:v1", reg.addr);
+    d.ok(&["import", tar.to_str().unwrap(), &name]);
+    let id = d.inspect("{{.Id}}", &name);
+
+    let out = d.ok(&["push", &name]);
+    let digest = pushed_digest(&out);
+    assert!(digest.starts_with("sha256:"), "{out}");
+
+    d.ok(&["rmi", &name]);
+    let o = d.docker(&["image", "inspect", &id]);
+    assert!(!o.status.success(), "image still present after rmi");
+
+    let out = d.ok(&["pull", &name]);
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert_eq!(d.inspect("{{.Id}}", &name), id);
+    let repo_digests = d.inspect("{{json .RepoDigests}}", &name);
+    let repo_digests: Vec<String> = serde_json::from_str(&repo_digests).unwrap();
+    assert_eq!(
+        repo_digests,
+        vec![format!("{}/interop/bb@{digest}", reg.addr)]
+    );
+
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &name,
+        "/bin/sh",
+        "-c",
+        "echo pulled-from-berth; cat /var/www/index.html",
+    ]);
+    assert_eq!(out, "pulled-from-berth\nhello from berth\n");
+}
+
+#[test]
+fn docker_save_loads_into_store_and_runs() {
+    let Some(d) = Dockerd::start(None) else {
+        return;
+    };
+    let (tar, rootfs) = busybox_tar(d.path());
+    d.ok(&["import", tar.to_str().unwrap(), "interop-saved:v1"]);
+    let id = d.inspect("{{.Id}}", "interop-saved:v1");
+    let archive = d.path().join("saved.tar");
+    d.ok(&["save", "-o", archive.to_str().unwrap(), "interop-saved:v1"]);
+
+    let work = temp_dir("bs");
+    let st = Store::open(work.path().join("store")).expect("open store");
+    let loaded = st
+        .load(fs::File::open(&archive).expect("open archive"))
+        .expect("load docker save archive");
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(loaded[0].id.to_string(), id);
+    let rec = st.images().lookup("interop-saved:v1").expect("loaded tag");
+    assert_eq!(rec.id.to_string(), id);
+    assert_eq!(rec.repo_tags, vec!["interop-saved:v1".to_string()]);
+    assert_eq!(rec.layers.len(), 1);
+
+    // The layer is usable: a container rootfs over it runs busybox under berth-runtime.
+    let bundle = work.path().join("bundle");
+    let target = bundle.join("rootfs");
+    fs::create_dir_all(&target).unwrap();
+    let key = testutil::unique_name("interop-ctr");
+    let mounts = st.prepare_container(&key, &rec).expect("prepare snapshot");
+    let mounted = MountedSnapshot {
+        store: &st,
+        key,
+        target: target.clone(),
+    };
+    store::snapshot::mount_all(&mounts, &target).expect("mount snapshot");
+    assert_eq!(
+        fs::read(target.join("bin/busybox")).unwrap(),
+        fs::read(rootfs.join("bin/busybox")).unwrap()
+    );
+    let spec = testutil::default_spec(&[
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo loaded-by-berth; cat /var/www/index.html",
+    ]);
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec).unwrap(),
+    )
+    .unwrap();
+    let rt_root = work.path().join("rt");
+    let o = Command::new(berth_runtime())
+        .arg("--root")
+        .arg(&rt_root)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(testutil::unique_name("interop"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn berth-runtime");
+    assert!(o.status.success(), "berth-runtime run: {}", text(&o));
+    assert_eq!(stdout(&o), "loaded-by-berth\nhello from berth\n");
+    drop(mounted);
+    assert!(st.snapshots().list_active().unwrap().is_empty());
+}
+
+#[test]
+fn store_save_loads_into_docker_and_runs() {
+    let Some(d) = Dockerd::start(None) else {
+        return;
+    };
+    let (tar, _) = busybox_tar(d.path());
+    let work = temp_dir("bs");
+    let st = Store::open(work.path().join("store")).expect("open store");
+    let opts = ImportOptions {
+        changes: vec![
+            r#"CMD ["/bin/sh", "-c", "echo saved-by-berth; cat /var/www/index.html"]"#.into(),
+        ],
+        reference: Some(Reference::parse("interop-from-berth:v2").unwrap()),
+        message: None,
+    };
+    let rec = st
+        .import(fs::File::open(&tar).expect("open tar"), &opts)
+        .expect("import");
+    let archive = work.path().join("berth-save.tar");
+    let f = fs::File::create(&archive).expect("create archive");
+    st.save(&["interop-from-berth:v2".to_string()], f)
+        .expect("save")
+        .sync_all()
+        .expect("sync archive");
+
+    let out = d.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        out.contains("Loaded image: interop-from-berth:v2"),
+        "docker load: {out}"
+    );
+    let listed = d.ok(&[
+        "images",
+        "--no-trunc",
+        "--format",
+        "{{.Repository}}:{{.Tag}} {{.ID}}",
+    ]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l == format!("interop-from-berth:v2 {}", rec.id)),
+        "docker images: {listed}"
+    );
+    assert_eq!(
+        d.inspect("{{.Id}}", "interop-from-berth:v2"),
+        rec.id.to_string()
+    );
+    let out = d.ok(&["run", "--rm", "--network", "none", "interop-from-berth:v2"]);
+    assert_eq!(out, "saved-by-berth\nhello from berth\n");
+}
+
+#[test]
+fn berth_client_pulls_what_docker_pushed() {
+    let reg = Registry::start();
+    let Some(d) = Dockerd::start(Some(&reg.addr)) else {
+        return;
+    };
+    let (tar, rootfs) = busybox_tar(d.path());
+    let name = format!("{}/interop/client:v3", reg.addr);
+    d.ok(&["import", tar.to_str().unwrap(), &name]);
+    let id = d.inspect("{{.Id}}", &name);
+    let digest = pushed_digest(&d.ok(&["push", &name]));
+
+    let work = temp_dir("bc");
+    let st = Store::open(work.path().join("store")).expect("open store");
+    let reference = Reference::parse(&name).expect("reference");
+    let client = distribution::client::RegistryClient::new(Default::default()).expect("client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let rec = rt
+        .block_on(client.pull(&reference, st.images(), &|_| {}))
+        .expect("pull from berth registry");
+    assert_eq!(rec.manifest.digest.to_string(), digest);
+    assert_eq!(rec.id.to_string(), id);
+    assert_eq!(
+        rec.repo_tags,
+        vec![format!("{}/interop/client:v3", reg.addr)]
+    );
+
+    // By digest too, and the content unpacks to the rootfs docker was given.
+    let by_digest = Reference::parse(&format!("{}/interop/client@{digest}", reg.addr)).unwrap();
+    let again = rt
+        .block_on(client.pull(&by_digest, st.images(), &|_| {}))
+        .expect("pull by digest");
+    assert_eq!(again.id, rec.id);
+    let top = st.unpack(&rec).expect("unpack").expect("a layer");
+    let fs_dir = st.snapshots().committed_fs(&top);
+    assert_eq!(
+        fs::read(fs_dir.join("bin/busybox")).unwrap(),
+        fs::read(rootfs.join("bin/busybox")).unwrap()
+    );
+    assert_eq!(
+        fs::read_to_string(fs_dir.join("etc/hostname")).unwrap(),
+        "busybox\n"
+    );
+}
