@@ -862,6 +862,52 @@ mod tests {
         assert_eq!(server_key(""), DEFAULT_REGISTRY);
     }
 
+    #[tokio::test]
+    async fn login_stores_and_logout_removes_credentials() {
+        use crate::client::testing::{fake_daemon, http};
+        let (dir, host, seen) = fake_daemon(|line| {
+            if line.starts_with("POST /v1.47/auth") {
+                http(
+                    "200 OK",
+                    r#"{"Status":"Login Succeeded","IdentityToken":""}"#,
+                )
+            } else {
+                http("404 Not Found", "{}")
+            }
+        });
+        let ctx = Ctx {
+            client: crate::client::Client::new(&host).unwrap(),
+            config_dir: dir.path().join("cfg"),
+        };
+        let a = LoginArgs {
+            username: Some("bob".into()),
+            password: Some("s3cret".into()),
+            password_stdin: false,
+            server: Some("http://localhost:5000/".into()),
+        };
+        assert_eq!(login(&ctx, a).await.unwrap(), 0);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        let cfg = read_config(&ctx).unwrap();
+        assert_eq!(
+            credentials(&cfg, "localhost:5000"),
+            Some(("bob".into(), "s3cret".into()))
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("cfg/config.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let a = LogoutArgs {
+            server: Some("localhost:5000".into()),
+        };
+        assert_eq!(logout(&ctx, a).await.unwrap(), 0);
+        assert_eq!(
+            credentials(&read_config(&ctx).unwrap(), "localhost:5000"),
+            None
+        );
+    }
+
     #[test]
     fn image_table() {
         let now = crate::format::now_unix();
