@@ -846,6 +846,30 @@ impl ImageStore {
         }
     }
 
+    /// Points `reference` at `target` without trying to resolve it to an image (registry
+    /// side: artifacts, foreign platforms, indexes whose children live elsewhere). The
+    /// target blob must be stored and at most [`MAX_MANIFEST_SIZE`]. A tag reference also
+    /// records `repo@<target digest>`.
+    pub fn put_ref(&self, reference: &Reference, target: &Descriptor) -> Result<()> {
+        if target.size > MAX_MANIFEST_SIZE {
+            return Err(ImageError::ManifestTooLarge(target.digest.to_string()));
+        }
+        if !self.content.exists(&target.digest) {
+            return Err(ContentError::NotFound(target.digest.clone()).into());
+        }
+        let mut st = self.lock(true)?;
+        let entry = RefEntry {
+            target: target.clone(),
+            image: None,
+        };
+        if reference.tag.is_some() || reference.digest.is_none() {
+            st.state.refs.insert(ref_key(reference), entry.clone());
+        }
+        let dref = reference.with_digest(target.digest.clone());
+        st.state.refs.insert(dref.to_string(), entry);
+        st.save()
+    }
+
     fn is_image_target(&self, target: &Descriptor) -> bool {
         media_types::is_index(&target.media_type) || media_types::is_manifest(&target.media_type)
     }

@@ -319,3 +319,55 @@ fn oversized_manifest_is_rejected() {
     assert!(matches!(e, ImageError::ManifestTooLarge(_)), "{e:?}");
     assert!(s.images().repositories().unwrap().is_empty());
 }
+
+#[test]
+fn refs_to_indexes_resolve_the_host_platform() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path()).unwrap();
+    let img = import_tar(&s, &TarBuilder::new().file("a", b"a").build(), None);
+    let mut host = img.manifest.clone();
+    host.platform = Some(store::image::Platform::host());
+    let mut foreign = Descriptor::new(
+        media_types::OCI_MANIFEST,
+        Digest::sha256_of(b"not stored"),
+        10,
+    );
+    foreign.platform = Some(store::image::Platform {
+        architecture: "s390x".into(),
+        os: "linux".into(),
+        ..Default::default()
+    });
+    let index = store::image::Index {
+        schema_version: 2,
+        media_type: Some(media_types::OCI_INDEX.into()),
+        manifests: vec![foreign, host],
+        annotations: Default::default(),
+    };
+    let bytes = serde_json::to_vec(&index).unwrap();
+    let idx_d = s.content().put_bytes(&bytes).unwrap();
+    let idx_desc = Descriptor::new(media_types::OCI_INDEX, idx_d.clone(), bytes.len() as u64);
+    let r = Reference::parse("multi:1").unwrap();
+    let rec = s.images().set_ref(&r, &idx_desc).unwrap().unwrap();
+    assert_eq!(rec.id, img.id);
+    assert_eq!(rec.repo_tags, vec!["multi:1".to_string()]);
+    assert_eq!(rec.repo_digests, vec![format!("multi@{idx_d}")]);
+    assert_eq!(s.images().get_ref(&r).unwrap(), Some(idx_desc.clone()));
+    assert_eq!(
+        s.images().lookup(&format!("multi@{idx_d}")).unwrap().id,
+        img.id
+    );
+    // Registry side: any stored manifest can be named, resolvable or not.
+    let art = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/x-thing","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
+    let art_d = s.content().put_bytes(art).unwrap();
+    let art_desc = Descriptor::new(media_types::OCI_MANIFEST, art_d, art.len() as u64);
+    s.images()
+        .put_ref(&Reference::parse("multi:artifact").unwrap(), &art_desc)
+        .unwrap();
+    assert_eq!(
+        s.images().tags("multi").unwrap(),
+        vec!["1".to_string(), "artifact".to_string()]
+    );
+    // The artifact names no image: resolving it is NotFound, not a crash.
+    let e = s.images().lookup("multi:artifact").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}
