@@ -467,11 +467,20 @@ impl Snapshotter {
         Ok(dir_usage(&self.committed_fs(chain_id)))
     }
 
-    /// Removes leftovers of killed processes in `tmp/` (call when no apply is running, e.g. gc).
-    pub fn clean_tmp(&self) {
+    /// Removes leftovers of killed processes in `tmp/` (half-extracted layers, half-removed
+    /// snapshots) that are older than `min_age`, so that running applies are left alone.
+    pub fn clean_tmp(&self, min_age: std::time::Duration) {
+        let now = std::time::SystemTime::now();
         if let Ok(rd) = fs::read_dir(self.root.join("tmp")) {
             for e in rd.flatten() {
-                let _ = fs::remove_dir_all(e.path());
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| now.duration_since(t).unwrap_or_default() >= min_age)
+                    .unwrap_or(true);
+                if old {
+                    let _ = fs::remove_dir_all(e.path());
+                }
             }
         }
     }

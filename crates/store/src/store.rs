@@ -300,6 +300,7 @@ impl Store {
         let bw = gz.finish().map_err(sio("compress layer"))?;
         let size = bw.offset();
         let (_, diff_id, _) = hr.finish();
+        let existed = self.content.exists(&bw.digest());
         let layer_digest = bw.commit(Some(size), None)?;
         let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let host = self.images.platform().clone();
@@ -329,10 +330,18 @@ impl Store {
         };
         let layers = vec![Descriptor::new(
             media_types::OCI_LAYER_GZIP,
-            layer_digest,
+            layer_digest.clone(),
             size,
         )];
-        let rec = self.register_image(&config, layers)?;
+        let rec = match self.register_image(&config, layers) {
+            Ok(r) => r,
+            Err(e) => {
+                if !existed {
+                    let _ = self.content.delete(&layer_digest);
+                }
+                return Err(e);
+            }
+        };
         if let Some(r) = &opts.reference {
             return Ok(self.images.tag(&rec.id, r)?);
         }
@@ -346,6 +355,29 @@ impl Store {
         config: &ImageConfig,
         layers: Vec<Descriptor>,
     ) -> Result<ImageRecord> {
+        if config.rootfs.diff_ids.len() != layers.len() {
+            return Err(StoreError::InvalidArchive(format!(
+                "{} layers but {} diff ids",
+                layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        // Validate by unpacking before anything describing the image is written.
+        let chains = chain_ids(&config.rootfs.diff_ids);
+        let mut parent: Option<&Digest> = None;
+        for (i, chain) in chains.iter().enumerate() {
+            if !self.snapshots.exists(chain) {
+                let blob = self.content.open_blob(&layers[i].digest)?;
+                self.snapshots.apply_layer(
+                    chain,
+                    parent,
+                    &config.rootfs.diff_ids[i],
+                    io::BufReader::with_capacity(1 << 20, blob),
+                    &self.apply,
+                )?;
+            }
+            parent = Some(chain);
+        }
         let cfg_bytes =
             serde_json::to_vec(config).map_err(|e| sio("encode config")(io::Error::other(e)))?;
         let cfg_digest = self.content.put_bytes(&cfg_bytes)?;
@@ -362,22 +394,6 @@ impl Store {
             .map_err(|e| sio("encode manifest")(io::Error::other(e)))?;
         let m_digest = self.content.put_bytes(&m_bytes)?;
         let mdesc = Descriptor::new(media_types::OCI_MANIFEST, m_digest, m_bytes.len() as u64);
-        // Validate by unpacking before the image becomes visible.
-        let chains = chain_ids(&config.rootfs.diff_ids);
-        let mut parent: Option<&Digest> = None;
-        for (i, chain) in chains.iter().enumerate() {
-            if !self.snapshots.exists(chain) {
-                let blob = self.content.open_blob(&manifest.layers[i].digest)?;
-                self.snapshots.apply_layer(
-                    chain,
-                    parent,
-                    &config.rootfs.diff_ids[i],
-                    io::BufReader::with_capacity(1 << 20, blob),
-                    &self.apply,
-                )?;
-            }
-            parent = Some(chain);
-        }
         Ok(self.images.add_image(&mdesc)?)
     }
 
@@ -592,6 +608,9 @@ impl Store {
                 mark_manifest(&rec.manifest, &mut blobs);
                 chains.extend(rec.chain_ids.iter().cloned());
             }
+        }
+        if only.is_none() {
+            self.snapshots.clean_tmp(grace.max(Duration::from_secs(60)));
         }
         let now = SystemTime::now();
         let old_enough = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= grace;

@@ -371,3 +371,24 @@ fn refs_to_indexes_resolve_the_host_platform() {
     let e = s.images().lookup("multi:artifact").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
+
+#[test]
+fn importing_a_non_tar_fails_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path()).unwrap();
+    let garbage: Vec<u8> = (0..10_000u32).map(|i| (i % 7) as u8 + 1).collect();
+    let e = s
+        .import(
+            &gzip(&garbage)[..],
+            &ImportOptions {
+                reference: Some(Reference::parse("junk").unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e:?}");
+    assert!(s.content().list().unwrap().is_empty());
+    assert!(s.images().list().unwrap().is_empty());
+    assert!(s.snapshots().list_committed().unwrap().is_empty());
+    assert!(s.images().lookup("junk").is_err());
+}
