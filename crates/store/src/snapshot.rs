@@ -21,7 +21,7 @@
 //!   [`Snapshotter::remove`].
 //!
 //! [`Snapshotter::prepare`] returns [`Mount`]s: an `overlay` with
-//! `lowerdir=<top>:…:<base>,upperdir=…,workdir=…`, or a `bind` of `fs` when there is no
+//! `lowerdir=<top>:…:<base>,upperdir=…,workdir=…,redirect_dir=off,index=off`, or a `bind` of `fs` when there is no
 //! parent. Mount them with [`mount_all`]: it uses `mount(2)` when the options fit in a page
 //! and otherwise (deep images) the new mount API (`fsopen` + one `lowerdir+` per layer,
 //! Linux ≥ 6.8), so there is no page-size limit on depth and no `chdir` tricks. Callers that
@@ -400,6 +400,10 @@ impl Snapshotter {
                         format!("lowerdir={}", lowers.join(":")),
                         format!("upperdir={}", upper.display()),
                         format!("workdir={}", dir.join("work").display()),
+                        // Renamed directories must be copied up, not recorded as redirect
+                        // xattrs, so that the upper dir alone describes the changes (diff).
+                        "redirect_dir=off".into(),
+                        "index=off".into(),
                     ],
                 }])
             }

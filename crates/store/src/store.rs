@@ -531,6 +531,13 @@ impl Store {
                 reason: format!("image {} is being used by a container", rec.id.short()),
             });
         }
+        // Targets (e.g. an index pulled by tag) the image's refs point at, freed with it.
+        let mut targets = Vec::new();
+        for r in &rec.references {
+            if let Ok(Some(t)) = self.images.get_ref(r) {
+                targets.push(t.digest);
+            }
+        }
         for r in self.images.delete_image(&rec.id)? {
             let mut r = r;
             if r.digest.is_some() {
@@ -539,7 +546,7 @@ impl Store {
             events.push(RemoveEvent::Untagged(r.familiar()));
         }
         events.push(RemoveEvent::Deleted(rec.id.clone()));
-        let report = self.collect(Duration::ZERO, Some(&rec))?;
+        let report = self.collect(Duration::ZERO, Some((&rec, targets)))?;
         for s in report.snapshots {
             events.push(RemoveEvent::Deleted(s));
         }
@@ -580,7 +587,11 @@ impl Store {
 
     /// Mark and sweep. With `only = Some(image)`, only that image's blobs and snapshots
     /// are candidates (used right after removing it, no grace needed).
-    fn collect(&self, grace: Duration, only: Option<&ImageRecord>) -> Result<GcReport> {
+    fn collect(
+        &self,
+        grace: Duration,
+        only: Option<(&ImageRecord, Vec<Digest>)>,
+    ) -> Result<GcReport> {
         let mut blobs: HashSet<Digest> = HashSet::new();
         let mut chains: HashSet<Digest> = self.active_chains()?;
         let (targets, image_ids) = self.images.roots()?;
@@ -615,8 +626,9 @@ impl Store {
         let now = SystemTime::now();
         let old_enough = |t: SystemTime| now.duration_since(t).unwrap_or_default() >= grace;
         let mut report = GcReport::default();
-        let candidates: Option<HashSet<Digest>> = only.map(|img| {
+        let candidates: Option<HashSet<Digest>> = only.as_ref().map(|(img, targets)| {
             let mut s: HashSet<Digest> = img.layers.iter().map(|l| l.digest.clone()).collect();
+            s.extend(targets.iter().cloned());
             s.insert(img.manifest.digest.clone());
             s.insert(img.id.clone());
             s.extend(img.chain_ids.iter().cloned());

@@ -370,6 +370,16 @@ fn refs_to_indexes_resolve_the_host_platform() {
     // The artifact names no image: resolving it is NotFound, not a crash.
     let e = s.images().lookup("multi:artifact").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+    // Removing the image frees the index it was pulled through; the artifact stays.
+    let ev = s.remove_image("multi:1", false).unwrap();
+    assert!(ev.contains(&RemoveEvent::Deleted(img.id.clone())), "{ev:?}");
+    assert!(!s.content().exists(&idx_d));
+    assert!(!s.content().exists(&img.layers[0].digest));
+    assert!(s.content().exists(&art_desc.digest));
+    assert_eq!(
+        s.images().tags("multi").unwrap(),
+        vec!["artifact".to_string()]
+    );
 }
 
 #[test]
