@@ -201,6 +201,7 @@ pub fn apply_layer<R: Read>(reader: R, root: &Path, opts: &ApplyOptions) -> Resu
         dirs: Vec::new(),
         content_size: 0,
         entries: 0,
+        buf: vec![0u8; 256 * 1024],
     };
     {
         let mut ar = tar::Archive::new(&mut hashed);
@@ -232,6 +233,23 @@ struct Applier {
     dirs: Vec<(PathBuf, u64)>,
     content_size: u64,
     entries: u64,
+    /// One copy buffer reused for every file.
+    buf: Vec<u8>,
+}
+
+/// Copies `r` into `f` through `buf`; read errors are the layer's, write errors the disk's.
+fn copy_with(r: &mut impl Read, mut f: fs::File, buf: &mut [u8], path: &Path) -> Result<u64> {
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LayerError::Corrupt(e)),
+        };
+        f.write_all(&buf[..k]).map_err(ioe("write file", path))?;
+        n += k as u64;
+    }
 }
 
 /// Cleans an entry name into a relative path inside the root (no `.`/`..`, no leading `/`).
@@ -417,9 +435,7 @@ impl Applier {
                     .open(&path)
                     .map_err(ioe("create file", &path))?;
                 let expected = entry.size();
-                let mut w = io::BufWriter::with_capacity(256 * 1024, f);
-                let n = io::copy(&mut entry, &mut w).map_err(LayerError::Corrupt)?;
-                w.flush().map_err(ioe("write file", &path))?;
+                let n = copy_with(&mut entry, f, &mut self.buf, &path)?;
                 if n != expected {
                     return Err(LayerError::Corrupt(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
