@@ -32,6 +32,8 @@
 //! Everything is synchronous (no tokio): call it from async code with `spawn_blocking`.
 //! Every public error implements [`errkind::HasKind`].
 
+#![deny(missing_docs)]
+
 pub mod archive;
 pub mod content;
 pub mod digest;

@@ -254,7 +254,14 @@ fn bad_archives_leave_the_store_unchanged() {
     assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e:?}");
     assert_eq!(state(&b), before);
 
-    // 4. Not an archive of images at all.
+    // 4. An entry climbing out of the archive.
+    let e = b
+        .load(&TarBuilder::new().file("../manifest.json", b"[]").build()[..])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(state(&b), before);
+
+    // 5. Not an archive of images at all.
     let e = b
         .load(&TarBuilder::new().file("readme", b"hi").build()[..])
         .unwrap_err();
