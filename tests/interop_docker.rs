@@ -5,7 +5,8 @@
 //! * `docker push` into `berth registry serve`, `docker rmi`, `docker pull` back, run it;
 //! * `docker save` → [`store::Store::load`] → snapshot → `berth-runtime run` on it;
 //! * [`store::Store::save`] → `docker load` → `docker run`;
-//! * `docker push` into `berth registry serve` → [`distribution::client::RegistryClient::pull`].
+//! * `docker push` into `berth registry serve` → [`distribution::client::RegistryClient::pull`];
+//! * a two-layer image (with a whiteout) pushed by that client → `docker pull` → `docker run`.
 //!
 //! Every test starts its own dockerd and registry (free port on 127.0.0.1) in temporary
 //! directories; guards stop the daemons, unmount and remove everything even when an
@@ -517,4 +518,62 @@ fn berth_client_pulls_what_docker_pushed() {
         fs::read_to_string(fs_dir.join("etc/hostname")).unwrap(),
         "busybox\n"
     );
+}
+
+#[test]
+fn docker_pulls_what_berth_client_pushed() {
+    let reg = Registry::start();
+    let Some(d) = Dockerd::start(Some(&reg.addr)) else {
+        return;
+    };
+    let (tar, _) = busybox_tar(d.path());
+    let work = temp_dir("bp");
+    let st = Store::open(work.path().join("store")).expect("open store");
+    let base = st
+        .import(fs::File::open(&tar).expect("open tar"), &Default::default())
+        .expect("import");
+
+    // A second layer made through an overlay mount: one file added, one deleted (a
+    // whiteout docker has to apply).
+    let target = work.path().join("rootfs");
+    fs::create_dir_all(&target).unwrap();
+    let key = testutil::unique_name("interop-commit");
+    let mounts = st.prepare_container(&key, &base).expect("prepare");
+    let mounted = MountedSnapshot {
+        store: &st,
+        key: key.clone(),
+        target: target.clone(),
+    };
+    store::snapshot::mount_all(&mounts, &target).expect("mount snapshot");
+    fs::write(target.join("etc/berth-layer.txt"), "second layer\n").unwrap();
+    fs::remove_file(target.join("var/www/index.html")).unwrap();
+    store::snapshot::unmount(&target).expect("unmount");
+    let changes = vec![
+        r#"CMD ["/bin/sh", "-c", "cat /etc/berth-layer.txt; test -e /var/www/index.html || echo whiteout-applied"]"#.to_string(),
+    ];
+    let rec = st
+        .commit_container(&key, Some(&base), &changes, None, None)
+        .expect("commit");
+    drop(mounted);
+    assert_eq!(rec.layers.len(), 2);
+
+    let name = format!("{}/interop/pushed:v4", reg.addr);
+    let reference = Reference::parse(&name).unwrap();
+    st.images().tag(&rec.id, &reference).expect("tag");
+    let client = distribution::client::RegistryClient::new(Default::default()).expect("client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let digest = rt
+        .block_on(client.push(&reference, st.images(), &|_| {}))
+        .expect("push to berth registry");
+    assert_eq!(digest, rec.manifest.digest);
+
+    let out = d.ok(&["pull", &name]);
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert_eq!(d.inspect("{{.Id}}", &name), rec.id.to_string());
+    assert_eq!(d.inspect("{{len .RootFS.Layers}}", &name), "2");
+    let out = d.ok(&["run", "--rm", "--network", "none", &name]);
+    assert_eq!(out, "second layer\nwhiteout-applied\n");
 }
