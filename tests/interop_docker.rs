@@ -362,7 +362,21 @@ fn docker_save_loads_into_store_and_runs() {
         return;
     };
     let (tar, rootfs) = busybox_tar(d.path());
-    d.ok(&["import", tar.to_str().unwrap(), "interop-saved:v1"]);
+    d.ok(&["import", tar.to_str().unwrap(), "interop-base:v1"]);
+    // A second layer from `docker commit`: a file added and one deleted (a whiteout).
+    d.ok(&[
+        "run",
+        "--name",
+        "interop-c",
+        "--network",
+        "none",
+        "interop-base:v1",
+        "/bin/sh",
+        "-c",
+        "rm /var/www/index.html; echo from-docker-layer > /etc/second",
+    ]);
+    d.ok(&["commit", "interop-c", "interop-saved:v1"]);
+    d.ok(&["rm", "interop-c"]);
     let id = d.inspect("{{.Id}}", "interop-saved:v1");
     let archive = d.path().join("saved.tar");
     d.ok(&["save", "-o", archive.to_str().unwrap(), "interop-saved:v1"]);
@@ -377,9 +391,9 @@ fn docker_save_loads_into_store_and_runs() {
     let rec = st.images().lookup("interop-saved:v1").expect("loaded tag");
     assert_eq!(rec.id.to_string(), id);
     assert_eq!(rec.repo_tags, vec!["interop-saved:v1".to_string()]);
-    assert_eq!(rec.layers.len(), 1);
+    assert_eq!(rec.layers.len(), 2);
 
-    // The layer is usable: a container rootfs over it runs busybox under berth-runtime.
+    // The layers are usable: a container rootfs over it runs busybox under berth-runtime.
     let bundle = work.path().join("bundle");
     let target = bundle.join("rootfs");
     fs::create_dir_all(&target).unwrap();
@@ -399,7 +413,7 @@ fn docker_save_loads_into_store_and_runs() {
         "/bin/busybox",
         "sh",
         "-c",
-        "echo loaded-by-berth; cat /var/www/index.html",
+        "echo loaded-by-berth; cat /etc/second; test -e /var/www/index.html || echo whiteout-applied",
     ]);
     fs::write(
         bundle.join("config.json"),
@@ -417,7 +431,10 @@ fn docker_save_loads_into_store_and_runs() {
         .output()
         .expect("spawn berth-runtime");
     assert!(o.status.success(), "berth-runtime run: {}", text(&o));
-    assert_eq!(stdout(&o), "loaded-by-berth\nhello from berth\n");
+    assert_eq!(
+        stdout(&o),
+        "loaded-by-berth\nfrom-docker-layer\nwhiteout-applied\n"
+    );
     drop(mounted);
     assert!(st.snapshots().list_active().unwrap().is_empty());
 }
@@ -518,6 +535,30 @@ fn berth_client_pulls_what_docker_pushed() {
         fs::read_to_string(fs_dir.join("etc/hostname")).unwrap(),
         "busybox\n"
     );
+
+    // Back to docker as an archive: the pulled image (docker media types) saved by the
+    // store loads into docker under the same id.
+    d.ok(&["rmi", &name]);
+    let archive = work.path().join("pulled.tar");
+    st.save(
+        std::slice::from_ref(&name),
+        fs::File::create(&archive).expect("archive"),
+    )
+    .expect("save pulled image");
+    let out = d.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {name}")), "{out}");
+    assert_eq!(d.inspect("{{.Id}}", &name), id);
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &name,
+        "/bin/busybox",
+        "cat",
+        "/var/www/index.html",
+    ]);
+    assert_eq!(out, "hello from berth\n");
 }
 
 #[test]
