@@ -158,16 +158,23 @@ impl Env {
 
     /// Reads files of image `name` from a mounted container snapshot.
     fn read_files(&self, name: &str, paths: &[&str]) -> Vec<Option<String>> {
+        self.with_rootfs(name, |root| {
+            paths
+                .iter()
+                .map(|p| fs::read_to_string(root.join(p.trim_start_matches('/'))).ok())
+                .collect()
+        })
+    }
+
+    /// Calls `f` with the root filesystem of image `name` mounted (a container snapshot).
+    fn with_rootfs<T>(&self, name: &str, f: impl FnOnce(&Path) -> T) -> T {
         let rec = self.store.images().lookup(name).unwrap();
         let key = testutil::unique_name("check");
         let mounts = self.store.prepare_container(&key, &rec).unwrap();
         let target = self.dir.join(&key);
         fs::create_dir_all(&target).unwrap();
         store::snapshot::mount_all(&mounts, &target).unwrap();
-        let out = paths
-            .iter()
-            .map(|p| fs::read_to_string(target.join(p.trim_start_matches('/'))).ok())
-            .collect();
+        let out = f(&target);
         store::snapshot::unmount(&target).unwrap();
         self.store.snapshots().remove(&key).unwrap();
         out
@@ -411,5 +418,34 @@ fn missing_base_is_pulled_through_the_callback() {
     assert!(log.contains("pulling pulled/base:1 (test)"), "{log}");
     assert!(env.store.images().lookup(&tag).is_ok());
     drop(b);
+    env.assert_nothing_left();
+}
+
+#[test]
+fn copy_follows_image_symlinks_and_keeps_existing_dirs() {
+    let Some(env) = Env::new() else { return };
+    let tag = testutil::unique_name("links");
+    // In the busybox image /usr/bin is a symlink to ../bin and /tmp is a 1777 directory.
+    let df = "FROM busybox\nCOPY f /usr/bin/\nCOPY f /tmp\nCOPY d /opt/d/\n";
+    let ctx = env.context("links", &[("Dockerfile", df), ("f", "data\n")]);
+    fs::create_dir_all(ctx.join("d/sub")).unwrap();
+    fs::write(ctx.join("d/sub/g"), "deep\n").unwrap();
+    let (r, log) = env.build(&ctx, &tag);
+    r.unwrap_or_else(|e| panic!("build failed: {e}\n{log}"));
+    env.with_rootfs(&tag, |root| {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::read_to_string(root.join("bin/f")).unwrap(), "data\n");
+        assert!(fs::symlink_metadata(root.join("usr/bin"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read_to_string(root.join("tmp/f")).unwrap(), "data\n");
+        let tmp = fs::metadata(root.join("tmp")).unwrap();
+        assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
+        assert_eq!(
+            fs::read_to_string(root.join("opt/d/sub/g")).unwrap(),
+            "deep\n"
+        );
+    });
     env.assert_nothing_left();
 }
