@@ -432,6 +432,73 @@ impl StoreBuildBackend {
         &self.store
     }
 
+    /// Removes what builds of an earlier, killed process left behind: build containers
+    /// in the runtime, mounts under `cfg.scratch_dir`, active `build-*` snapshots and the
+    /// build directories. Call it when the engine starts, before any build runs (it would
+    /// remove a running build's resources too). Returns how many things it removed.
+    pub fn clean_stale(store: &Store, cfg: &BackendConfig) -> usize {
+        let mut removed = 0;
+        let builds: Vec<PathBuf> = fs::read_dir(&cfg.scratch_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("build-"))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let probe = StoreBuildBackend::new(store.clone(), cfg.clone(), None);
+        // Build containers: every step directory holding a bundle names one.
+        for b in &builds {
+            for step in fs::read_dir(b).into_iter().flatten().flatten() {
+                let id = step.file_name().to_string_lossy().into_owned();
+                if step.path().join("config.json").exists() && cfg.runtime_root.join(&id).exists() {
+                    let lease = Lease {
+                        container: Some(id),
+                        ..Default::default()
+                    };
+                    if probe.release(&lease).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        // Mounts under the scratch dir, deepest first.
+        let prefix = cfg.scratch_dir.to_string_lossy().into_owned();
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&format!("{prefix}/build-")))
+            .collect();
+        mounts.sort();
+        for m in mounts.iter().rev() {
+            if store::snapshot::unmount(Path::new(m)).is_ok() {
+                removed += 1;
+            }
+        }
+        if let Ok(active) = store.snapshots().list_active() {
+            for a in active.iter().filter(|a| a.key.starts_with("build-")) {
+                if store.snapshots().remove(&a.key).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        let still_mounted = |b: &Path| {
+            let p = b.to_string_lossy().into_owned();
+            fs::read_to_string("/proc/self/mountinfo")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .any(|m| m.starts_with(&p))
+        };
+        for b in builds.iter().filter(|b| !still_mounted(b)) {
+            if fs::remove_dir_all(b).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     fn cache_root(&self) -> PathBuf {
         self.store.root().join("buildcache")
     }

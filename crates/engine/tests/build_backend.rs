@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use build::{build, BuildContext, BuildError, BuildOptions, BuildResult};
+use build::{build, BuildBackend, BuildContext, BuildError, BuildOptions, BuildResult};
 use engine::build_backend::{BackendConfig, DefaultNetwork, PullFn, StoreBuildBackend};
 use errkind::{ErrorKind, HasKind};
 use store::{ImportOptions, Reference, Store};
@@ -447,5 +447,32 @@ fn copy_follows_image_symlinks_and_keeps_existing_dirs() {
             "deep\n"
         );
     });
+    env.assert_nothing_left();
+}
+
+#[test]
+fn stale_build_leftovers_are_cleaned() {
+    let Some(env) = Env::new() else { return };
+    let mut b = env.backend(DefaultNetwork::None);
+    let base = b
+        .resolve_base("busybox", None, false, &mut Vec::new())
+        .unwrap();
+    // A view and a half-done step, as a killed build would leave them.
+    let view = b.mount_rootfs(&base.state).unwrap();
+    assert!(view.join("bin/busybox").exists());
+    std::mem::forget(b);
+    let cfg = BackendConfig {
+        runtime: env.runtime.clone(),
+        runtime_root: env.runtime_root(),
+        scratch_dir: env.dir.join("scratch"),
+        default_network: DefaultNetwork::None,
+    };
+    env.store
+        .snapshots()
+        .prepare("build-stale-step", None)
+        .unwrap();
+    assert!(!env.mounts().is_empty());
+    let n = StoreBuildBackend::clean_stale(&env.store, &cfg);
+    assert!(n >= 3, "removed {n}");
     env.assert_nothing_left();
 }
