@@ -1,0 +1,601 @@
+//! `berth-monitor`: the small per-container supervisor (see `engine::monitor` for the
+//! protocol). One runs per started container, detached from the daemon (its own session),
+//! so that containers, their logs and their exit codes survive a daemon restart.
+//!
+//! It is single-threaded and uses no async runtime: one `poll(2)` loop over the output
+//! pipes (or the pty master), a signalfd for `SIGCHLD`, the attach socket and its clients.
+
+use engine::monitor::{ExitRecord, MonitorConfig, StatusLine, ATTACH_STREAMS, ATTACH_WATCH};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Longest log line before a partial line is written (as docker's json-file driver).
+const MAX_LINE: usize = 16 * 1024;
+
+fn main() {
+    let Some(arg) = std::env::args().nth(1) else {
+        eprintln!("usage: berth-monitor '<config json>'");
+        std::process::exit(2);
+    };
+    let cfg: MonitorConfig = match serde_json::from_str(&arg) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-monitor: bad config: {e}");
+            std::process::exit(2);
+        }
+    };
+    match run(&cfg) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            report(&StatusLine::Failed {
+                message: e.to_string(),
+            });
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Writes one status line to stdout (the engine's status pipe); errors are ignored since
+/// the engine may be gone.
+fn report(line: &StatusLine) {
+    if let Ok(mut s) = serde_json::to_vec(line) {
+        s.push(b'\n');
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&s);
+        let _ = out.flush();
+    }
+}
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+/// The runtime command with its global options.
+fn runtime(cfg: &MonitorConfig) -> Command {
+    let mut c = Command::new(&cfg.runtime);
+    c.arg("--root").arg(&cfg.runtime_root);
+    c
+}
+
+/// Reads what is available in a non-blocking fd (at most 64 KiB).
+fn read_available(fd: &OwnedFd) -> String {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while out.len() < 65536 {
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).trim().to_string()
+}
+
+/// Receives the pty master that the runtime sends on the console socket.
+fn receive_console(listener: &UnixListener) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let (conn, _) = listener.accept()?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this descriptor in our table for us
+                // (SCM_RIGHTS); nothing else owns it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(other("no pty master received on the console socket".into()))
+}
+
+/// The container's stdio as the monitor holds it.
+enum Stdio3 {
+    /// Pipes: stdin (write end, if open), stdout and stderr (read ends).
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    },
+    /// A pseudo-terminal master: stdin and the merged output.
+    Tty { master: Option<OwnedFd> },
+}
+
+fn run(cfg: &MonitorConfig) -> io::Result<()> {
+    let _ = nix::unistd::setsid();
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGPIPE);
+    mask.thread_block().map_err(io::Error::from)?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(io::Error::from)?;
+
+    let pid_file = cfg.bundle.join("init.pid");
+    let _ = fs::remove_file(&pid_file);
+    let mut create = runtime(cfg);
+    create
+        .arg("create")
+        .arg("--bundle")
+        .arg(&cfg.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file);
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    let mut stdio;
+    let console_thread;
+    if cfg.tty {
+        let sock = cfg.bundle.join("console.sock");
+        let _ = fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock)?;
+        create.arg("--console-socket").arg(&sock);
+        create
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(err_w.try_clone()?))
+            .stderr(Stdio::from(err_w));
+        console_thread = Some(std::thread::spawn(move || receive_console(&listener)));
+        stdio = Stdio3::Tty { master: None };
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        let (cerr_r, cerr_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        let stdin_w = if cfg.open_stdin {
+            let (in_r, in_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+            create.stdin(Stdio::from(in_r));
+            Some(in_w)
+        } else {
+            create.stdin(Stdio::null());
+            None
+        };
+        create
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::from(cerr_w));
+        // The runtime's own errors go to the container's stderr pipe: read on failure.
+        drop(err_r);
+        drop(err_w);
+        stdio = Stdio3::Pipes {
+            stdin: stdin_w,
+            stdout: Some(out_r),
+            stderr: Some(cerr_r),
+        };
+        create.arg(&cfg.id);
+        let status = create.status();
+        drop(create);
+        let status = status?;
+        if !status.success() {
+            let text = match &stdio {
+                Stdio3::Pipes {
+                    stderr: Some(e), ..
+                } => read_available(e),
+                _ => String::new(),
+            };
+            cleanup_runtime(cfg);
+            return Err(other(failure_text("create", &text)));
+        }
+        return supervise(cfg, sigfd, stdio, &pid_file);
+    }
+    // tty
+    create.arg(&cfg.id);
+    let status = create.status();
+    drop(create);
+    let status = status?;
+    if !status.success() {
+        let text = read_available(&err_r);
+        cleanup_runtime(cfg);
+        return Err(other(failure_text("create", &text)));
+    }
+    let master = match console_thread.map(|t| t.join()) {
+        Some(Ok(Ok(m))) => m,
+        Some(Ok(Err(e))) => {
+            cleanup_runtime(cfg);
+            return Err(e);
+        }
+        _ => {
+            cleanup_runtime(cfg);
+            return Err(other("console socket thread failed".into()));
+        }
+    };
+    let _ = fs::remove_file(cfg.bundle.join("console.sock"));
+    stdio = match stdio {
+        Stdio3::Tty { .. } => Stdio3::Tty {
+            master: Some(master),
+        },
+        s => s,
+    };
+    supervise(cfg, sigfd, stdio, &pid_file)
+}
+
+fn failure_text(step: &str, text: &str) -> String {
+    if text.is_empty() {
+        format!("runtime {step} failed")
+    } else {
+        format!("runtime {step} failed: {text}")
+    }
+}
+
+/// Removes the runtime's state of a container that failed to start or has exited.
+fn cleanup_runtime(cfg: &MonitorConfig) {
+    let _ = runtime(cfg)
+        .arg("delete")
+        .arg("--force")
+        .arg(&cfg.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Some(m) = &cfg.unmount {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// An attach client.
+struct Client {
+    stream: UnixStream,
+    /// The first byte, once received.
+    mode: Option<u8>,
+    /// Still reading from it (stdin).
+    reading: bool,
+}
+
+fn supervise(
+    cfg: &MonitorConfig,
+    sigfd: SignalFd,
+    mut stdio: Stdio3,
+    pid_file: &Path,
+) -> io::Result<()> {
+    let pid: i32 = fs::read_to_string(pid_file)?
+        .trim()
+        .parse()
+        .map_err(|_| other(format!("bad pid file {}", pid_file.display())))?;
+    let _ = fs::remove_file(&cfg.attach_socket);
+    let listener = UnixListener::bind(&cfg.attach_socket)?;
+    listener.set_nonblocking(true)?;
+    report(&StatusLine::Created { pid });
+    if cfg.wait_go {
+        let mut b = [0u8; 1];
+        let _ = io::stdin().read(&mut b);
+    }
+    let out = runtime(cfg)
+        .arg("start")
+        .arg(&cfg.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        cleanup_runtime(cfg);
+        let _ = fs::remove_file(&cfg.attach_socket);
+        return Err(other(failure_text("start", &text)));
+    }
+    report(&StatusLine::Started { pid });
+    // The engine's pipes are no longer ours to hold.
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+
+    let mut log = match &cfg.log_path {
+        Some(p) => Some(JsonLog::open(p, cfg.log_max_size, cfg.log_max_files)?),
+        None => None,
+    };
+    let mut clients: Vec<Client> = Vec::new();
+    let mut exit: Option<i32> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let (out_fd, err_fd) = match &stdio {
+            Stdio3::Pipes { stdout, stderr, .. } => (stdout.as_ref(), stderr.as_ref()),
+            Stdio3::Tty { master } => (master.as_ref(), None),
+        };
+        if exit.is_some() && out_fd.is_none() && err_fd.is_none() {
+            break;
+        }
+        let mut fds = vec![
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+        ];
+        let out_idx = out_fd.map(|f| {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let err_idx = err_fd.map(|f| {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let client_base = fds.len();
+        let mut polled_clients = Vec::new();
+        for (i, c) in clients.iter().enumerate() {
+            if c.reading {
+                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+                polled_clients.push(i);
+            }
+        }
+        // After the init exited, give the remaining output a bounded time to drain (a
+        // process outside the container's pid namespace may hold the pipe).
+        let timeout = if exit.is_some() {
+            PollTimeout::from(500u16)
+        } else {
+            PollTimeout::NONE
+        };
+        let n = match poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            break;
+        }
+        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        let sig_ready = ready(0);
+        let accept_ready = ready(1);
+        let out_ready = out_idx.is_some_and(ready);
+        let err_ready = err_idx.is_some_and(ready);
+        let ready_clients: Vec<usize> = polled_clients
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| ready(client_base + k))
+            .map(|(_, &i)| i)
+            .collect();
+        drop(fds);
+
+        if sig_ready {
+            while let Ok(Some(_)) = sigfd.read_signal() {}
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => exit = Some(code),
+                    Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
+                        exit = Some(128 + sig as i32)
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        if accept_ready {
+            while let Ok((mut s, _)) = listener.accept() {
+                if s.set_nonblocking(false).is_err() {
+                    continue;
+                }
+                // The client's first byte says what it wants; clients send it right after
+                // connecting, so read it now (bounded) so that no output is missed.
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut first = [0u8; 1];
+                let mode = match s.read(&mut first) {
+                    Ok(1) => Some(first[0]),
+                    _ => continue,
+                };
+                let _ = s.set_read_timeout(None);
+                clients.push(Client {
+                    stream: s,
+                    mode,
+                    reading: true,
+                });
+            }
+        }
+        for (stream_no, is_ready) in [(1u8, out_ready), (2u8, err_ready)] {
+            if !is_ready {
+                continue;
+            }
+            let fd = match (&mut stdio, stream_no) {
+                (Stdio3::Pipes { stdout, .. }, 1) => stdout,
+                (Stdio3::Pipes { stderr, .. }, _) => stderr,
+                (Stdio3::Tty { master }, _) => master,
+            };
+            let Some(f) = fd.as_ref() else { continue };
+            match nix::unistd::read(f, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => *fd = None,
+                Ok(k) => {
+                    let data = &buf[..k];
+                    if let Some(l) = log.as_mut() {
+                        let _ = l.write(stream_no, data);
+                    }
+                    let mut frame = Vec::with_capacity(8 + k);
+                    frame.extend_from_slice(&[stream_no, 0, 0, 0]);
+                    frame.extend_from_slice(&(k as u32).to_be_bytes());
+                    frame.extend_from_slice(data);
+                    clients.retain_mut(|c| {
+                        c.mode != Some(ATTACH_STREAMS) || c.stream.write_all(&frame).is_ok()
+                    });
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => *fd = None,
+            }
+        }
+        for i in ready_clients {
+            let Some(c) = clients.get_mut(i) else {
+                continue;
+            };
+            let k = c.stream.read(&mut buf).unwrap_or_default();
+            if k == 0 {
+                c.reading = false;
+                if c.mode.is_none() {
+                    c.mode = Some(ATTACH_WATCH);
+                } else if c.mode == Some(ATTACH_STREAMS) && cfg.stdin_once {
+                    // Closing our end of the stdin pipe gives the container EOF.
+                    if let Stdio3::Pipes { stdin, .. } = &mut stdio {
+                        *stdin = None;
+                    }
+                }
+                continue;
+            }
+            let mut data = &buf[..k];
+            if c.mode.is_none() {
+                c.mode = Some(data[0]);
+                data = &data[1..];
+            }
+            if c.mode == Some(ATTACH_STREAMS) && !data.is_empty() {
+                let target = match &stdio {
+                    Stdio3::Pipes { stdin, .. } => stdin.as_ref(),
+                    Stdio3::Tty { master } => master.as_ref(),
+                };
+                if let Some(t) = target {
+                    let mut rest = data;
+                    while !rest.is_empty() {
+                        match nix::unistd::write(t, rest) {
+                            Ok(w) => rest = &rest[w..],
+                            Err(nix::errno::Errno::EINTR) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+        // Keep only clients that can still get something: readers, stream receivers,
+        // and watchers (closed at exit).
+        clients.retain(|c| c.reading || c.mode.is_some());
+    }
+    if let Some(l) = log.as_mut() {
+        let _ = l.flush_partial();
+    }
+    let oom_killed = cfg.oom_files.iter().any(|p| oom_count(p) > 0);
+    cleanup_runtime(cfg);
+    let record = ExitRecord {
+        exit_code: exit.unwrap_or(255),
+        oom_killed,
+        finished_at: now_rfc3339(),
+    };
+    write_atomic(
+        &cfg.exit_file,
+        &serde_json::to_vec(&record).map_err(io::Error::other)?,
+    )?;
+    let _ = fs::remove_file(&cfg.attach_socket);
+    drop(clients);
+    Ok(())
+}
+
+/// The `oom_kill` count of a cgroup memory file (0 when unreadable).
+fn oom_count(path: &Path) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Writes `data` to `path` through a temporary file and a rename, so that readers see
+/// either the old or the whole new content even if the monitor is killed.
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data)?;
+    fs::rename(&tmp, path)
+}
+
+/// Docker's json-file log: one JSON object per line, rotated by size.
+struct JsonLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+    partial: [Vec<u8>; 2],
+}
+
+#[derive(serde::Serialize)]
+struct LogLine<'a> {
+    log: &'a str,
+    stream: &'a str,
+    time: &'a str,
+}
+
+impl JsonLog {
+    fn open(path: &Path, max_size: u64, max_files: u32) -> io::Result<JsonLog> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(JsonLog {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+            partial: [Vec::new(), Vec::new()],
+        })
+    }
+
+    fn write(&mut self, stream: u8, data: &[u8]) -> io::Result<()> {
+        let idx = usize::from(stream == 2);
+        let mut pending = std::mem::take(&mut self.partial[idx]);
+        pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos + 1;
+            self.emit(stream, &pending[start..end])?;
+            start = end;
+        }
+        while pending.len() - start >= MAX_LINE {
+            self.emit(stream, &pending[start..start + MAX_LINE])?;
+            start += MAX_LINE;
+        }
+        self.partial[idx] = pending[start..].to_vec();
+        Ok(())
+    }
+
+    fn flush_partial(&mut self) -> io::Result<()> {
+        for (idx, stream) in [(0usize, 1u8), (1, 2)] {
+            let p = std::mem::take(&mut self.partial[idx]);
+            if !p.is_empty() {
+                self.emit(stream, &p)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, stream: u8, line: &[u8]) -> io::Result<()> {
+        let time = now_rfc3339();
+        let text = String::from_utf8_lossy(line);
+        let mut out = serde_json::to_vec(&LogLine {
+            log: &text,
+            stream: if stream == 2 { "stderr" } else { "stdout" },
+            time: &time,
+        })
+        .map_err(io::Error::other)?;
+        out.push(b'\n');
+        self.file.write_all(&out)?;
+        self.size += out.len() as u64;
+        if self.max_size > 0 && self.size >= self.max_size {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let name = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files <= 1 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        for n in (1..self.max_files - 1).rev() {
+            let _ = fs::rename(name(n), name(n + 1));
+        }
+        fs::rename(&self.path, name(1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}

@@ -1,0 +1,1921 @@
+//! The [`Engine`]: container lifecycle over monitors, plus the services it owns.
+
+use crate::containers::{self, ContainerRecord, Index, Paths, RunState, Status};
+use crate::error::{EngineError, Result};
+use crate::events::Events;
+use crate::fsutil::write_atomic;
+use crate::images::{Images, ResolvedImage};
+use crate::monitor::{ExitRecord, MonitorConfig, StatusLine, ATTACH_STREAMS, ATTACH_WATCH};
+use crate::spec;
+use api::{
+    ContainerCreateBody, ContainerInspect, ContainerState, ContainerSummary, MountPoint, StringMap,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{oneshot, watch};
+
+/// Where the engine keeps its state and which binaries it runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Persistent state (`/var/lib/berth`).
+    pub root: PathBuf,
+    /// Runtime state and sockets (`/run/berth`).
+    pub run_root: PathBuf,
+    /// The OCI runtime binary (runc-compatible command line).
+    pub runtime: PathBuf,
+    /// The `berth-monitor` binary.
+    pub monitor: PathBuf,
+}
+
+/// What waiters of a container observe.
+#[derive(Debug, Clone, Default)]
+struct WaitState {
+    running: bool,
+    exit_seq: u64,
+    exit_code: i64,
+    removed: bool,
+}
+
+/// A container known to the engine.
+struct Entry {
+    rec: ContainerRecord,
+    watch: watch::Sender<WaitState>,
+    /// Attach clients waiting for the next start.
+    pending_attach: Vec<oneshot::Sender<UnixStream>>,
+    /// A start, stop or removal is in progress.
+    busy: bool,
+}
+
+#[derive(Default)]
+struct State {
+    by_id: HashMap<String, Entry>,
+    index: Index,
+}
+
+struct Inner {
+    cfg: EngineConfig,
+    images: Images,
+    events: Events,
+    state: Mutex<State>,
+    execs: crate::exec::Execs,
+}
+
+/// The engine; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Which change a waiter waits for (`POST /containers/{id}/wait?condition=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    /// Until it is not running (returns at once when it is not).
+    NotRunning,
+    /// Until its next exit.
+    NextExit,
+    /// Until it is removed.
+    Removed,
+}
+
+impl WaitCondition {
+    /// Parses Docker's condition names (empty: `not-running`).
+    pub fn parse(s: &str) -> Result<WaitCondition> {
+        match s {
+            "" | "not-running" => Ok(WaitCondition::NotRunning),
+            "next-exit" => Ok(WaitCondition::NextExit),
+            "removed" => Ok(WaitCondition::Removed),
+            _ => Err(EngineError::Invalid(format!("invalid condition: {s:?}"))),
+        }
+    }
+}
+
+/// Options of [`Engine::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Include stopped containers.
+    pub all: bool,
+    /// At most this many (newest first); 0: no limit.
+    pub limit: usize,
+    /// Docker filters: `status`, `name`, `id`, `label`, `ancestor`, `exited`.
+    pub filters: HashMap<String, Vec<String>>,
+}
+
+/// An attach connection to a container's monitor: output frames in, stdin out.
+pub enum AttachStream {
+    /// The container runs: connected now.
+    Connected(UnixStream),
+    /// The container is not running: connected when it next starts.
+    Pending(oneshot::Receiver<UnixStream>),
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+impl Engine {
+    /// Opens the engine on `cfg.root`: loads every container, discards half-created or
+    /// half-removed ones, and re-adopts running containers whose monitors still run
+    /// (applying the exit of those whose monitors ended meanwhile).
+    pub async fn open(cfg: EngineConfig) -> Result<Engine> {
+        for d in [cfg.root.join("containers"), cfg.run_root.join("c")] {
+            std::fs::create_dir_all(&d).map_err(|e| EngineError::io("create directory", &d, e))?;
+        }
+        let images = Images::open(&cfg.root)?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                images,
+                events: Events::new(),
+                state: Mutex::new(State::default()),
+                execs: crate::exec::Execs::default(),
+                cfg,
+            }),
+        };
+        engine.load()?;
+        Ok(engine)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.inner.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// The image service.
+    pub fn images(&self) -> &Images {
+        &self.inner.images
+    }
+
+    pub(crate) fn execs(&self) -> &crate::exec::Execs {
+        &self.inner.execs
+    }
+
+    fn paths(&self, id: &str) -> Paths {
+        Paths::new(&self.inner.cfg.root, &self.inner.cfg.run_root, id)
+    }
+
+    fn load(&self) -> Result<()> {
+        let dir = self.inner.cfg.root.join("containers");
+        let rd = std::fs::read_dir(&dir).map_err(|e| EngineError::io("read directory", &dir, e))?;
+        let mut adopt = Vec::new();
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().to_string();
+            if let Some(id) = name
+                .strip_prefix(".creating-")
+                .or_else(|| name.strip_prefix(".removing-"))
+            {
+                let _ = self.inner.images.remove_rootfs(id);
+                let _ = std::fs::remove_dir_all(ent.path());
+                let _ = std::fs::remove_dir_all(self.paths(id).bundle);
+                continue;
+            }
+            let p = ent.path().join("config.v2.json");
+            let Ok(data) = std::fs::read(&p) else {
+                continue;
+            };
+            let Ok(rec) = serde_json::from_slice::<ContainerRecord>(&data) else {
+                tracing::warn!("skipping unreadable container record {}", p.display());
+                continue;
+            };
+            let was_running =
+                rec.state.status.is_running() || rec.state.status == Status::Restarting;
+            let id = rec.id.clone();
+            self.insert(rec);
+            if was_running {
+                adopt.push(id);
+            }
+        }
+        for id in adopt {
+            self.adopt(&id);
+        }
+        Ok(())
+    }
+
+    fn insert(&self, rec: ContainerRecord) {
+        let ws = WaitState {
+            running: rec.state.status.is_running(),
+            exit_seq: rec.state.exit_seq,
+            exit_code: rec.state.exit_code,
+            removed: false,
+        };
+        let (tx, _) = watch::channel(ws);
+        let mut st = self.lock();
+        st.index.insert(&rec.id, &rec.name);
+        st.by_id.insert(
+            rec.id.clone(),
+            Entry {
+                rec,
+                watch: tx,
+                pending_attach: Vec::new(),
+                busy: false,
+            },
+        );
+    }
+
+    /// Re-attaches to the monitor of a container found running at startup.
+    fn adopt(&self, id: &str) {
+        let sock = self.paths(id).attach_socket();
+        let engine = self.clone();
+        let id = id.to_string();
+        match std::os::unix::net::UnixStream::connect(&sock) {
+            Ok(s) => {
+                tokio::spawn(async move {
+                    if let Ok(s) = s.set_nonblocking(true).map(|_| s) {
+                        if let Ok(mut s) = UnixStream::from_std(s) {
+                            let _ = s.write_all(&[ATTACH_WATCH]).await;
+                            let mut buf = [0u8; 64];
+                            while let Ok(n) = s.read(&mut buf).await {
+                                if n == 0 {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    engine.on_exit(&id).await;
+                });
+            }
+            Err(_) => {
+                // The monitor is gone: apply its exit record (or a lost run).
+                tokio::spawn(async move { engine.on_exit(&id).await });
+            }
+        }
+    }
+
+    fn persist(&self, rec: &ContainerRecord, durable: bool) -> Result<()> {
+        let p = self.paths(&rec.id).config();
+        let data = serde_json::to_vec(rec)
+            .map_err(|e| EngineError::Runtime(format!("serialize container record: {e}")))?;
+        write_atomic(&p, &data, durable)
+    }
+
+    /// Resolves a container reference to its id.
+    pub fn resolve(&self, name: &str) -> Result<String> {
+        self.lock().index.resolve(name)
+    }
+
+    /// A copy of a container's record.
+    pub fn record(&self, name: &str) -> Result<ContainerRecord> {
+        let st = self.lock();
+        let id = st.index.resolve(name)?;
+        st.by_id
+            .get(&id)
+            .map(|e| e.rec.clone())
+            .ok_or(EngineError::NoSuchContainer(name.to_string()))
+    }
+
+    fn publish(&self, action: &str, rec: &ContainerRecord, extra: &[(&str, String)]) {
+        if self.inner.events.listeners() == 0 {
+            return;
+        }
+        let mut attrs: StringMap = rec.config.labels.clone();
+        attrs.insert("name".into(), rec.name.clone());
+        attrs.insert("image".into(), rec.image.clone());
+        for (k, v) in extra {
+            attrs.insert((*k).to_string(), v.clone());
+        }
+        self.inner
+            .events
+            .publish("container", action, &rec.id, attrs);
+    }
+
+    /// Creates a container (`POST /containers/create`). Returns its id and warnings.
+    pub async fn create(
+        &self,
+        name: Option<&str>,
+        body: ContainerCreateBody,
+    ) -> Result<(String, Vec<String>)> {
+        let mut warnings = Vec::new();
+        let ContainerCreateBody {
+            config: mut cfg,
+            host_config: mut hc,
+            ..
+        } = body;
+        if cfg.image.is_empty() {
+            return Err(EngineError::Invalid(
+                "config.Image must not be empty".into(),
+            ));
+        }
+        validate_host_config(&hc)?;
+        let image: ResolvedImage = self.inner.images.resolve(&cfg.image)?;
+        merge_image_config(&mut cfg, &image.config);
+        if hc.network_mode.is_empty() {
+            hc.network_mode = "default".to_string();
+        }
+        if hc.log_config.kind.is_empty() {
+            hc.log_config.kind = "json-file".to_string();
+        }
+        if hc.init == Some(true) {
+            warnings.push("--init is not supported yet; running without an init".into());
+        }
+        let mut args: Vec<String> = cfg.entrypoint.clone().unwrap_or_default();
+        args.extend(cfg.cmd.clone().unwrap_or_default());
+        if args.is_empty() {
+            return Err(EngineError::Invalid("no command specified".into()));
+        }
+        let id = containers::new_id();
+        let name = {
+            let mut st = self.lock();
+            let name = match name {
+                Some(n) if !n.is_empty() => containers::validate_name(n)?,
+                _ => loop {
+                    let n = containers::random_name();
+                    if st.index.by_name(&n).is_none() {
+                        break n;
+                    }
+                },
+            };
+            if let Some(other) = st.index.by_name(&name) {
+                return Err(EngineError::NameInUse {
+                    name,
+                    id: other.clone(),
+                });
+            }
+            // Reserve the name while the container is being made.
+            st.index.rename(&id, "", &name);
+            name
+        };
+        let result = self.create_files(&id, &name, &cfg, &hc, &image, args);
+        match result {
+            Ok(rec) => {
+                self.publish("create", &rec, &[]);
+                self.insert(rec);
+                Ok((id, warnings))
+            }
+            Err(e) => {
+                self.lock().index.remove(&id, &name);
+                Err(e)
+            }
+        }
+    }
+
+    fn create_files(
+        &self,
+        id: &str,
+        name: &str,
+        cfg: &api::ContainerConfig,
+        hc: &api::HostConfig,
+        image: &ResolvedImage,
+        mut args: Vec<String>,
+    ) -> Result<ContainerRecord> {
+        let paths = self.paths(id);
+        let cdir = self.inner.cfg.root.join("containers");
+        let tmp = cdir.join(format!(".creating-{id}"));
+        std::fs::create_dir_all(&tmp).map_err(|e| EngineError::io("create directory", &tmp, e))?;
+        let path = args.remove(0);
+        let rec = ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            created: now(),
+            image: cfg.image.clone(),
+            image_id: image.id.clone(),
+            config: cfg.clone(),
+            host_config: hc.clone(),
+            path,
+            args,
+            state: RunState::default(),
+        };
+        let res = (|| {
+            let data = serde_json::to_vec(&rec)
+                .map_err(|e| EngineError::Runtime(format!("serialize container record: {e}")))?;
+            write_atomic(&tmp.join("config.v2.json"), &data, true)?;
+            self.inner.images.prepare_rootfs(id, &image.id)?;
+            std::fs::rename(&tmp, &paths.dir)
+                .map_err(|e| EngineError::io("rename", &paths.dir, e))?;
+            crate::fsutil::sync_dir(&cdir)
+        })();
+        if let Err(e) = res {
+            let _ = self.inner.images.remove_rootfs(id);
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Starts a container (`POST /containers/{id}/start`). Starting a running container
+    /// is [`EngineError::AlreadyInState`].
+    pub fn start<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(self.start_inner(name))
+    }
+
+    async fn start_inner(&self, name: &str) -> Result<()> {
+        let (rec, attachers) = {
+            let mut st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get_mut(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            match e.rec.state.status {
+                Status::Running => {
+                    return Err(EngineError::AlreadyInState(
+                        "container already started".into(),
+                    ))
+                }
+                Status::Paused => {
+                    return Err(EngineError::Conflict(
+                        "cannot start a paused container, try unpause instead".into(),
+                    ))
+                }
+                Status::Removing | Status::Dead => {
+                    return Err(EngineError::Conflict(format!(
+                        "container {} is marked for removal and cannot be started",
+                        e.rec.id
+                    )))
+                }
+                _ => {}
+            }
+            if e.busy {
+                return Err(EngineError::Conflict(format!(
+                    "container {} is being started or stopped",
+                    e.rec.id
+                )));
+            }
+            e.busy = true;
+            e.rec.state.manually_stopped = false;
+            (e.rec.clone(), std::mem::take(&mut e.pending_attach))
+        };
+        let res = self.run_monitor(&rec, attachers).await;
+        match self.finish_start(&rec, res) {
+            Ok(()) => Ok(()),
+            Err((err, auto_remove)) => {
+                if auto_remove {
+                    let _ = self.remove(&rec.id, true, false).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn finish_start(
+        &self,
+        rec: &ContainerRecord,
+        res: Result<(i32, i32)>,
+    ) -> std::result::Result<(), (EngineError, bool)> {
+        let mut st = self.lock();
+        let Some(e) = st.by_id.get_mut(&rec.id) else {
+            return res.map(|_| ()).map_err(|e| (e, false));
+        };
+        e.busy = false;
+        match res {
+            Ok((pid, monitor_pid)) => {
+                let s = &mut e.rec.state;
+                s.status = Status::Running;
+                s.pid = pid;
+                s.monitor_pid = monitor_pid;
+                s.started_at = now();
+                s.error.clear();
+                s.has_been_started = true;
+                s.oom_killed = false;
+                let rec = e.rec.clone();
+                e.watch.send_modify(|w| w.running = true);
+                drop(st);
+                self.persist(&rec, false).map_err(|e| (e, false))?;
+                self.publish("start", &rec, &[]);
+                Ok(())
+            }
+            Err(err) => {
+                e.rec.state.error = err.to_string();
+                if e.rec.state.status != Status::Restarting {
+                    e.rec.state.exit_code = 128;
+                }
+                let rec = e.rec.clone();
+                drop(st);
+                let _ = self.persist(&rec, false);
+                Err((err, rec.host_config.auto_remove))
+            }
+        }
+    }
+
+    /// Mounts the root filesystem, writes the spec and runs the monitor up to `Started`.
+    /// Returns the init's and the monitor's pids.
+    async fn run_monitor(
+        &self,
+        rec: &ContainerRecord,
+        attachers: Vec<oneshot::Sender<UnixStream>>,
+    ) -> Result<(i32, i32)> {
+        let id = &rec.id;
+        let paths = self.paths(id);
+        let rootfs = paths.rootfs();
+        std::fs::create_dir_all(&rootfs)
+            .map_err(|e| EngineError::io("create directory", &rootfs, e))?;
+        if !self.inner.images.image_exists(&rec.image_id) {
+            // Keep working if the layers are still there, as Docker does; only a missing
+            // snapshot is an error.
+            tracing::debug!("image {} of container {id} no longer tagged", rec.image_id);
+        }
+        let mounts = self.inner.images.rootfs_mounts(id)?;
+        mount_rootfs(&rootfs, &mounts)?;
+        let started = self.start_mounted(rec, &paths, attachers).await;
+        if started.is_err() {
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
+        started
+    }
+
+    async fn start_mounted(
+        &self,
+        rec: &ContainerRecord,
+        paths: &Paths,
+        mut attachers: Vec<oneshot::Sender<UnixStream>>,
+    ) -> Result<(i32, i32)> {
+        let id = &rec.id;
+        let hc = &rec.host_config;
+        let host_net = hc.network_mode == "host";
+        let hostname = if host_net {
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().to_string())
+                .unwrap_or_default()
+        } else if rec.config.hostname.is_empty() {
+            id[..12].to_string()
+        } else {
+            rec.config.hostname.clone()
+        };
+        let mut etc = Vec::new();
+        let hostname_file = paths.dir.join("hostname");
+        write_atomic(&hostname_file, format!("{hostname}\n").as_bytes(), false)?;
+        let hosts_file = paths.dir.join("hosts");
+        let mut hosts = if host_net {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
+        };
+        for h in &hc.extra_hosts {
+            if let Some((n, ip)) = h.split_once(':') {
+                hosts.push_str(&format!("{ip}\t{n}\n"));
+            }
+        }
+        write_atomic(&hosts_file, hosts.as_bytes(), false)?;
+        let resolv_file = paths.dir.join("resolv.conf");
+        let mut resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        if !hc.dns.is_empty() {
+            resolv = hc.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+        }
+        if !hc.dns_search.is_empty() {
+            resolv.push_str(&format!("search {}\n", hc.dns_search.join(" ")));
+        }
+        if !hc.dns_options.is_empty() {
+            resolv.push_str(&format!("options {}\n", hc.dns_options.join(" ")));
+        }
+        write_atomic(&resolv_file, resolv.as_bytes(), false)?;
+        for (dst, f) in [
+            ("/etc/hostname", &hostname_file),
+            ("/etc/hosts", &hosts_file),
+            ("/etc/resolv.conf", &resolv_file),
+        ] {
+            etc.push((dst.to_string(), f.display().to_string()));
+        }
+        let mut cfg = rec.config.clone();
+        cfg.hostname = hostname;
+        let mut args = vec![rec.path.clone()];
+        args.extend(rec.args.iter().cloned());
+        let user_mounts = self.user_mounts(rec)?;
+        let spec = spec::build(
+            &cfg,
+            hc,
+            spec::SpecInputs {
+                id,
+                rootfs: &paths.rootfs(),
+                args,
+                etc_files: etc,
+                netns: if host_net { None } else { Some(String::new()) },
+                mounts: user_mounts,
+                init: None,
+            },
+        )?;
+        let spec_path = paths.bundle.join("config.json");
+        write_atomic(
+            &spec_path,
+            &serde_json::to_vec(&spec)
+                .map_err(|e| EngineError::Runtime(format!("serialize spec: {e}")))?,
+            false,
+        )?;
+        let _ = std::fs::remove_file(paths.exit_file());
+        let (max_size, max_files) = log_limits(&hc.log_config.config);
+        let cgroup_leaf = format!(
+            "{}/{}",
+            if hc.cgroup_parent.is_empty() {
+                "/berth"
+            } else {
+                hc.cgroup_parent.as_str()
+            }
+            .trim_end_matches('/'),
+            id
+        );
+        let mcfg = MonitorConfig {
+            id: id.clone(),
+            runtime: self.inner.cfg.runtime.clone(),
+            runtime_root: self.inner.cfg.run_root.join("runtime"),
+            bundle: paths.bundle.clone(),
+            log_path: (hc.log_config.kind != "none").then(|| paths.log(id)),
+            log_max_size: max_size,
+            log_max_files: max_files,
+            exit_file: paths.exit_file(),
+            attach_socket: paths.attach_socket(),
+            tty: cfg.tty,
+            open_stdin: cfg.open_stdin,
+            stdin_once: cfg.stdin_once,
+            wait_go: !attachers.is_empty(),
+            unmount: Some(paths.rootfs()),
+            oom_files: vec![
+                PathBuf::from(format!(
+                    "/sys/fs/cgroup/memory{cgroup_leaf}/memory.oom_control"
+                )),
+                PathBuf::from(format!("/sys/fs/cgroup{cgroup_leaf}/memory.events")),
+            ],
+        };
+        let mcfg_wait_go = mcfg.wait_go;
+        let arg = serde_json::to_string(&mcfg)
+            .map_err(|e| EngineError::Runtime(format!("serialize monitor config: {e}")))?;
+        let mut child = tokio::process::Command::new(&self.inner.cfg.monitor)
+            .arg(arg)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| {
+                EngineError::Runtime(format!(
+                    "spawn monitor {}: {e}",
+                    self.inner.cfg.monitor.display()
+                ))
+            })?;
+        let monitor_pid = child.id().unwrap_or(0) as i32;
+        let mut control = child.stdin.take();
+        let Some(stdout) = child.stdout.take() else {
+            return Err(EngineError::Runtime("monitor has no status pipe".into()));
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let mut pid = 0;
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .map_err(|e| EngineError::Runtime(format!("read monitor status: {e}")))?;
+            let Some(line) = line else {
+                let _ = child.wait().await;
+                return Err(EngineError::Runtime(
+                    "monitor exited before the container started".into(),
+                ));
+            };
+            match serde_json::from_str::<StatusLine>(&line) {
+                Ok(StatusLine::Created { pid: p }) => {
+                    pid = p;
+                    if mcfg_wait_go {
+                        for tx in std::mem::take(&mut attachers) {
+                            if let Ok(s) = connect_streams(&paths.attach_socket()).await {
+                                let _ = tx.send(s);
+                            }
+                        }
+                        if let Some(c) = control.as_mut() {
+                            let _ = c.write_all(b"g").await;
+                        }
+                    }
+                }
+                Ok(StatusLine::Started { pid: p }) => {
+                    pid = if p > 0 { p } else { pid };
+                    break;
+                }
+                Ok(StatusLine::Failed { message }) => {
+                    let _ = child.wait().await;
+                    return Err(EngineError::Runtime(message));
+                }
+                Err(_) => continue,
+            }
+        }
+        drop(control);
+        let engine = self.clone();
+        let cid = id.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            engine.on_exit(&cid).await;
+        });
+        Ok((pid, monitor_pid))
+    }
+
+    /// Bind mounts and tmpfs of `Binds` and `Mounts`, as OCI mount objects.
+    fn user_mounts(&self, rec: &ContainerRecord) -> Result<Vec<serde_json::Value>> {
+        let mut out = Vec::new();
+        for b in &rec.host_config.binds {
+            let parts: Vec<&str> = b.split(':').collect();
+            if parts.len() < 2 || parts.len() > 3 {
+                return Err(EngineError::Invalid(format!(
+                    "invalid volume specification: '{b}'"
+                )));
+            }
+            let (src, dst) = (parts[0], parts[1]);
+            if !src.starts_with('/') {
+                return Err(EngineError::Invalid(format!(
+                    "named volumes are not supported yet: '{b}'"
+                )));
+            }
+            let opts = parts.get(2).copied().unwrap_or("");
+            let mut o = vec!["rbind".to_string()];
+            let ro = opts.split(',').any(|x| x == "ro");
+            o.push(if ro { "ro".into() } else { "rw".into() });
+            o.push("rprivate".into());
+            if !Path::new(src).exists() {
+                std::fs::create_dir_all(src)
+                    .map_err(|e| EngineError::io("create bind source", src, e))?;
+            }
+            out.push(serde_json::json!({"destination": dst, "type": "bind", "source": src, "options": o}));
+        }
+        for m in &rec.host_config.mounts {
+            match m.kind.as_str() {
+                "bind" => {
+                    if !Path::new(&m.source).exists() {
+                        return Err(EngineError::Invalid(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                            m.source
+                        )));
+                    }
+                    let o = vec!["rbind", if m.read_only { "ro" } else { "rw" }, "rprivate"];
+                    out.push(serde_json::json!({"destination": m.target, "type": "bind", "source": m.source, "options": o}));
+                }
+                "tmpfs" => {
+                    let mut o = vec!["nosuid".to_string(), "nodev".to_string()];
+                    if let Some(t) = &m.tmpfs_options {
+                        if t.size_bytes > 0 {
+                            o.push(format!("size={}", t.size_bytes));
+                        }
+                        if t.mode > 0 {
+                            o.push(format!("mode={:o}", t.mode));
+                        }
+                    }
+                    out.push(serde_json::json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": o}));
+                }
+                other => {
+                    return Err(EngineError::Invalid(format!(
+                        "mount type {other:?} is not supported yet"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies the end of a run: reads the exit record, updates the state, notifies
+    /// waiters, then applies the restart policy or auto-removal.
+    async fn on_exit(&self, id: &str) {
+        let paths = self.paths(id);
+        let rec_file = std::fs::read(paths.exit_file())
+            .ok()
+            .and_then(|d| serde_json::from_slice::<ExitRecord>(&d).ok());
+        let (exit_code, oom, finished) = match &rec_file {
+            Some(r) => (i64::from(r.exit_code), r.oom_killed, r.finished_at.clone()),
+            None => {
+                // The monitor died without recording: clean up after it.
+                let _ = tokio::process::Command::new(&self.inner.cfg.runtime)
+                    .arg("--root")
+                    .arg(self.inner.cfg.run_root.join("runtime"))
+                    .args(["delete", "--force", id])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .await;
+                let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+                (255, false, now())
+            }
+        };
+        let (rec, restart_delay) = {
+            let mut st = self.lock();
+            let Some(e) = st.by_id.get_mut(id) else {
+                return;
+            };
+            let s = &mut e.rec.state;
+            if !(s.status.is_running() || s.status == Status::Restarting) {
+                return;
+            }
+            let ran_for = chrono::DateTime::parse_from_rfc3339(&s.started_at)
+                .ok()
+                .map(|t| {
+                    chrono::Utc::now()
+                        .signed_duration_since(t)
+                        .num_milliseconds()
+                })
+                .unwrap_or(0);
+            s.status = Status::Exited;
+            s.pid = 0;
+            s.monitor_pid = 0;
+            s.exit_code = exit_code;
+            s.oom_killed = oom;
+            s.finished_at = finished;
+            s.exit_seq += 1;
+            let policy = &e.rec.host_config.restart_policy;
+            let restart = !s.manually_stopped
+                && match policy.name.as_str() {
+                    "always" | "unless-stopped" => true,
+                    "on-failure" => {
+                        exit_code != 0
+                            && (policy.maximum_retry_count <= 0
+                                || s.restart_count < policy.maximum_retry_count)
+                    }
+                    _ => false,
+                };
+            let delay = if restart {
+                s.status = Status::Restarting;
+                s.restart_count += 1;
+                let n = if ran_for > 10_000 {
+                    0
+                } else {
+                    s.restart_count.min(10)
+                };
+                Some(Duration::from_millis((100u64 << n).min(60_000)))
+            } else {
+                None
+            };
+            let seq = s.exit_seq;
+            let rec = e.rec.clone();
+            e.watch.send_modify(|w| {
+                w.running = false;
+                w.exit_seq = seq;
+                w.exit_code = exit_code;
+            });
+            (rec, delay)
+        };
+        let _ = self.persist(&rec, false);
+        let extra = vec![("exitCode", exit_code.to_string())];
+        if oom {
+            self.publish("oom", &rec, &[]);
+        }
+        self.publish("die", &rec, &extra);
+        if let Some(d) = restart_delay {
+            let engine = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                let go = {
+                    let st = engine.lock();
+                    st.by_id.get(&id).is_some_and(|e| {
+                        e.rec.state.status == Status::Restarting && !e.rec.state.manually_stopped
+                    })
+                };
+                if go {
+                    if let Err(err) = engine.start(&id).await {
+                        tracing::warn!("restart of container {id} failed: {err}");
+                        engine.set_exited_after_failed_restart(&id);
+                    }
+                }
+            });
+        } else if rec.host_config.auto_remove {
+            let _ = self.remove(id, true, true).await;
+        }
+    }
+
+    fn set_exited_after_failed_restart(&self, id: &str) {
+        let mut st = self.lock();
+        if let Some(e) = st.by_id.get_mut(id) {
+            if e.rec.state.status == Status::Restarting {
+                e.rec.state.status = Status::Exited;
+                let rec = e.rec.clone();
+                drop(st);
+                let _ = self.persist(&rec, false);
+            }
+        }
+    }
+
+    /// Prepares a wait (`POST /containers/{id}/wait`): resolves the container now (so that
+    /// a missing one fails before any response is sent) and returns a future of its exit
+    /// code.
+    pub fn wait(
+        &self,
+        name: &str,
+        cond: WaitCondition,
+    ) -> Result<impl std::future::Future<Output = Result<i64>> + Send + 'static> {
+        let (mut rx, status) = {
+            let st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            (e.watch.subscribe(), e.rec.state.status)
+        };
+        let start_seq = rx.borrow().exit_seq;
+        Ok(async move {
+            loop {
+                {
+                    let w = rx.borrow_and_update();
+                    let done = match cond {
+                        WaitCondition::NotRunning => {
+                            !w.running && status != Status::Restarting || w.exit_seq > start_seq
+                        }
+                        WaitCondition::NextExit => w.exit_seq > start_seq,
+                        WaitCondition::Removed => w.removed,
+                    };
+                    if done {
+                        return Ok(w.exit_code);
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    // The container is gone.
+                    let w = rx.borrow();
+                    return Ok(w.exit_code);
+                }
+            }
+        })
+    }
+
+    /// Sends a signal to a running container (`POST /containers/{id}/kill`).
+    pub async fn kill(&self, name: &str, signal: Option<&str>) -> Result<()> {
+        let sig = spec::parse_signal(signal.filter(|s| !s.is_empty()).unwrap_or("KILL"))?;
+        let (id, pid) = {
+            let st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            if !e.rec.state.status.is_running() {
+                return Err(EngineError::Conflict(format!(
+                    "Container {id} is not running"
+                )));
+            }
+            (id, e.rec.state.pid)
+        };
+        self.signal(&id, pid, sig)
+    }
+
+    fn signal(&self, id: &str, pid: i32, sig: i32) -> Result<()> {
+        let s = nix::sys::signal::Signal::try_from(sig)
+            .map_err(|_| EngineError::Invalid(format!("invalid signal: {sig}")))?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(EngineError::Runtime(format!("signal container {id}: {e}"))),
+        }
+    }
+
+    /// Stops a container (`POST /containers/{id}/stop`): its stop signal, then SIGKILL
+    /// after `timeout` seconds (default: its `StopTimeout` or 10).
+    pub async fn stop(&self, name: &str, timeout: Option<i64>, signal: Option<&str>) -> Result<()> {
+        let (id, pid, sig, t) = {
+            let mut st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get_mut(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            if e.rec.state.status == Status::Restarting {
+                e.rec.state.manually_stopped = true;
+                e.rec.state.status = Status::Exited;
+                let rec = e.rec.clone();
+                drop(st);
+                self.persist(&rec, false)?;
+                return Ok(());
+            }
+            if !e.rec.state.status.is_running() {
+                return Err(EngineError::AlreadyInState(
+                    "container already stopped".into(),
+                ));
+            }
+            e.rec.state.manually_stopped = true;
+            let sig_name = signal
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .or_else(|| e.rec.config.stop_signal.clone())
+                .unwrap_or_else(|| "SIGTERM".to_string());
+            let sig = spec::parse_signal(&sig_name)?;
+            let t = timeout.or(e.rec.config.stop_timeout).unwrap_or(10);
+            (id, e.rec.state.pid, sig, t)
+        };
+        let waiter = self.wait(&id, WaitCondition::NotRunning)?;
+        let paused = self
+            .lock()
+            .by_id
+            .get(&id)
+            .is_some_and(|e| e.rec.state.status == Status::Paused);
+        self.signal(&id, pid, sig)?;
+        if paused {
+            let _ = self.unpause(&id).await;
+        }
+        let waiter = Box::pin(waiter);
+        if t >= 0 {
+            match tokio::time::timeout(Duration::from_secs(t as u64), waiter).await {
+                Ok(r) => {
+                    r?;
+                    return Ok(());
+                }
+                Err(_) => {
+                    self.signal(&id, pid, libc::SIGKILL)?;
+                }
+            }
+        } else {
+            waiter.await?;
+            return Ok(());
+        }
+        let w = self.wait(&id, WaitCondition::NotRunning)?;
+        w.await?;
+        Ok(())
+    }
+
+    /// Restarts a container (`POST /containers/{id}/restart`).
+    pub async fn restart(
+        &self,
+        name: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<()> {
+        match self.stop(name, timeout, signal).await {
+            Ok(()) | Err(EngineError::AlreadyInState(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.start(name).await
+    }
+
+    async fn runtime_cmd(&self, args: &[&str]) -> Result<()> {
+        let out = tokio::process::Command::new(&self.inner.cfg.runtime)
+            .arg("--root")
+            .arg(self.inner.cfg.run_root.join("runtime"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                EngineError::Runtime(format!("run {}: {e}", self.inner.cfg.runtime.display()))
+            })?;
+        if !out.status.success() {
+            return Err(EngineError::Runtime(format!(
+                "runtime {} failed: {}",
+                args.first().copied().unwrap_or(""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Freezes a running container.
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        let id = {
+            let st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            match e.rec.state.status {
+                Status::Running => {}
+                Status::Paused => {
+                    return Err(EngineError::Conflict(format!(
+                        "Container {id} is already paused"
+                    )))
+                }
+                _ => {
+                    return Err(EngineError::Conflict(format!(
+                        "Container {id} is not running"
+                    )))
+                }
+            }
+            id
+        };
+        self.runtime_cmd(&["pause", &id]).await?;
+        self.set_status(&id, Status::Paused, "pause");
+        Ok(())
+    }
+
+    /// Thaws a paused container.
+    pub async fn unpause(&self, name: &str) -> Result<()> {
+        let id = {
+            let st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            if e.rec.state.status != Status::Paused {
+                return Err(EngineError::Conflict(format!(
+                    "Container {id} is not paused"
+                )));
+            }
+            id
+        };
+        self.runtime_cmd(&["resume", &id]).await?;
+        self.set_status(&id, Status::Running, "unpause");
+        Ok(())
+    }
+
+    fn set_status(&self, id: &str, status: Status, action: &str) {
+        let rec = {
+            let mut st = self.lock();
+            let Some(e) = st.by_id.get_mut(id) else {
+                return;
+            };
+            if !e.rec.state.status.is_running() {
+                return;
+            }
+            e.rec.state.status = status;
+            e.rec.clone()
+        };
+        let _ = self.persist(&rec, false);
+        self.publish(action, &rec, &[]);
+    }
+
+    /// Removes a container (`DELETE /containers/{id}`); `force` kills a running one.
+    pub async fn remove(&self, name: &str, force: bool, _volumes: bool) -> Result<()> {
+        let (id, running, pid) = {
+            let mut st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get_mut(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            let running = e.rec.state.status.is_running();
+            if running && !force {
+                let what = if e.rec.state.status == Status::Paused {
+                    "paused"
+                } else {
+                    "running"
+                };
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container \"/{}\": container is {what}: stop the container before removing or force remove",
+                    e.rec.name
+                )));
+            }
+            if e.rec.state.status == Status::Removing {
+                return Err(EngineError::Conflict(format!(
+                    "removal of container {id} is already in progress"
+                )));
+            }
+            e.rec.state.manually_stopped = true;
+            (id, running, e.rec.state.pid)
+        };
+        if running {
+            let w = self.wait(&id, WaitCondition::NotRunning)?;
+            if self
+                .lock()
+                .by_id
+                .get(&id)
+                .is_some_and(|e| e.rec.state.status == Status::Paused)
+            {
+                let _ = self.signal(&id, pid, libc::SIGKILL);
+                let _ = self.runtime_cmd(&["resume", &id]).await;
+            }
+            self.signal(&id, pid, libc::SIGKILL)?;
+            w.await?;
+        }
+        let rec = {
+            let mut st = self.lock();
+            let Some(e) = st.by_id.get_mut(&id) else {
+                return Ok(());
+            };
+            if e.rec.state.status == Status::Removing {
+                return Ok(());
+            }
+            e.rec.state.status = Status::Removing;
+            e.rec.clone()
+        };
+        let paths = self.paths(&id);
+        let gone = self
+            .inner
+            .cfg
+            .root
+            .join("containers")
+            .join(format!(".removing-{id}"));
+        if let Err(e) = std::fs::rename(&paths.dir, &gone) {
+            tracing::warn!("rename {}: {e}", paths.dir.display());
+        }
+        let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+        let _ = self.inner.images.remove_rootfs(&id);
+        let _ = std::fs::remove_dir_all(&paths.bundle);
+        let _ = std::fs::remove_dir_all(&gone);
+        {
+            let mut st = self.lock();
+            if let Some(e) = st.by_id.remove(&id) {
+                e.watch.send_modify(|w| {
+                    w.removed = true;
+                    w.running = false;
+                });
+            }
+            st.index.remove(&id, &rec.name);
+        }
+        self.inner.execs.remove_container(&id);
+        self.publish("destroy", &rec, &[]);
+        Ok(())
+    }
+
+    /// Renames a container.
+    pub fn rename(&self, name: &str, new_name: &str) -> Result<()> {
+        let new = containers::validate_name(new_name)?;
+        let rec = {
+            let mut st = self.lock();
+            let id = st.index.resolve(name)?;
+            if let Some(other) = st.index.by_name(&new) {
+                if *other != id {
+                    return Err(EngineError::NameInUse {
+                        name: new,
+                        id: other.clone(),
+                    });
+                }
+            }
+            let old = st
+                .by_id
+                .get(&id)
+                .map(|e| e.rec.name.clone())
+                .unwrap_or_default();
+            st.index.rename(&id, &old, &new);
+            let Some(e) = st.by_id.get_mut(&id) else {
+                return Err(EngineError::NoSuchContainer(name.to_string()));
+            };
+            e.rec.name = new;
+            e.rec.clone()
+        };
+        self.persist(&rec, true)?;
+        self.publish("rename", &rec, &[]);
+        Ok(())
+    }
+
+    /// Updates the restart policy and resources of a container (resources apply from
+    /// the next start).
+    pub fn update(&self, name: &str, u: api::ContainerUpdateBody) -> Result<Vec<String>> {
+        let rec = {
+            let mut st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get_mut(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            let hc = &mut e.rec.host_config;
+            if let Some(v) = u.memory {
+                hc.memory = v;
+            }
+            if let Some(v) = u.memory_swap {
+                hc.memory_swap = v;
+            }
+            if let Some(v) = u.cpu_shares {
+                hc.cpu_shares = v;
+            }
+            if let Some(v) = u.nano_cpus {
+                hc.nano_cpus = v;
+            }
+            if let Some(v) = u.cpu_quota {
+                hc.cpu_quota = v;
+            }
+            if let Some(v) = u.cpu_period {
+                hc.cpu_period = v;
+            }
+            if let Some(v) = u.cpuset_cpus {
+                hc.cpuset_cpus = v;
+            }
+            if let Some(v) = u.pids_limit {
+                hc.pids_limit = Some(v);
+            }
+            if let Some(v) = u.restart_policy {
+                hc.restart_policy = v;
+            }
+            validate_host_config(hc)?;
+            e.rec.clone()
+        };
+        self.persist(&rec, true)?;
+        self.publish("update", &rec, &[]);
+        Ok(Vec::new())
+    }
+
+    /// Connects to a container's output and stdin (`POST /containers/{id}/attach`).
+    pub async fn attach(&self, name: &str) -> Result<AttachStream> {
+        let (id, running) = {
+            let st = self.lock();
+            let id = st.index.resolve(name)?;
+            let e = st
+                .by_id
+                .get(&id)
+                .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+            (id, e.rec.state.status.is_running())
+        };
+        if running {
+            if let Ok(s) = connect_streams(&self.paths(&id).attach_socket()).await {
+                return Ok(AttachStream::Connected(s));
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.lock();
+        let e = st
+            .by_id
+            .get_mut(&id)
+            .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+        e.pending_attach.push(tx);
+        Ok(AttachStream::Pending(rx))
+    }
+
+    /// Whether the container uses a terminal.
+    pub fn is_tty(&self, name: &str) -> Result<bool> {
+        Ok(self.record(name)?.config.tty)
+    }
+
+    /// Resizes a container's terminal.
+    pub fn resize(&self, name: &str, height: u16, width: u16) -> Result<()> {
+        let rec = self.record(name)?;
+        if !rec.state.status.is_running() {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                rec.id
+            )));
+        }
+        if !rec.config.tty {
+            return Ok(());
+        }
+        crate::exec::resize_pty_of(rec.state.pid, height, width)
+    }
+
+    /// Inspects a container.
+    pub fn inspect(&self, name: &str) -> Result<ContainerInspect> {
+        let rec = self.record(name)?;
+        let paths = self.paths(&rec.id);
+        let exec_ids = self.inner.execs.ids_of(&rec.id);
+        Ok(inspect_of(&rec, &paths, exec_ids))
+    }
+
+    /// Lists containers (`GET /containers/json`).
+    pub fn list(&self, opts: &ListOptions) -> Result<Vec<ContainerSummary>> {
+        for k in opts.filters.keys() {
+            if !matches!(
+                k.as_str(),
+                "status"
+                    | "name"
+                    | "id"
+                    | "label"
+                    | "ancestor"
+                    | "exited"
+                    | "before"
+                    | "since"
+                    | "network"
+                    | "volume"
+                    | "health"
+                    | "is-task"
+                    | "publish"
+                    | "expose"
+            ) {
+                return Err(EngineError::Invalid(format!("invalid filter '{k}'")));
+            }
+        }
+        if let Some(ss) = opts.filters.get("status") {
+            for s in ss {
+                if !matches!(
+                    s.as_str(),
+                    "created"
+                        | "restarting"
+                        | "running"
+                        | "removing"
+                        | "paused"
+                        | "exited"
+                        | "dead"
+                ) {
+                    return Err(EngineError::Invalid(format!("invalid filter 'status={s}'")));
+                }
+            }
+        }
+        let st = self.lock();
+        let mut recs: Vec<&ContainerRecord> = st.by_id.values().map(|e| &e.rec).collect();
+        recs.sort_by(|a, b| b.created.cmp(&a.created));
+        let all = opts.all
+            || opts.limit > 0
+            || opts.filters.contains_key("status")
+            || opts.filters.contains_key("exited");
+        let f = &opts.filters;
+        let mut out = Vec::new();
+        for r in recs {
+            if !all && !r.state.status.is_running() {
+                continue;
+            }
+            if let Some(v) = f.get("status") {
+                if !v.iter().any(|s| s == r.state.status.as_str()) {
+                    continue;
+                }
+            }
+            if let Some(v) = f.get("name") {
+                if !v.iter().any(|n| r.name.contains(n.trim_start_matches('/'))) {
+                    continue;
+                }
+            }
+            if let Some(v) = f.get("id") {
+                if !v.iter().any(|n| r.id.starts_with(n.as_str())) {
+                    continue;
+                }
+            }
+            if let Some(v) = f.get("label") {
+                let ok = v.iter().all(|l| match l.split_once('=') {
+                    Some((k, val)) => r.config.labels.get(k).map(String::as_str) == Some(val),
+                    None => r.config.labels.contains_key(l.as_str()),
+                });
+                if !ok {
+                    continue;
+                }
+            }
+            if let Some(v) = f.get("ancestor") {
+                let ok = v.iter().any(|a| {
+                    r.image == *a
+                        || r.image_id == *a
+                        || r.image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(a.trim_start_matches("sha256:"))
+                        || (!a.contains(':') && r.image == format!("{a}:latest"))
+                        || self
+                            .inner
+                            .images
+                            .resolve(a)
+                            .is_ok_and(|i| i.id == r.image_id)
+                });
+                if !ok {
+                    continue;
+                }
+            }
+            if let Some(v) = f.get("exited") {
+                if r.state.status != Status::Exited
+                    || !v
+                        .iter()
+                        .any(|c| c.parse::<i64>().ok() == Some(r.state.exit_code))
+                {
+                    continue;
+                }
+            }
+            out.push(summary_of(r));
+            if opts.limit > 0 && out.len() >= opts.limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts containers: (all, running, paused, stopped).
+    pub fn counts(&self) -> (i64, i64, i64, i64) {
+        let st = self.lock();
+        let mut c = (0, 0, 0, 0);
+        for e in st.by_id.values() {
+            c.0 += 1;
+            match e.rec.state.status {
+                Status::Running => c.1 += 1,
+                Status::Paused => c.2 += 1,
+                _ => c.3 += 1,
+            }
+        }
+        c
+    }
+
+    /// The ids of stopped containers removed by a prune.
+    pub async fn prune(&self, labels: &[String]) -> Result<Vec<String>> {
+        let ids: Vec<String> = {
+            let st = self.lock();
+            st.by_id
+                .values()
+                .filter(|e| {
+                    matches!(
+                        e.rec.state.status,
+                        Status::Exited | Status::Created | Status::Dead
+                    )
+                })
+                .filter(|e| {
+                    labels.iter().all(|l| match l.split_once('=') {
+                        Some((k, v)) => e.rec.config.labels.get(k).map(String::as_str) == Some(v),
+                        None => e.rec.config.labels.contains_key(l.as_str()),
+                    })
+                })
+                .map(|e| e.rec.id.clone())
+                .collect()
+        };
+        let mut done = Vec::new();
+        for id in ids {
+            if self.remove(&id, false, false).await.is_ok() {
+                done.push(id);
+            }
+        }
+        Ok(done)
+    }
+
+    /// The ids of containers created from `image_id`.
+    pub fn users_of_image(&self, image_id: &str) -> Vec<(String, bool)> {
+        let st = self.lock();
+        st.by_id
+            .values()
+            .filter(|e| e.rec.image_id == image_id)
+            .map(|e| (e.rec.id.clone(), e.rec.state.status.is_running()))
+            .collect()
+    }
+
+    /// The paths of a container's json-file log (oldest rotated file first) and a
+    /// receiver that tells when it stops running.
+    pub fn log_source(&self, name: &str) -> Result<crate::logs::LogSource> {
+        let st = self.lock();
+        let id = st.index.resolve(name)?;
+        let e = st
+            .by_id
+            .get(&id)
+            .ok_or_else(|| EngineError::NoSuchContainer(name.to_string()))?;
+        if e.rec.host_config.log_config.kind == "none" {
+            return Err(EngineError::Invalid(
+                "configured logging driver does not support reading".into(),
+            ));
+        }
+        let mut rx = e.watch.subscribe();
+        let running = rx.borrow().running || e.rec.state.status == Status::Restarting;
+        let (_, max_files) = log_limits(&e.rec.host_config.log_config.config);
+        Ok(crate::logs::LogSource {
+            path: self.paths(&id).log(&id),
+            max_files,
+            stopped: Box::pin(async move {
+                loop {
+                    {
+                        let w = rx.borrow_and_update();
+                        if !w.running || w.removed {
+                            return;
+                        }
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }),
+            running_now: running,
+            tty: e.rec.config.tty,
+        })
+    }
+
+    /// The container's root filesystem, mounted for the duration of `f` if it is not
+    /// running (archive operations).
+    pub fn with_rootfs<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Path, &ContainerRecord) -> Result<T>,
+    ) -> Result<T> {
+        let rec = self.record(name)?;
+        let paths = self.paths(&rec.id);
+        let rootfs = paths.rootfs();
+        if rec.state.status.is_running() {
+            return f(&rootfs, &rec);
+        }
+        std::fs::create_dir_all(&rootfs)
+            .map_err(|e| EngineError::io("create directory", &rootfs, e))?;
+        let mounts = self.inner.images.rootfs_mounts(&rec.id)?;
+        mount_rootfs(&rootfs, &mounts)?;
+        let r = f(&rootfs, &rec);
+        let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        r
+    }
+
+    /// The runtime binary and its state root.
+    pub(crate) fn runtime(&self) -> (PathBuf, PathBuf) {
+        (
+            self.inner.cfg.runtime.clone(),
+            self.inner.cfg.run_root.join("runtime"),
+        )
+    }
+
+    /// The bundle directory of a container.
+    pub(crate) fn bundle(&self, id: &str) -> PathBuf {
+        self.paths(id).bundle
+    }
+
+    /// Top: the processes of a running container (`ps -ef` style).
+    pub fn top(&self, name: &str) -> Result<api::ContainerTopResponse> {
+        let rec = self.record(name)?;
+        if !rec.state.status.is_running() {
+            return Err(EngineError::Conflict(format!(
+                "Container {} is not running",
+                rec.id
+            )));
+        }
+        let pids = crate::exec::pids_of(rec.state.pid);
+        let mut processes = Vec::new();
+        for pid in pids {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let field = |k: &str| {
+                stat.lines()
+                    .find_map(|l| {
+                        l.strip_prefix(k)
+                            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    c.split(|b| *b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| String::from_utf8_lossy(s).to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            processes.push(vec![
+                field("Uid:"),
+                pid.to_string(),
+                field("PPid:"),
+                "0".to_string(),
+                String::new(),
+                "?".to_string(),
+                String::new(),
+                cmd,
+            ]);
+        }
+        Ok(api::ContainerTopResponse {
+            titles: ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            processes,
+        })
+    }
+}
+
+/// Connects to a monitor's attach socket as a stream client.
+async fn connect_streams(sock: &Path) -> Result<UnixStream> {
+    let mut s = UnixStream::connect(sock)
+        .await
+        .map_err(|e| EngineError::io("connect", sock, e))?;
+    s.write_all(&[ATTACH_STREAMS])
+        .await
+        .map_err(|e| EngineError::io("write", sock, e))?;
+    Ok(s)
+}
+
+/// Mounts a container's root filesystem at `target`.
+fn mount_rootfs(target: &Path, mounts: &[store::Mount]) -> Result<()> {
+    store::snapshot::mount_all(mounts, target).map_err(EngineError::store)
+}
+
+/// Docker's json-file `max-size` and `max-file` options.
+fn log_limits(opts: &StringMap) -> (u64, u32) {
+    let size = opts
+        .get("max-size")
+        .and_then(|s| spec::parse_size(s))
+        .unwrap_or(0);
+    let files = opts
+        .get("max-file")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    (size, files)
+}
+
+/// Rejects host configurations Docker rejects.
+fn validate_host_config(hc: &api::HostConfig) -> Result<()> {
+    match hc.restart_policy.name.as_str() {
+        "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+        other => {
+            return Err(EngineError::Invalid(format!(
+                "invalid restart policy '{other}'"
+            )))
+        }
+    }
+    if hc.restart_policy.maximum_retry_count < 0 {
+        return Err(EngineError::Invalid(
+            "invalid restart policy: maximum retry count cannot be negative".into(),
+        ));
+    }
+    if hc.restart_policy.maximum_retry_count > 0 && hc.restart_policy.name != "on-failure" {
+        return Err(EngineError::Invalid(String::from(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+        )));
+    }
+    if hc.auto_remove && !matches!(hc.restart_policy.name.as_str(), "" | "no") {
+        return Err(EngineError::Invalid(
+            "conflicting options: cannot specify both --restart and --rm".into(),
+        ));
+    }
+    if hc.memory > 0 && hc.memory < 6 * 1024 * 1024 {
+        return Err(EngineError::Invalid(
+            "Minimum memory limit allowed is 6MB".into(),
+        ));
+    }
+    if hc.memory > 0 && hc.memory_swap > 0 && hc.memory_swap < hc.memory {
+        return Err(EngineError::Invalid(
+            "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
+        ));
+    }
+    if hc.nano_cpus < 0 || hc.cpu_shares < 0 {
+        return Err(EngineError::Invalid("invalid CPU value".into()));
+    }
+    if hc.nano_cpus > 0 && (hc.cpu_quota > 0 || hc.cpu_period > 0) {
+        return Err(EngineError::Invalid(
+            "Conflicting options: Nano CPUs and CPU Period/Quota cannot both be set".into(),
+        ));
+    }
+    match hc.network_mode.as_str() {
+        "" | "default" | "bridge" | "none" | "host" => {}
+        other => {
+            return Err(EngineError::Invalid(format!(
+                "network {other} not found (only none, host and the default network are available)"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Fills in what the create request left to the image.
+fn merge_image_config(cfg: &mut api::ContainerConfig, img: &api::ContainerConfig) {
+    if cfg.entrypoint.is_none() {
+        cfg.entrypoint = img.entrypoint.clone();
+        if cfg.cmd.is_none() {
+            cfg.cmd = img.cmd.clone();
+        }
+    }
+    if cfg
+        .entrypoint
+        .as_ref()
+        .is_some_and(|e| e.len() == 1 && e[0].is_empty())
+    {
+        cfg.entrypoint = None;
+    }
+    let mut env = img.env.clone();
+    for e in &cfg.env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next().unwrap_or("") != key);
+        env.push(e.clone());
+    }
+    cfg.env = env;
+    if cfg.working_dir.is_empty() {
+        cfg.working_dir = img.working_dir.clone();
+    }
+    if cfg.user.is_empty() {
+        cfg.user = img.user.clone();
+    }
+    let mut labels = img.labels.clone();
+    labels.extend(cfg.labels.clone());
+    cfg.labels = labels;
+    if cfg.stop_signal.is_none() {
+        cfg.stop_signal = img.stop_signal.clone();
+    }
+    if let Some(ports) = &img.exposed_ports {
+        let e = cfg.exposed_ports.get_or_insert_with(Default::default);
+        for k in ports.keys() {
+            e.entry(k.clone()).or_default();
+        }
+    }
+    if let Some(v) = &img.volumes {
+        let e = cfg.volumes.get_or_insert_with(Default::default);
+        for k in v.keys() {
+            e.entry(k.clone()).or_default();
+        }
+    }
+}
+
+fn human_duration(secs: i64) -> String {
+    match secs {
+        s if s < 1 => "Less than a second".to_string(),
+        1 => "1 second".to_string(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".to_string(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".to_string(),
+        s if s < 86400 * 2 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}
+
+fn since(t: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| chrono::Utc::now().signed_duration_since(d).num_seconds())
+        .unwrap_or(0)
+}
+
+fn summary_of(r: &ContainerRecord) -> ContainerSummary {
+    let status = match r.state.status {
+        Status::Running => format!("Up {}", human_duration(since(&r.state.started_at))),
+        Status::Paused => format!("Up {} (Paused)", human_duration(since(&r.state.started_at))),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            r.state.exit_code,
+            human_duration(since(&r.state.finished_at))
+        ),
+        Status::Exited if r.state.has_been_started => format!(
+            "Exited ({}) {} ago",
+            r.state.exit_code,
+            human_duration(since(&r.state.finished_at))
+        ),
+        Status::Exited | Status::Created => "Created".to_string(),
+        Status::Removing => "Removal In Progress".to_string(),
+        Status::Dead => "Dead".to_string(),
+    };
+    let mut command = r.path.clone();
+    for a in &r.args {
+        command.push(' ');
+        command.push_str(a);
+    }
+    ContainerSummary {
+        id: r.id.clone(),
+        names: vec![format!("/{}", r.name)],
+        image: r.image.clone(),
+        image_id: r.image_id.clone(),
+        command,
+        created: chrono::DateTime::parse_from_rfc3339(&r.created)
+            .map(|d| d.timestamp())
+            .unwrap_or(0),
+        ports: Vec::new(),
+        labels: r.config.labels.clone(),
+        state: r.state.status.as_str().to_string(),
+        status,
+        host_config: api::SummaryHostConfig {
+            network_mode: r.host_config.network_mode.clone(),
+        },
+        network_settings: api::SummaryNetworkSettings::default(),
+        mounts: mounts_of(r),
+    }
+}
+
+fn mounts_of(r: &ContainerRecord) -> Vec<MountPoint> {
+    let mut out = Vec::new();
+    for b in &r.host_config.binds {
+        let p: Vec<&str> = b.split(':').collect();
+        if p.len() >= 2 {
+            let mode = p.get(2).copied().unwrap_or("").to_string();
+            out.push(MountPoint {
+                kind: "bind".into(),
+                source: p[0].into(),
+                destination: p[1].into(),
+                rw: !mode.split(',').any(|m| m == "ro"),
+                mode,
+                propagation: "rprivate".into(),
+                ..Default::default()
+            });
+        }
+    }
+    for m in &r.host_config.mounts {
+        out.push(MountPoint {
+            kind: m.kind.clone(),
+            source: m.source.clone(),
+            destination: m.target.clone(),
+            rw: !m.read_only,
+            propagation: if m.kind == "bind" {
+                "rprivate".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        });
+    }
+    out
+}
+
+fn inspect_of(r: &ContainerRecord, p: &Paths, exec_ids: Vec<String>) -> ContainerInspect {
+    let zero = "0001-01-01T00:00:00Z".to_string();
+    let s = &r.state;
+    let mut hc = r.host_config.clone();
+    if hc.network_mode.is_empty() {
+        hc.network_mode = "default".into();
+    }
+    ContainerInspect {
+        id: r.id.clone(),
+        created: r.created.clone(),
+        path: r.path.clone(),
+        args: r.args.clone(),
+        state: ContainerState {
+            status: s.status.as_str().to_string(),
+            running: s.status.is_running(),
+            paused: s.status == Status::Paused,
+            restarting: s.status == Status::Restarting,
+            oom_killed: s.oom_killed,
+            dead: s.status == Status::Dead,
+            pid: i64::from(s.pid),
+            exit_code: s.exit_code,
+            error: s.error.clone(),
+            started_at: if s.started_at.is_empty() {
+                zero.clone()
+            } else {
+                s.started_at.clone()
+            },
+            finished_at: if s.finished_at.is_empty() {
+                zero
+            } else {
+                s.finished_at.clone()
+            },
+        },
+        image: r.image_id.clone(),
+        resolv_conf_path: p.dir.join("resolv.conf").display().to_string(),
+        hostname_path: p.dir.join("hostname").display().to_string(),
+        hosts_path: p.dir.join("hosts").display().to_string(),
+        log_path: if r.host_config.log_config.kind == "none" {
+            String::new()
+        } else {
+            p.log(&r.id).display().to_string()
+        },
+        name: format!("/{}", r.name),
+        restart_count: s.restart_count,
+        driver: "overlay2".into(),
+        platform: "linux".into(),
+        exec_ids: if exec_ids.is_empty() {
+            None
+        } else {
+            Some(exec_ids)
+        },
+        host_config: hc,
+        graph_driver: api::GraphDriver {
+            name: "overlay2".into(),
+            data: Default::default(),
+        },
+        mounts: mounts_of(r),
+        config: r.config.clone(),
+        network_settings: api::NetworkSettings::default(),
+        ..Default::default()
+    }
+}
