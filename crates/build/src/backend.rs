@@ -180,7 +180,9 @@ impl ImageConfig {
 /// adds when it commits).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// The instruction, Docker style (`/bin/sh -c #(nop)  ENV A=b`).
+    /// The instruction, Docker style (`/bin/sh -c #(nop)  ENV A=b`). Imported images have
+    /// entries with only a comment, so it may be absent.
+    #[serde(default)]
     pub created_by: String,
     /// `true` when the step added no layer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -440,6 +442,19 @@ pub trait BuildBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imported_image_history_without_created_by_parses() {
+        let v = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:aa"]},
+            "history": [{"created": "2026-01-01T00:00:00Z", "comment": "Imported from -"}]
+        });
+        let st = ImageState::from_image_json(&v).unwrap();
+        assert_eq!(st.history[0].created_by, "");
+        assert_eq!(st.history[0].comment, "Imported from -");
+    }
 
     #[test]
     fn image_json_round_trip_with_docker_field_names() {
