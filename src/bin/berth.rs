@@ -20,11 +20,54 @@ struct Berth {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Run the berth daemon (the Docker Engine API on a unix socket)
+    Daemon(DaemonArgs),
     /// Run an OCI registry
     #[command(subcommand)]
     Registry(RegistryCmd),
     #[command(flatten)]
-    Cli(cli::Command),
+    Cli(Box<cli::Command>),
+}
+
+#[derive(Args, Debug)]
+struct DaemonArgs {
+    /// Root directory of persistent state
+    #[arg(long, default_value = "/var/lib/berth")]
+    root: PathBuf,
+    /// Root directory of runtime state and sockets
+    #[arg(long = "run-root", default_value = "/run/berth")]
+    run_root: PathBuf,
+    /// Socket(s) to listen on (unix:///PATH); repeatable
+    #[arg(short = 'H', long = "host")]
+    hosts: Vec<String>,
+    /// The OCI runtime binary (default: berth-runtime next to berth, then on PATH)
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// Enable debug logging
+    #[arg(short = 'D', long)]
+    debug: bool,
+}
+
+fn daemon(a: DaemonArgs) -> i32 {
+    let hosts = if a.hosts.is_empty() {
+        vec![cli::client::DEFAULT_HOST.to_string()]
+    } else {
+        a.hosts
+    };
+    let opts = daemon::DaemonOptions {
+        root: a.root,
+        run_root: a.run_root,
+        hosts,
+        runtime: a.runtime,
+        debug: a.debug,
+    };
+    match daemon::run(opts) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth daemon: {}", error_chain(&e));
+            1
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,7 +91,10 @@ struct ServeArgs {
 
 fn registry(cmd: RegistryCmd) -> i32 {
     let RegistryCmd::Serve(a) = cmd;
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -77,6 +123,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`berth ps | head`) like other unix tools, instead of
+    // panicking in println!.
+    // SAFETY: signal(2) with SIG_DFL installs no handler code; it runs before any thread
+    // is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let matches = match Berth::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => {
@@ -96,8 +149,9 @@ fn main() {
         }
     };
     let code = match args.command {
+        Cmd::Daemon(d) => daemon(d),
         Cmd::Registry(r) => registry(r),
-        Cmd::Cli(c) => cli::execute(&args.global, c),
+        Cmd::Cli(c) => cli::execute(&args.global, *c),
     };
     std::process::exit(code);
 }

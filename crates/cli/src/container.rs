@@ -536,10 +536,14 @@ async fn pump(h: Hijacked, tty: bool, stdin: bool, detach_keys: Vec<u8>) -> Resu
         }
         Ok::<(), anyhow::Error>(())
     };
+    tokio::pin!(output);
     tokio::select! {
-        r = output => { r?; Ok(false) }
-        d = &mut det_rx => Ok(d.is_ok()),
+        r = &mut output => { r?; return Ok(false) }
+        // Err: the stdin task ended without a detach (stdin EOF); keep copying output.
+        d = &mut det_rx => if d.is_ok() { return Ok(true) },
     }
+    output.await?;
+    Ok(false)
 }
 
 async fn resize(ctx: &Ctx, path: &str) {
