@@ -353,3 +353,89 @@ fn images_and_image_inspect() {
     );
     let _ = d.path();
 }
+
+#[test]
+fn cp_both_directions_top_and_logs_follow() {
+    let Some(d) = Daemon::start() else { return };
+    let name = testutil::unique_name("cp");
+    let out = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "busybox",
+        "sh",
+        "-c",
+        "echo line1; exec sleep 60",
+    ]);
+    assert_ok(&out, "run -d");
+
+    // Host → container, into a new name.
+    let src = d.path().join("payload.txt");
+    std::fs::write(&src, b"payload\n").expect("write payload");
+    let dst = format!("{name}:/tmp/copied.txt");
+    let out = d.berth(&["cp", src.to_str().expect("utf-8"), &dst]);
+    assert_ok(&out, "cp in");
+    let out = d.berth(&["exec", &name, "cat", "/tmp/copied.txt"]);
+    assert_eq!(stdout(&out), "payload\n", "stderr: {}", stderr(&out));
+
+    // Container → host: a file to a new path, a directory into an existing one.
+    let back = d.path().join("back.txt");
+    let out = d.berth(&["cp", &dst, back.to_str().expect("utf-8")]);
+    assert_ok(&out, "cp out");
+    assert_eq!(std::fs::read(&back).expect("copied file"), b"payload\n");
+    let into = d.path().join("into");
+    std::fs::create_dir(&into).expect("mkdir");
+    let out = d.berth(&["cp", &format!("{name}:/etc"), into.to_str().expect("utf-8")]);
+    assert_ok(&out, "cp dir out");
+    assert!(std::fs::read_to_string(into.join("etc/passwd"))
+        .expect("etc/passwd copied")
+        .starts_with("root:"));
+
+    let out = d.berth(&["top", &name]);
+    assert_ok(&out, "top");
+    let text = stdout(&out);
+    assert!(text.lines().next().unwrap_or("").contains("PID"), "{text}");
+    assert!(text.contains("sleep 60"), "{text}");
+
+    // logs -f keeps streaming until the container stops.
+    let mut follow = d
+        .cmd(&["logs", "-f", &name])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn logs -f");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        follow.try_wait().expect("poll logs -f").is_none(),
+        "logs -f exited while the container runs"
+    );
+    assert_ok(&d.berth(&["kill", &name]), "kill");
+    let out = follow.wait_with_output().expect("logs -f output");
+    assert_ok(&out, "logs -f");
+    assert_eq!(stdout(&out), "line1\n");
+}
+
+#[test]
+fn run_with_a_tty() {
+    let Some(d) = Daemon::start() else { return };
+    // `script` gives the CLI a pseudo-terminal, as a user's shell would.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let cmd = format!(
+        "{} -H {} run -it --rm busybox sh -c 'tty; exit 6'",
+        berth(),
+        d.host
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(6), "{text} {}", stderr(&out));
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+}
