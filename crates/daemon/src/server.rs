@@ -5,6 +5,8 @@
 //! Handlers stay thin: parse, call the engine, shape the answer. Errors become
 //! `{"message": ...}` bodies with the status of [`api::ApiError::status`].
 
+mod build_route;
+
 use api::version::{ApiVersion, API_VERSION, MIN_API_VERSION};
 use api::ApiError;
 use axum::body::{Body, Bytes};
@@ -199,6 +201,7 @@ fn routes(state: AppState) -> Router {
         .route("/exec/{id}/start", post(exec_start))
         .route("/exec/{id}/json", get(exec_inspect))
         .route("/exec/{id}/resize", post(exec_resize))
+        .route("/build", post(build_route::build))
         .route("/images/json", get(image_list))
         .route("/images/create", post(image_create))
         .route("/images/prune", post(image_prune))

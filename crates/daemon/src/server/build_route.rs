@@ -1,0 +1,170 @@
+//! `POST /build`: a Dockerfile build from a tar context, with docker's JSON output stream.
+//!
+//! The request body (the context tar, plain or gzip) is streamed to a blocking thread that
+//! unpacks it on disk (never whole in memory), then `build::build` runs there over the
+//! engine's [`StoreBuildBackend`]. Every write of the builder's log becomes one
+//! `{"stream": "..."}` line of the response as it happens; the result ends with
+//! `{"aux":{"ID":"sha256:..."}}`, a failure with `{"errorDetail":{...},"error":"..."}`,
+//! exactly as docker's classic builder answers.
+
+use super::{AppState, Error, Res};
+use api::ApiError;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use engine::build_backend::{BackendConfig, DefaultNetwork, StoreBuildBackend};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use tokio::sync::mpsc;
+
+/// Largest uncompressed context accepted (bounds the disk one request can fill).
+const MAX_CONTEXT: u64 = 8 << 30;
+
+/// A blocking reader over body chunks sent from the async side.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => self.cur = b,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// The builder's log writer: each write is one JSON `stream` line to the client.
+struct StreamWriter {
+    tx: mpsc::UnboundedSender<Bytes>,
+    quiet: bool,
+}
+
+impl StreamWriter {
+    fn send(&self, v: serde_json::Value) {
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.extend_from_slice(b"\r\n");
+        let _ = self.tx.send(Bytes::from(line));
+    }
+}
+
+impl Write for StreamWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.quiet && !buf.is_empty() {
+            self.send(serde_json::json!({ "stream": String::from_utf8_lossy(buf) }));
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `POST /build`.
+pub(super) async fn build(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Res {
+    let opts = build::BuildOptions::from_query(q.iter())
+        .map_err(|e| Error(ApiError::invalid(e.to_string())))?;
+    let cfg = s.engine.config();
+    let backend_cfg = BackendConfig {
+        runtime: cfg.runtime.clone(),
+        runtime_root: cfg.run_root.join("runtime"),
+        scratch_dir: cfg.root.join("tmp").join("build"),
+        default_network: if opts.network.as_deref() == Some("none") {
+            DefaultNetwork::None
+        } else {
+            DefaultNetwork::Host
+        },
+    };
+    let store = s.engine.images().store().clone();
+
+    // Body chunks → blocking reader.
+    let (body_tx, body_rx) = std::sync::mpsc::sync_channel::<io::Result<Bytes>>(16);
+    let mut body = req.into_body().into_data_stream();
+    tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            let item = chunk.map_err(io::Error::other);
+            let stop = item.is_err();
+            let tx = body_tx.clone();
+            // The bounded channel gives back-pressure; send from a blocking context.
+            if tokio::task::spawn_blocking(move || tx.send(item))
+                .await
+                .map_or(true, |r| r.is_err())
+                || stop
+            {
+                break;
+            }
+        }
+    });
+
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let quiet = opts.quiet;
+    let events = s.engine.events().clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = StreamWriter { tx: out_tx, quiet };
+        let scratch = backend_cfg.scratch_dir.clone();
+        let result = (|| -> Result<build::BuildResult, String> {
+            std::fs::create_dir_all(&scratch).map_err(|e| format!("create {scratch:?}: {e}"))?;
+            let reader = ChannelReader {
+                rx: body_rx,
+                cur: Bytes::new(),
+            };
+            let ctx = build::BuildContext::from_tar_limited(reader, Some(&scratch), MAX_CONTEXT)
+                .map_err(|e| error_chain(&e))?;
+            let mut backend = StoreBuildBackend::new(store, backend_cfg, None);
+            build::build(&opts, &ctx, &mut backend, &mut out).map_err(|e| error_chain(&e))
+        })();
+        match result {
+            Ok(r) => {
+                if quiet {
+                    out.send(serde_json::json!({ "stream": format!("{}\n", r.image_id) }));
+                }
+                out.send(serde_json::json!({ "aux": { "ID": r.image_id } }));
+                for t in &r.tags {
+                    events.publish("image", "tag", t, Default::default());
+                }
+            }
+            Err(msg) => out.send(serde_json::json!({
+                "errorDetail": { "message": msg },
+                "error": msg,
+            })),
+        }
+    });
+
+    let stream = futures::stream::unfold(out_rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, io::Error>(b), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default())
+}
+
+/// An error with its sources, `a: b: c` (the builder's messages say which line failed).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !msg.contains(&t) {
+            msg.push_str(": ");
+            msg.push_str(&t);
+        }
+        src = s.source();
+    }
+    msg
+}
