@@ -197,6 +197,10 @@ fn routes(state: AppState) -> Router {
         .route("/containers/{id}/logs", get(container_logs))
         .route("/containers/{id}/attach", post(container_attach))
         .route("/containers/{id}/exec", post(exec_create))
+        .route(
+            "/containers/{id}/archive",
+            get(archive_get).head(archive_head).put(archive_put),
+        )
         .route("/containers/{id}", axum::routing::delete(container_remove))
         .route("/exec/{id}/start", post(exec_start))
         .route("/exec/{id}/json", get(exec_inspect))
@@ -750,6 +754,67 @@ async fn relay<C: AsyncRead + AsyncWrite + Send + 'static>(
     let _ = cw.flush().await;
     let _ = cw.shutdown().await;
     input.abort();
+}
+
+// ---------------------------------------------------------------- archive
+
+fn stat_header(st: &engine::archive::PathStat) -> HeaderValue {
+    use base64::Engine as _;
+    let j = serde_json::to_vec(st).unwrap_or_default();
+    HeaderValue::from_str(&base64::engine::general_purpose::STANDARD.encode(j))
+        .unwrap_or(HeaderValue::from_static(""))
+}
+
+fn archive_path(q: &HashMap<String, String>) -> Res<String> {
+    q.get("path")
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .ok_or_else(|| Error(ApiError::invalid("bad parameter: path cannot be empty")))
+}
+
+async fn archive_head(State(s): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Res {
+    let path = archive_path(&q)?;
+    let engine = s.engine.clone();
+    let st = tokio::task::spawn_blocking(move || engine.archive_stat(&id, &path))
+        .await
+        .map_err(|e| Error(ApiError::internal(format!("archive: {e}"))))??;
+    let mut r = StatusCode::OK.into_response();
+    r.headers_mut()
+        .insert("X-Docker-Container-Path-Stat", stat_header(&st));
+    Ok(r)
+}
+
+async fn archive_get(State(s): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Res {
+    let path = archive_path(&q)?;
+    let engine = s.engine.clone();
+    let (st, data) = tokio::task::spawn_blocking(move || engine.archive_get(&id, &path))
+        .await
+        .map_err(|e| Error(ApiError::internal(format!("archive: {e}"))))??;
+    let mut r = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from(data))
+        .unwrap_or_default();
+    r.headers_mut()
+        .insert("X-Docker-Container-Path-Stat", stat_header(&st));
+    Ok(r)
+}
+
+async fn archive_put(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Q,
+    req: Request,
+) -> Res {
+    let path = archive_path(&q)?;
+    let body = axum::body::to_bytes(req.into_body(), 8 << 30)
+        .await
+        .map_err(|e| Error(ApiError::invalid(format!("read body: {e}"))))?;
+    let engine = s.engine.clone();
+    tokio::task::spawn_blocking(move || engine.archive_put(&id, &path, &body))
+        .await
+        .map_err(|e| Error(ApiError::internal(format!("archive: {e}"))))??;
+    Ok(StatusCode::OK.into_response())
 }
 
 // ---------------------------------------------------------------- exec

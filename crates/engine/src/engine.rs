@@ -1565,6 +1565,36 @@ impl Engine {
         r
     }
 
+    /// Stats a path in a container (`HEAD /containers/{id}/archive`).
+    pub fn archive_stat(&self, name: &str, path: &str) -> Result<crate::archive::PathStat> {
+        self.with_rootfs(name, |root, rec| {
+            Ok(crate::archive::stat(root, path, &rec.name)?.0)
+        })
+    }
+
+    /// A tar of a path in a container (`GET /containers/{id}/archive`).
+    pub fn archive_get(
+        &self,
+        name: &str,
+        path: &str,
+    ) -> Result<(crate::archive::PathStat, Vec<u8>)> {
+        self.with_rootfs(name, |root, rec| {
+            crate::archive::export(root, path, &rec.name)
+        })
+    }
+
+    /// Extracts a tar into a directory of a container (`PUT /containers/{id}/archive`).
+    pub fn archive_put(&self, name: &str, path: &str, data: &[u8]) -> Result<()> {
+        self.with_rootfs(name, |root, rec| {
+            if rec.host_config.readonly_rootfs {
+                return Err(EngineError::Conflict(
+                    "container rootfs is marked read-only".into(),
+                ));
+            }
+            crate::archive::import(root, path, &rec.name, data)
+        })
+    }
+
     /// The runtime binary and its state root.
     pub(crate) fn runtime(&self) -> (PathBuf, PathBuf) {
         (

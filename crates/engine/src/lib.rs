@@ -15,6 +15,7 @@
 //! logs and exit codes survive a daemon restart (live restore), and [`Engine::open`]
 //! re-adopts them.
 
+pub mod archive;
 pub mod build_backend;
 pub mod containers;
 pub mod error;

@@ -1,0 +1,207 @@
+//! End to end: the container lifecycle through the API and the real docker CLI.
+
+mod engine_support;
+
+use engine_support::{demux, host_ok, Daemon};
+use serde_json::json;
+use std::io::Read;
+use std::time::Duration;
+
+#[test]
+fn create_start_wait_logs_remove() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let id = d.create(
+        "life1",
+        json!({"Image": "busybox", "Cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"], "Labels": {"t": "life"}}),
+    );
+    assert_eq!(id.len(), 64);
+    let (st, _) = d.request("POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(st, 204, "{}", d.log());
+    let (st, v) = d.request("POST", "/containers/life1/wait?condition=not-running", None);
+    assert_eq!((st, v["StatusCode"].as_i64()), (200, Some(3)), "{v}");
+    let v = d.inspect("life1");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 3);
+    assert_eq!(v["Name"], "/life1");
+    let (st, body) = d
+        .try_request(
+            "GET",
+            &format!("/containers/{}/logs?stdout=1&stderr=1", &id[..12]),
+            None,
+        )
+        .unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(demux(&body), ("out\n".to_string(), "err\n".to_string()));
+    // The json-file log is docker's format.
+    let log = std::fs::read_to_string(v["LogPath"].as_str().unwrap()).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["log"], "out\n");
+    assert_eq!(first["stream"], "stdout");
+    // List with filters.
+    let (_, l) = d.request(
+        "GET",
+        "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22t%3Dlife%22%5D%7D",
+        None,
+    );
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    let (_, l) = d.request("GET", "/containers/json", None);
+    assert_eq!(
+        l.as_array().unwrap().len(),
+        0,
+        "stopped containers are not listed without all"
+    );
+    let (st, _) = d.request("DELETE", "/containers/life1", None);
+    assert_eq!(st, 204);
+    let (st, v) = d.request("GET", "/containers/life1/json", None);
+    assert_eq!(st, 404);
+    assert_eq!(v["message"], "No such container: life1");
+    assert!(!d.root.join("containers").join(&id).exists());
+}
+
+#[test]
+fn docker_cli_run_ps_logs_exec_inspect_rm() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; exit 5",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    let ps = d.docker(&["ps", "-a", "-q"]);
+    assert!(
+        ps.stdout.is_empty(),
+        "--rm removed the container: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+
+    let out = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-e",
+        "GREETING=hi",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ps = d.docker(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    let ps = String::from_utf8_lossy(&ps.stdout).to_string();
+    assert!(ps.starts_with("web Up"), "{ps}");
+    let ex = d.docker(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "echo $GREETING from exec; exit 4",
+    ]);
+    assert_eq!(ex.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&ex.stdout), "hi from exec\n");
+    let insp = d.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}} {{.Config.Image}}",
+        "web",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&insp.stdout).trim(), "true busybox");
+    let images = d.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(
+        String::from_utf8_lossy(&images.stdout).trim(),
+        "busybox:latest"
+    );
+
+    // Follow the logs while the container runs, then stop it: follow ends.
+    let mut follow = std::process::Command::new("docker")
+        .args(["logs", "-f", "web"])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = d.docker(&["stop", "-t", "5", "web"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let mut text = String::new();
+    follow
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(follow.wait().unwrap().success());
+    assert_eq!(text, "ready\n");
+    let code = d.docker(&["inspect", "-f", "{{.State.ExitCode}}", "web"]);
+    assert_eq!(String::from_utf8_lossy(&code.stdout).trim(), "0");
+    let rm = d.docker(&["rm", "web"]);
+    assert!(rm.status.success());
+}
+
+#[test]
+fn docker_cp_into_and_out_of_a_container() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let out = d.docker(&["run", "-d", "--name", "cpx", "busybox", "sleep", "60"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let src = d.dir.path().join("in.txt");
+    std::fs::write(&src, "copied in\n").unwrap();
+    let cp = d.docker(&["cp", src.to_str().unwrap(), "cpx:/tmp/"]);
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    let cat = d.docker(&["exec", "cpx", "cat", "/tmp/in.txt"]);
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "copied in\n");
+    let dst = d.dir.path().join("passwd");
+    let cp = d.docker(&["cp", "cpx:/etc/passwd", dst.to_str().unwrap()]);
+    assert!(cp.status.success());
+    assert!(std::fs::read_to_string(&dst)
+        .unwrap()
+        .starts_with("root:x:0:0"));
+    let missing = d.docker(&["cp", "cpx:/nope", dst.to_str().unwrap()]);
+    assert!(!missing.status.success());
+    // A stopped container's files are still reachable.
+    assert!(d.docker(&["kill", "cpx"]).status.success());
+    let (st, _) = d
+        .try_request("HEAD", "/containers/cpx/archive?path=/tmp/in.txt", None)
+        .unwrap();
+    assert_eq!(st, 200);
+    let (st, _) = d
+        .try_request("HEAD", "/containers/cpx/archive?path=/nope", None)
+        .unwrap();
+    assert_eq!(st, 404);
+}
