@@ -46,6 +46,15 @@ struct DaemonArgs {
     /// Enable debug logging
     #[arg(short = 'D', long)]
     debug: bool,
+    /// Device of the default bridge network (default berth0)
+    #[arg(long)]
+    bridge: Option<String>,
+    /// Subnet of the default bridge network (CIDR, e.g. 172.30.0.0/16)
+    #[arg(long = "bip", alias = "fixed-cidr")]
+    bip: Option<String>,
+    /// Prefix of the daemon's iptables chains (default BERTH)
+    #[arg(long = "iptables-chain-prefix")]
+    chain_prefix: Option<String>,
 }
 
 fn daemon(a: DaemonArgs) -> i32 {
@@ -60,6 +69,9 @@ fn daemon(a: DaemonArgs) -> i32 {
         hosts,
         runtime: a.runtime,
         debug: a.debug,
+        bridge: a.bridge,
+        bridge_subnet: a.bip,
+        chain_prefix: a.chain_prefix,
     };
     match daemon::run(opts) {
         Ok(()) => 0,

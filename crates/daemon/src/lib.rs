@@ -24,6 +24,12 @@ pub struct DaemonOptions {
     pub runtime: Option<PathBuf>,
     /// Verbose logging.
     pub debug: bool,
+    /// Device of the default bridge network (default `berth0`).
+    pub bridge: Option<String>,
+    /// Subnet of the default bridge network (default: chosen from the address pools).
+    pub bridge_subnet: Option<String>,
+    /// Prefix of the daemon's iptables chains (default `BERTH`).
+    pub chain_prefix: Option<String>,
 }
 
 impl Default for DaemonOptions {
@@ -34,6 +40,9 @@ impl Default for DaemonOptions {
             hosts: vec!["unix:///run/berth/berth.sock".to_string()],
             runtime: None,
             debug: false,
+            bridge: None,
+            bridge_subnet: None,
+            chain_prefix: None,
         }
     }
 }
@@ -176,6 +185,12 @@ pub async fn serve(opts: DaemonOptions) -> Result<(), DaemonError> {
         run_root: opts.run_root.clone(),
         runtime,
         monitor,
+        net: server::netvol::net_options(
+            opts.bridge.as_deref(),
+            opts.bridge_subnet.as_deref(),
+            opts.chain_prefix.as_deref(),
+        )
+        .map_err(|m| DaemonError::Engine(engine::EngineError::Invalid(m)))?,
     })
     .await
     .map_err(DaemonError::Engine)?;

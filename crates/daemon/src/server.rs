@@ -6,6 +6,7 @@
 //! `{"message": ...}` bodies with the status of [`api::ApiError::status`].
 
 mod build_route;
+pub(crate) mod netvol;
 
 use api::version::{ApiVersion, API_VERSION, MIN_API_VERSION};
 use api::ApiError;
@@ -213,6 +214,7 @@ fn routes(state: AppState) -> Router {
             "/images/{*rest}",
             get(image_get).post(image_post).delete(image_delete),
         )
+        .merge(netvol::routes())
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
         .with_state(state)
 }

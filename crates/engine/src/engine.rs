@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub runtime: PathBuf,
     /// The `berth-monitor` binary.
     pub monitor: PathBuf,
+    /// Networking settings (default bridge device, subnet, firewall chain prefix).
+    pub net: net::ManagerOptions,
 }
 
 /// What waiters of a container observe.
@@ -62,6 +64,8 @@ struct Inner {
     events: Events,
     state: Mutex<State>,
     execs: crate::exec::Execs,
+    net: crate::network::NetService,
+    volumes: volume::VolumeStore,
 }
 
 /// The engine; cheap to clone (shared state).
@@ -125,8 +129,11 @@ impl Engine {
             std::fs::create_dir_all(&d).map_err(|e| EngineError::io("create directory", &d, e))?;
         }
         let images = Images::open(&cfg.root)?;
+        let (net, volumes) = crate::network::open_services(&cfg).await?;
         let engine = Engine {
             inner: Arc::new(Inner {
+                net,
+                volumes,
                 images,
                 events: Events::new(),
                 state: Mutex::new(State::default()),
@@ -135,7 +142,33 @@ impl Engine {
             }),
         };
         engine.load()?;
+        engine.restore_netvol();
         Ok(engine)
+    }
+
+    /// The network service.
+    pub fn networks(&self) -> &crate::network::NetService {
+        &self.inner.net
+    }
+
+    /// The volume store.
+    pub fn volumes(&self) -> &volume::VolumeStore {
+        &self.inner.volumes
+    }
+
+    /// Ids, host configs and running state of all containers (for networks/volumes).
+    pub(crate) fn container_hcs(&self) -> Vec<(String, api::HostConfig, bool)> {
+        self.lock()
+            .by_id
+            .values()
+            .map(|e| {
+                (
+                    e.rec.id.clone(),
+                    e.rec.host_config.clone(),
+                    e.rec.state.status.is_running() || e.rec.state.status == Status::Restarting,
+                )
+            })
+            .collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -302,7 +335,7 @@ impl Engine {
         let ContainerCreateBody {
             config: mut cfg,
             host_config: mut hc,
-            ..
+            networking_config,
         } = body;
         if cfg.image.is_empty() {
             return Err(EngineError::Invalid(
@@ -312,6 +345,8 @@ impl Engine {
         validate_host_config(&hc)?;
         let image: ResolvedImage = self.inner.images.resolve(&cfg.image)?;
         merge_image_config(&mut cfg, &image.config);
+        self.inner.net.validate(&hc, cfg.exposed_ports.as_ref())?;
+        crate::volumes::validate(&hc)?;
         if hc.network_mode.is_empty() {
             hc.network_mode = "default".to_string();
         }
@@ -349,6 +384,10 @@ impl Engine {
             name
         };
         let result = self.create_files(&id, &name, &cfg, &hc, &image, args);
+        let result = result.and_then(|rec| {
+            crate::network::save_networking(&self.paths(&id).dir, &networking_config)?;
+            Ok(rec)
+        });
         match result {
             Ok(rec) => {
                 self.publish("create", &rec, &[]);
@@ -524,6 +563,7 @@ impl Engine {
         mount_rootfs(&rootfs, &mounts)?;
         let started = self.start_mounted(rec, &paths, attachers).await;
         if started.is_err() {
+            self.inner.net.detach(id);
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
         }
         started
@@ -573,6 +613,13 @@ impl Engine {
         if !hc.dns_options.is_empty() {
             resolv.push_str(&format!("options {}\n", hc.dns_options.join(" ")));
         }
+        let attached = self.net_attach(rec, &paths.dir, &hostname)?;
+        if let Some(h) = &attached.hosts {
+            write_atomic(&hosts_file, h.as_bytes(), false)?;
+        }
+        if let Some(r) = &attached.resolv {
+            resolv = r.clone();
+        }
         write_atomic(&resolv_file, resolv.as_bytes(), false)?;
         for (dst, f) in [
             ("/etc/hostname", &hostname_file),
@@ -594,7 +641,7 @@ impl Engine {
                 rootfs: &paths.rootfs(),
                 args,
                 etc_files: etc,
-                netns: if host_net { None } else { Some(String::new()) },
+                netns: attached.netns,
                 mounts: user_mounts,
                 init: None,
             },
@@ -721,9 +768,8 @@ impl Engine {
             }
             let (src, dst) = (parts[0], parts[1]);
             if !src.starts_with('/') {
-                return Err(EngineError::Invalid(format!(
-                    "named volumes are not supported yet: '{b}'"
-                )));
+                // A named volume: mounted by `volumes::mount_volumes` below.
+                continue;
             }
             let opts = parts.get(2).copied().unwrap_or("");
             let mut o = vec!["rbind".to_string()];
@@ -760,6 +806,7 @@ impl Engine {
                     }
                     out.push(serde_json::json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": o}));
                 }
+                "volume" => {}
                 other => {
                     return Err(EngineError::Invalid(format!(
                         "mount type {other:?} is not supported yet"
@@ -767,6 +814,12 @@ impl Engine {
                 }
             }
         }
+        out.extend(crate::volumes::mount_volumes(
+            &self.inner.volumes,
+            &rec.id,
+            &rec.host_config,
+            &self.paths(&rec.id).rootfs(),
+        )?);
         Ok(out)
     }
 
@@ -793,6 +846,7 @@ impl Engine {
                 (255, false, now())
             }
         };
+        self.inner.net.detach(id);
         let (rec, restart_delay) = {
             let mut st = self.lock();
             let Some(e) = st.by_id.get_mut(id) else {
@@ -1190,6 +1244,8 @@ impl Engine {
             tracing::warn!("rename {}: {e}", paths.dir.display());
         }
         let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+        self.inner.net.detach(&id);
+        crate::volumes::release_volumes(&self.inner.volumes, &id, &rec.host_config);
         let _ = self.inner.images.remove_rootfs(&id);
         let _ = std::fs::remove_dir_all(&paths.bundle);
         let _ = std::fs::remove_dir_all(&gone);
@@ -1336,7 +1392,9 @@ impl Engine {
         let rec = self.record(name)?;
         let paths = self.paths(&rec.id);
         let exec_ids = self.inner.execs.ids_of(&rec.id);
-        Ok(inspect_of(&rec, &paths, exec_ids))
+        let mut out = inspect_of(&rec, &paths, exec_ids);
+        self.net_inspect(&rec, &mut out);
+        Ok(out)
     }
 
     /// Lists containers (`GET /containers/json`).
@@ -1442,7 +1500,14 @@ impl Engine {
                     continue;
                 }
             }
-            out.push(summary_of(r));
+            let mut s = summary_of(r);
+            s.ports = self.inner.net.ports(&r.id);
+            s.network_settings.networks = self
+                .inner
+                .net
+                .settings(&r.id, &r.host_config.network_mode, false)
+                .networks;
+            out.push(s);
             if opts.limit > 0 && out.len() >= opts.limit {
                 break;
             }
@@ -1731,13 +1796,10 @@ fn validate_host_config(hc: &api::HostConfig) -> Result<()> {
             "Conflicting options: Nano CPUs and CPU Period/Quota cannot both be set".into(),
         ));
     }
-    match hc.network_mode.as_str() {
-        "" | "default" | "bridge" | "none" | "host" => {}
-        other => {
-            return Err(EngineError::Invalid(format!(
-                "network {other} not found (only none, host and the default network are available)"
-            )))
-        }
+    if hc.network_mode == "container:" {
+        return Err(EngineError::Invalid(
+            "invalid network mode: container: needs a container name".into(),
+        ));
     }
     Ok(())
 }

@@ -25,7 +25,9 @@ pub mod fsutil;
 pub mod images;
 pub mod logs;
 pub mod monitor;
+pub mod network;
 pub mod spec;
+pub mod volumes;
 
 mod engine;
 

@@ -1,0 +1,191 @@
+//! Named volumes of containers: the engine's side of the `volume` crate.
+//!
+//! # Model
+//!
+//! A container names volumes in `HostConfig.Binds` (`name:/path[:ro][,nocopy]`, a source
+//! that is not an absolute path) and in `HostConfig.Mounts` (`Type: volume`). When the
+//! container starts, each is created if missing, referenced for the container
+//! ([`volume::VolumeStore::acquire`]) and, when new and empty, populated from the image's
+//! content at the mount path (unless `nocopy`). References are released when the
+//! container is removed; on a daemon restart they are taken again for every container.
+
+use crate::error::{EngineError, Result};
+use api::HostConfig;
+use errkind::{ErrorKind, HasKind};
+use std::path::Path;
+use volume::{VolumeError, VolumeStore};
+
+/// Maps a volume error to the engine's error of the same kind.
+pub fn vol_err(e: VolumeError) -> EngineError {
+    let msg = api::ApiError::from_error(&e).message;
+    match e.kind() {
+        ErrorKind::InvalidArgument | ErrorKind::NotFound => EngineError::Invalid(msg),
+        ErrorKind::Conflict | ErrorKind::FailedPrecondition => EngineError::Conflict(msg),
+        ErrorKind::Unavailable => EngineError::Unavailable(msg),
+        ErrorKind::Internal => EngineError::Runtime(msg),
+    }
+}
+
+/// A named volume a container uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeUse {
+    /// The volume's name.
+    pub name: String,
+    /// The path in the container.
+    pub target: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+    /// Do not populate from the image.
+    pub nocopy: bool,
+}
+
+/// The named volumes of a container's host config (validated names).
+pub fn volume_uses(hc: &HostConfig) -> Result<Vec<VolumeUse>> {
+    let mut out = Vec::new();
+    for b in &hc.binds {
+        let parts: Vec<&str> = b.split(':').collect();
+        if parts.len() < 2 || parts.len() > 3 || parts[0].starts_with('/') {
+            continue;
+        }
+        volume::validate_name(parts[0]).map_err(vol_err)?;
+        let opts: Vec<&str> = parts
+            .get(2)
+            .map(|o| o.split(',').collect())
+            .unwrap_or_default();
+        out.push(VolumeUse {
+            name: parts[0].to_string(),
+            target: parts[1].to_string(),
+            read_only: opts.contains(&"ro"),
+            nocopy: opts.contains(&"nocopy"),
+        });
+    }
+    for m in &hc.mounts {
+        if m.kind != "volume" {
+            continue;
+        }
+        if m.source.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "invalid mount config for type \"volume\": anonymous volumes are not supported yet: {}",
+                m.target
+            )));
+        }
+        volume::validate_name(&m.source).map_err(vol_err)?;
+        out.push(VolumeUse {
+            name: m.source.clone(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+            nocopy: m.volume_options.as_ref().is_some_and(|o| o.no_copy),
+        });
+    }
+    Ok(out)
+}
+
+/// Validates a container's volumes and mounts at create time: volume names, and that
+/// the source of every `Mounts` bind exists (Docker's error otherwise).
+pub fn validate(hc: &HostConfig) -> Result<()> {
+    volume_uses(hc)?;
+    for m in &hc.mounts {
+        if m.kind == "bind" && !Path::new(&m.source).exists() {
+            return Err(EngineError::Invalid(format!(
+                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                m.source
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes the container's references on its volumes (creating missing ones), populates
+/// new empty ones from `rootfs`, and returns the OCI bind mounts.
+pub fn mount_volumes(
+    store: &VolumeStore,
+    id: &str,
+    hc: &HostConfig,
+    rootfs: &Path,
+) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for u in volume_uses(hc)? {
+        let v = store.acquire(&u.name, id).map_err(vol_err)?;
+        if !u.nocopy {
+            let rel = u.target.trim_start_matches('/');
+            let src = rootfs.join(rel);
+            // Only populate from a real directory inside the rootfs (no symlinks out).
+            let inside = rel.split('/').all(|c| c != "..")
+                && std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir());
+            if inside {
+                store.populate_from(&u.name, &src).map_err(vol_err)?;
+            }
+        }
+        let o = vec!["rbind", if u.read_only { "ro" } else { "rw" }, "rprivate"];
+        out.push(serde_json::json!({
+            "destination": u.target,
+            "type": "bind",
+            "source": v.mountpoint,
+            "options": o,
+        }));
+    }
+    Ok(out)
+}
+
+/// Drops the container's references on its volumes.
+pub fn release_volumes(store: &VolumeStore, id: &str, hc: &HostConfig) {
+    for u in volume_uses(hc).unwrap_or_default() {
+        store.release(&u.name, id);
+    }
+}
+
+/// Re-takes the references of an existing container (daemon start).
+pub fn reacquire(store: &VolumeStore, id: &str, hc: &HostConfig) {
+    for u in volume_uses(hc).unwrap_or_default() {
+        if store.get(&u.name).is_ok() {
+            let _ = store.acquire(&u.name, id);
+        }
+    }
+}
+
+/// Docker-style `Mounts` entries of a container's named volumes.
+pub fn mount_points(store: &VolumeStore, hc: &HostConfig) -> Vec<api::MountPoint> {
+    volume_uses(hc)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| api::MountPoint {
+            kind: "volume".into(),
+            source: store
+                .get(&u.name)
+                .map(|v| v.mountpoint.display().to_string())
+                .unwrap_or_default(),
+            name: u.name,
+            destination: u.target,
+            driver: "local".into(),
+            mode: if u.read_only { "ro".into() } else { "z".into() },
+            rw: !u.read_only,
+            propagation: String::new(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_split_named_volumes_from_host_paths() {
+        let hc = HostConfig {
+            binds: vec![
+                "data:/data:ro".into(),
+                "/host:/x".into(),
+                "cache:/c:nocopy".into(),
+            ],
+            ..Default::default()
+        };
+        let u = volume_uses(&hc).unwrap();
+        assert_eq!(u.len(), 2);
+        assert!(u[0].read_only && !u[0].nocopy);
+        assert!(u[1].nocopy && !u[1].read_only);
+        let bad = HostConfig {
+            binds: vec!["a..b/c:/x".into()],
+            ..Default::default()
+        };
+        assert!(volume_uses(&bad).is_err());
+    }
+}
