@@ -687,3 +687,51 @@ fn docker_cli_runs_a_published_server_from_a_volume() {
     let out = d.docker(&["volume", "rm", "site"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn anonymous_volumes_are_removed_with_the_container_only_on_request() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("bb");
+    let mk = |name: &str| {
+        let id = d.run(
+            name,
+            json!({"Image": "bb", "Cmd": ["sh", "-c", "echo a > /cache/f"],
+                   "Volumes": {"/cache": {}},
+                   "HostConfig": {"Mounts": [{"Type": "volume", "Target": "/scratch"}]}}),
+        );
+        assert_eq!(d.wait(&id), 0, "log: {}", d.log());
+        let (_, v) = d.req("GET", &format!("/containers/{id}/json"), None);
+        let names: Vec<String> = v["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m["Type"], json!("volume"), "{m}");
+                m["Name"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(names.len(), 2, "{v}");
+        (id, names)
+    };
+    let (keep_id, kept) = mk("keeper");
+    let (gone_id, gone) = mk("dropper");
+    let (st, _) = d.req("DELETE", &format!("/containers/{keep_id}"), None);
+    assert_eq!(st, 204);
+    let (st, _) = d.req("DELETE", &format!("/containers/{gone_id}?v=1"), None);
+    assert_eq!(st, 204);
+    for n in &kept {
+        let (st, _) = d.req("GET", &format!("/volumes/{n}"), None);
+        assert_eq!(st, 200, "anonymous volume {n} of `rm` without -v is gone");
+    }
+    for n in &gone {
+        let (st, _) = d.req("GET", &format!("/volumes/{n}"), None);
+        assert_eq!(st, 404, "anonymous volume {n} of `rm -v` is still there");
+    }
+    // Prune without `all` removes the unused anonymous ones.
+    let (st, v) = d.req("POST", "/volumes/prune", None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["VolumesDeleted"].as_array().unwrap().len(), 2, "{v}");
+}

@@ -814,11 +814,12 @@ impl Engine {
                 }
             }
         }
+        let paths = self.paths(&rec.id);
         out.extend(crate::volumes::mount_volumes(
             &self.inner.volumes,
-            &rec.id,
-            &rec.host_config,
-            &self.paths(&rec.id).rootfs(),
+            rec,
+            &paths.dir,
+            &paths.rootfs(),
         )?);
         Ok(out)
     }
@@ -1180,7 +1181,7 @@ impl Engine {
     }
 
     /// Removes a container (`DELETE /containers/{id}`); `force` kills a running one.
-    pub async fn remove(&self, name: &str, force: bool, _volumes: bool) -> Result<()> {
+    pub async fn remove(&self, name: &str, force: bool, remove_volumes: bool) -> Result<()> {
         let (id, running, pid) = {
             let mut st = self.lock();
             let id = st.index.resolve(name)?;
@@ -1245,7 +1246,7 @@ impl Engine {
         }
         let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
         self.inner.net.detach(&id);
-        crate::volumes::release_volumes(&self.inner.volumes, &id, &rec.host_config);
+        crate::volumes::release_volumes(&self.inner.volumes, &rec, &gone, remove_volumes);
         let _ = self.inner.images.remove_rootfs(&id);
         let _ = std::fs::remove_dir_all(&paths.bundle);
         let _ = std::fs::remove_dir_all(&gone);

@@ -54,6 +54,7 @@ pub struct Attached {
 pub struct NetService {
     mgr: Arc<NetworkManager>,
     netns_dir: PathBuf,
+    containers_dir: PathBuf,
 }
 
 /// The network a `NetworkMode` connects to (None: no bridge network).
@@ -159,12 +160,18 @@ impl NetService {
         Ok(NetService {
             mgr: Arc::new(mgr),
             netns_dir,
+            containers_dir: root.join("containers"),
         })
     }
 
     /// The manager (for the network API).
     pub fn manager(&self) -> &Arc<NetworkManager> {
         &self.mgr
+    }
+
+    /// A container's directory (`<root>/containers/<id>`).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers_dir.join(id)
     }
 
     /// Where a container's namespace is bind-mounted while it runs.
@@ -451,7 +458,8 @@ impl crate::Engine {
             .retain(|m| m.kind != "volume" && (m.kind != "bind" || m.source.starts_with('/')));
         out.mounts.extend(crate::volumes::mount_points(
             self.volumes(),
-            &rec.host_config,
+            rec,
+            &self.networks().container_dir(&rec.id),
         ));
     }
 
@@ -467,14 +475,16 @@ impl crate::Engine {
         if let Err(e) = self.networks().manager().reconcile(&live) {
             tracing::warn!("reconcile networks: {e}");
         }
-        for (id, hc, running) in &all {
+        for (id, _, running) in &all {
             if !running {
                 let p = self.networks().netns_path(id);
                 if p.exists() {
                     let _ = net::remove_netns(&p);
                 }
             }
-            crate::volumes::reacquire(self.volumes(), id, hc);
+            if let Ok(rec) = self.record(id) {
+                crate::volumes::reacquire(self.volumes(), &rec, &self.networks().container_dir(id));
+            }
         }
     }
 }

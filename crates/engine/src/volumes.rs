@@ -8,10 +8,17 @@
 //! ([`volume::VolumeStore::acquire`]) and, when new and empty, populated from the image's
 //! content at the mount path (unless `nocopy`). References are released when the
 //! container is removed; on a daemon restart they are taken again for every container.
+//!
+//! Paths in `Config.Volumes` (the image's `VOLUME`s and `docker run -v /path`) that no
+//! bind, mount or tmpfs covers get an anonymous volume, created at the first start; their
+//! names are kept in `anon-volumes.json` of the container's directory, and removing the
+//! container with `v=1` (or `AutoRemove`) removes them.
 
+use crate::containers::ContainerRecord;
 use crate::error::{EngineError, Result};
 use api::HostConfig;
 use errkind::{ErrorKind, HasKind};
+use std::collections::BTreeMap;
 use std::path::Path;
 use volume::{VolumeError, VolumeStore};
 
@@ -64,10 +71,8 @@ pub fn volume_uses(hc: &HostConfig) -> Result<Vec<VolumeUse>> {
             continue;
         }
         if m.source.is_empty() {
-            return Err(EngineError::Invalid(format!(
-                "invalid mount config for type \"volume\": anonymous volumes are not supported yet: {}",
-                m.target
-            )));
+            // Anonymous: see `anonymous_targets`.
+            continue;
         }
         volume::validate_name(&m.source).map_err(vol_err)?;
         out.push(VolumeUse {
@@ -95,17 +100,92 @@ pub fn validate(hc: &HostConfig) -> Result<()> {
     Ok(())
 }
 
-/// Takes the container's references on its volumes (creating missing ones), populates
-/// new empty ones from `rootfs`, and returns the OCI bind mounts.
+/// File in a container's directory naming its anonymous volumes (target → name).
+pub const ANON_FILE: &str = "anon-volumes.json";
+
+/// The targets that get an anonymous volume: `Config.Volumes` and `Mounts` of type volume
+/// without a source, minus every path another bind, mount or tmpfs covers.
+fn anonymous_targets(rec: &ContainerRecord) -> Vec<(String, bool)> {
+    let hc = &rec.host_config;
+    let mut covered: Vec<String> = hc
+        .binds
+        .iter()
+        .filter_map(|b| b.split(':').nth(1).map(String::from))
+        .collect();
+    covered.extend(
+        hc.mounts
+            .iter()
+            .filter(|m| !(m.kind == "volume" && m.source.is_empty()))
+            .map(|m| m.target.clone()),
+    );
+    covered.extend(hc.tmpfs.keys().cloned());
+    let norm = |p: &str| p.trim_end_matches('/').to_string();
+    let covered: Vec<String> = covered.iter().map(|c| norm(c)).collect();
+    let mut out: Vec<(String, bool)> = Vec::new();
+    let mut push = |t: &str, ro: bool| {
+        let t = norm(t);
+        if !t.is_empty() && !covered.contains(&t) && !out.iter().any(|(x, _)| *x == t) {
+            out.push((t, ro));
+        }
+    };
+    for m in &hc.mounts {
+        if m.kind == "volume" && m.source.is_empty() {
+            push(&m.target, m.read_only);
+        }
+    }
+    for t in rec.config.volumes.iter().flat_map(|v| v.keys()) {
+        push(t, false);
+    }
+    out
+}
+
+fn load_anon(cdir: &Path) -> BTreeMap<String, String> {
+    std::fs::read(cdir.join(ANON_FILE))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_default()
+}
+
+/// Every volume of a container: named ones, then anonymous ones (name empty when it has
+/// not been created yet).
+pub fn uses(rec: &ContainerRecord, cdir: &Path) -> Result<Vec<VolumeUse>> {
+    let mut out = volume_uses(&rec.host_config)?;
+    let anon = load_anon(cdir);
+    for (target, read_only) in anonymous_targets(rec) {
+        out.push(VolumeUse {
+            name: anon.get(&target).cloned().unwrap_or_default(),
+            target,
+            read_only,
+            nocopy: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Takes the container's references on its volumes (creating missing ones, anonymous ones
+/// recorded in the container's directory `cdir`), populates new empty ones from `rootfs`,
+/// and returns the OCI bind mounts.
 pub fn mount_volumes(
     store: &VolumeStore,
-    id: &str,
-    hc: &HostConfig,
+    rec: &ContainerRecord,
+    cdir: &Path,
     rootfs: &Path,
 ) -> Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
-    for u in volume_uses(hc)? {
-        let v = store.acquire(&u.name, id).map_err(vol_err)?;
+    let mut anon = load_anon(cdir);
+    let named = volume_uses(&rec.host_config)?.len();
+    for (i, mut u) in uses(rec, cdir)?.into_iter().enumerate() {
+        if i >= named && u.name.is_empty() {
+            let v = store
+                .create(None, BTreeMap::new(), BTreeMap::new())
+                .map_err(vol_err)?;
+            anon.insert(u.target.clone(), v.name.clone());
+            let data = serde_json::to_vec(&anon)
+                .map_err(|e| EngineError::Runtime(format!("serialize volume names: {e}")))?;
+            crate::fsutil::write_atomic(&cdir.join(ANON_FILE), &data, true)?;
+            u.name = v.name;
+        }
+        let v = store.acquire(&u.name, &rec.id).map_err(vol_err)?;
         if !u.nocopy {
             let rel = u.target.trim_start_matches('/');
             let src = rootfs.join(rel);
@@ -127,27 +207,47 @@ pub fn mount_volumes(
     Ok(out)
 }
 
-/// Drops the container's references on its volumes.
-pub fn release_volumes(store: &VolumeStore, id: &str, hc: &HostConfig) {
-    for u in volume_uses(hc).unwrap_or_default() {
-        store.release(&u.name, id);
-    }
-}
-
-/// Re-takes the references of an existing container (daemon start).
-pub fn reacquire(store: &VolumeStore, id: &str, hc: &HostConfig) {
-    for u in volume_uses(hc).unwrap_or_default() {
-        if store.get(&u.name).is_ok() {
-            let _ = store.acquire(&u.name, id);
+/// Drops the container's references on its volumes; with `remove_anonymous` (`rm -v`)
+/// its anonymous volumes are removed too (when no other container uses them).
+pub fn release_volumes(
+    store: &VolumeStore,
+    rec: &ContainerRecord,
+    cdir: &Path,
+    remove_anonymous: bool,
+) {
+    let named = volume_uses(&rec.host_config).map(|v| v.len()).unwrap_or(0);
+    for (i, u) in uses(rec, cdir).unwrap_or_default().into_iter().enumerate() {
+        if u.name.is_empty() {
+            continue;
+        }
+        store.release(&u.name, &rec.id);
+        if remove_anonymous && i >= named {
+            if let Err(e) = store.remove(&u.name, false) {
+                tracing::warn!("remove anonymous volume {}: {e}", u.name);
+            }
         }
     }
 }
 
-/// Docker-style `Mounts` entries of a container's named volumes.
-pub fn mount_points(store: &VolumeStore, hc: &HostConfig) -> Vec<api::MountPoint> {
-    volume_uses(hc)
+/// Re-takes the references of an existing container (daemon start).
+pub fn reacquire(store: &VolumeStore, rec: &ContainerRecord, cdir: &Path) {
+    for u in uses(rec, cdir).unwrap_or_default() {
+        if !u.name.is_empty() && store.get(&u.name).is_ok() {
+            let _ = store.acquire(&u.name, &rec.id);
+        }
+    }
+}
+
+/// Docker-style `Mounts` entries of a container's volumes (created ones).
+pub fn mount_points(
+    store: &VolumeStore,
+    rec: &ContainerRecord,
+    cdir: &Path,
+) -> Vec<api::MountPoint> {
+    uses(rec, cdir)
         .unwrap_or_default()
         .into_iter()
+        .filter(|u| !u.name.is_empty())
         .map(|u| api::MountPoint {
             kind: "volume".into(),
             source: store
