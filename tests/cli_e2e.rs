@@ -355,7 +355,7 @@ fn images_and_image_inspect() {
 }
 
 #[test]
-fn top_and_logs_follow() {
+fn cp_both_directions_top_and_logs_follow() {
     let Some(d) = Daemon::start() else { return };
     let name = testutil::unique_name("top");
     let out = d.berth(&[
@@ -369,6 +369,28 @@ fn top_and_logs_follow() {
         "echo line1; exec sleep 60",
     ]);
     assert_ok(&out, "run -d");
+
+    // Host → container, into a new name.
+    let src = d.path().join("payload.txt");
+    std::fs::write(&src, b"payload\n").expect("write payload");
+    let dst = format!("{name}:/tmp/copied.txt");
+    let out = d.berth(&["cp", src.to_str().expect("utf-8"), &dst]);
+    assert_ok(&out, "cp in");
+    let out = d.berth(&["exec", &name, "cat", "/tmp/copied.txt"]);
+    assert_eq!(stdout(&out), "payload\n", "stderr: {}", stderr(&out));
+
+    // Container → host: a file to a new path, a directory into an existing one.
+    let back = d.path().join("back.txt");
+    let out = d.berth(&["cp", &dst, back.to_str().expect("utf-8")]);
+    assert_ok(&out, "cp out");
+    assert_eq!(std::fs::read(&back).expect("copied file"), b"payload\n");
+    let into = d.path().join("into");
+    std::fs::create_dir(&into).expect("mkdir");
+    let out = d.berth(&["cp", &format!("{name}:/etc"), into.to_str().expect("utf-8")]);
+    assert_ok(&out, "cp dir out");
+    assert!(std::fs::read_to_string(into.join("etc/passwd"))
+        .expect("etc/passwd copied")
+        .starts_with("root:"));
 
     let out = d.berth(&["top", &name]);
     assert_ok(&out, "top");
@@ -416,4 +438,35 @@ fn run_with_a_tty() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(6), "{text} {}", stderr(&out));
     assert!(text.contains("/dev/pts/"), "{text:?}");
+}
+
+#[test]
+fn build_honours_dockerignore_and_runs() {
+    let Some(d) = Daemon::start() else { return };
+    let ctx = d.path().join("ctx");
+    std::fs::create_dir(&ctx).expect("mkdir ctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY . /ctx/\nRUN ls -a /ctx > /list\nCMD [\"cat\", \"/list\"]\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(ctx.join(".dockerignore"), "secret.txt\n*.log\n").expect(".dockerignore");
+    std::fs::write(ctx.join("secret.txt"), "s").expect("secret");
+    std::fs::write(ctx.join("debug.log"), "l").expect("log");
+    std::fs::write(ctx.join("keep.txt"), "k").expect("keep");
+    let tag = testutil::unique_name("app");
+    let out = d.berth(&["build", "-q", "-t", &tag, ctx.to_str().expect("utf-8")]);
+    assert_ok(&out, "build");
+    assert!(
+        stdout(&out).trim().starts_with("sha256:"),
+        "{}",
+        stdout(&out)
+    );
+    let out = d.berth(&["run", "--rm", &tag]);
+    assert_ok(&out, "run built image");
+    let files: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    assert!(files.contains(&"keep.txt".to_string()), "{files:?}");
+    assert!(files.contains(&"Dockerfile".to_string()), "{files:?}");
+    assert!(!files.contains(&"secret.txt".to_string()), "{files:?}");
+    assert!(!files.contains(&"debug.log".to_string()), "{files:?}");
 }
