@@ -113,34 +113,51 @@ impl Daemon {
             child: None,
             dir,
         };
-        let log = std::fs::File::create(d.dir.path().join("daemon.log")).unwrap();
+        d.spawn();
+        d
+    }
+
+    /// (Re)starts the daemon process and waits for `/_ping`.
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.sock);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg("daemon")
             .arg("--root")
-            .arg(d.dir.path().join("root"))
+            .arg(self.dir.path().join("root"))
             .arg("--run-root")
-            .arg(d.dir.path().join("run"))
+            .arg(self.dir.path().join("run"))
             .arg("-H")
-            .arg(format!("unix://{}", d.sock.display()))
+            .arg(format!("unix://{}", self.sock.display()))
             .args(["--runtime", "/usr/sbin/runc"])
-            .args(["--bridge", &d.bridge, "--bip", &d.subnet])
-            .args(["--iptables-chain-prefix", &d.prefix])
+            .args(["--bridge", &self.bridge, "--bip", &self.subnet])
+            .args(["--iptables-chain-prefix", &self.prefix])
             .env("BERTH_MONITOR", monitor_binary())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn berth daemon");
-        d.child = Some(child);
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !matches!(d.try_request("GET", "/_ping", None), Ok((200, _))) {
+        while !matches!(self.try_request("GET", "/_ping", None), Ok((200, _))) {
             assert!(
                 Instant::now() < deadline,
                 "daemon did not come up: {}",
-                d.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        d
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     fn log(&self) -> String {
@@ -734,4 +751,65 @@ fn anonymous_volumes_are_removed_with_the_container_only_on_request() {
     let (st, v) = d.req("POST", "/volumes/prune", None);
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["VolumesDeleted"].as_array().unwrap().len(), 2, "{v}");
+}
+
+#[test]
+fn published_ports_survive_a_daemon_restart_and_are_released_on_stop() {
+    if !host_ok() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.import_busybox("bb");
+    let site = d.dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "still here\n").unwrap();
+    let bind = format!("{}:/var/www:ro", site.display());
+    let web = |d: &Daemon, name: &str, port: u16| {
+        d.run(
+            name,
+            json!({"Image": "bb", "Cmd": ["httpd", "-f", "-p", "80", "-h", "/var/www"],
+                   "HostConfig": {"Binds": [bind],
+                     "PortBindings": {"80/tcp": [{"HostPort": port.to_string()}]}}}),
+        )
+    };
+    let p1 = free_port();
+    let id1 = web(&d, "web1", p1);
+    assert!(http_get_retry(p1).contains("still here"));
+    let ip1 = d.req("GET", &format!("/containers/{id1}/json"), None).1["NetworkSettings"]
+        ["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    d.kill9();
+    d.spawn();
+    assert!(http_get_retry(p1).contains("still here"));
+    let (_, v) = d.req("GET", &format!("/containers/{id1}/json"), None);
+    assert_eq!(v["NetworkSettings"]["IPAddress"], json!(ip1), "{v}");
+    assert_eq!(
+        v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"],
+        json!(p1.to_string())
+    );
+    // The same host port cannot be taken twice; a new container gets a new address.
+    let (st, v) = d.req(
+        "POST",
+        "/containers/create?name=clash",
+        Some(json!({"Image": "bb", "Cmd": ["sleep", "5"],
+            "HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": p1.to_string()}]}}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let clash = v["Id"].as_str().unwrap().to_string();
+    let (st, v) = d.req("POST", &format!("/containers/{clash}/start"), None);
+    assert!(st >= 400, "second container took port {p1}: {v}");
+    let p2 = free_port();
+    let id2 = web(&d, "web2", p2);
+    assert!(http_get_retry(p2).contains("still here"));
+    let (_, v) = d.req("GET", &format!("/containers/{id2}/json"), None);
+    assert_ne!(v["NetworkSettings"]["IPAddress"], json!(ip1));
+
+    let (st, _) = d.req("POST", &format!("/containers/{id1}/stop?t=1"), None);
+    assert_eq!(st, 204);
+    assert!(http_get(p1).is_err(), "port {p1} still served after stop");
+    assert!(!d.dir.path().join("run/netns").join(&id1).exists());
+    assert!(http_get(p2).unwrap().contains("still here"));
 }
