@@ -813,3 +813,73 @@ fn published_ports_survive_a_daemon_restart_and_are_released_on_stop() {
     assert!(!d.dir.path().join("run/netns").join(&id1).exists());
     assert!(http_get(p2).unwrap().contains("still here"));
 }
+
+#[test]
+fn container_and_host_modes_and_connect_to_a_running_container() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("bb");
+    let a = d.run("holder", json!({"Image": "bb", "Cmd": ["sleep", "60"]}));
+    let ip = d.req("GET", &format!("/containers/{a}/json"), None).1["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Joins holder's namespace: sees its eth0 and address.
+    let b = d.run(
+        "joiner",
+        json!({"Image": "bb", "Cmd": ["sh", "-c", format!("ip -4 addr show eth0 | grep -q 'inet {ip}/'")],
+               "HostConfig": {"NetworkMode": "container:holder"}}),
+    );
+    assert_eq!(
+        d.wait(&b),
+        0,
+        "container: mode does not share holder's network"
+    );
+    // Host mode sees the host's interfaces, the daemon's bridge among them.
+    let h = d.run(
+        "hostnet",
+        json!({"Image": "bb", "Cmd": ["test", "-e", format!("/sys/class/net/{}", d.bridge)],
+               "HostConfig": {"NetworkMode": "host"}}),
+    );
+    assert_eq!(d.wait(&h), 0, "host mode does not see {}", d.bridge);
+
+    // A running container joins a user network and leaves it again.
+    let subnet = free_subnet();
+    let (st, v) = d.req(
+        "POST",
+        "/networks/create",
+        Some(json!({"Name": "extra", "IPAM": {"Config": [{"Subnet": subnet}]}})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = d.req(
+        "POST",
+        "/networks/extra/connect",
+        Some(json!({"Container": "holder", "EndpointConfig": {"Aliases": ["h1"]}})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = d.req("GET", &format!("/containers/{a}/json"), None);
+    let nets = v["NetworkSettings"]["Networks"].as_object().unwrap();
+    assert!(
+        nets.contains_key("bridge") && nets.contains_key("extra"),
+        "{v}"
+    );
+    let (st, v) = d.req(
+        "POST",
+        "/networks/extra/connect",
+        Some(json!({"Container": "holder"})),
+    );
+    assert_eq!(st, 409, "connected twice: {v}");
+    let (st, v) = d.req(
+        "POST",
+        "/networks/extra/disconnect",
+        Some(json!({"Container": "holder"})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = d.req("GET", "/networks/extra", None);
+    assert_eq!(v["Containers"], json!({}));
+    let (st, v) = d.req("POST", "/networks/prune", None);
+    assert_eq!(st, 200);
+    assert_eq!(v["NetworksDeleted"], json!(["extra"]), "{v}");
+}
