@@ -205,3 +205,101 @@ fn docker_cp_into_and_out_of_a_container() {
         .unwrap();
     assert_eq!(st, 404);
 }
+
+#[test]
+fn push_to_and_pull_from_a_local_registry() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let reg_root = d.dir.path().join("registry");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _reg = Kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "registry",
+                "serve",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--root",
+            ])
+            .arg(&reg_root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registry did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let repo = format!("127.0.0.1:{port}/bb");
+    let (st, _) = d.request(
+        "POST",
+        &format!("/images/busybox/tag?repo={repo}&tag=1"),
+        None,
+    );
+    assert_eq!(st, 201);
+    let (st, body) = d
+        .try_request("POST", &format!("/images/{repo}/push?tag=1"), None)
+        .unwrap();
+    let text = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(st, 200);
+    assert!(
+        text.contains("digest: sha256:") && !text.contains("errorDetail"),
+        "{text}"
+    );
+    for name in [format!("{repo}:1"), "busybox".to_string()] {
+        let (st, v) = d.request("DELETE", &format!("/images/{name}"), None);
+        assert_eq!(st, 200, "{v}");
+    }
+    let (_, l) = d.request("GET", "/images/json", None);
+    assert_eq!(l.as_array().unwrap().len(), 0);
+    let pull = d.docker(&["pull", &format!("{repo}:1")]);
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let run = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &format!("{repo}:1"),
+        "echo",
+        "pulled",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "pulled\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // A missing image is a clean error in the progress stream.
+    let (st, body) = d
+        .try_request(
+            "POST",
+            &format!("/images/create?fromImage={repo}&tag=nope"),
+            None,
+        )
+        .unwrap();
+    assert_eq!(st, 200);
+    assert!(String::from_utf8_lossy(&body).contains("errorDetail"));
+}

@@ -7,6 +7,7 @@
 
 mod build_route;
 pub(crate) mod netvol;
+mod registry;
 
 use api::version::{ApiVersion, API_VERSION, MIN_API_VERSION};
 use api::ApiError;
@@ -1102,6 +1103,13 @@ async fn image_get(State(s): State<AppState>, Path(rest): Path<String>) -> Res {
 }
 
 async fn image_post(State(s): State<AppState>, Path(rest): Path<String>, Query(q): Q) -> Res {
+    if let Some(name) = rest.strip_suffix("/push") {
+        let full = match q.get("tag").filter(|t| !t.is_empty()) {
+            Some(t) => format!("{name}:{t}"),
+            None => name.to_string(),
+        };
+        return registry::push(&s.engine, &full);
+    }
     if let Some(name) = rest.strip_suffix("/tag") {
         let repo = q.get("repo").cloned().unwrap_or_default();
         let tag = q
@@ -1241,7 +1249,7 @@ async fn image_prune(State(s): State<AppState>, Query(q): Q) -> Res {
     ))
 }
 
-fn json_line(m: &api::JsonMessage) -> Bytes {
+pub(crate) fn json_line(m: &api::JsonMessage) -> Bytes {
     let mut v = serde_json::to_vec(m).unwrap_or_default();
     v.extend_from_slice(b"\r\n");
     Bytes::from(v)
@@ -1296,32 +1304,12 @@ async fn image_create(State(s): State<AppState>, Query(q): Q, req: Request) -> R
             .unwrap_or_default());
     }
     if !from_image.is_empty() {
-        let name = if tag.is_empty() {
+        let name = if tag.is_empty() || from_image.contains('@') {
             from_image.clone()
         } else {
             format!("{from_image}:{tag}")
         };
-        // Registry pulls come with the distribution crate; an image already present
-        // "pulls" as up to date.
-        if s.engine.images().resolve(&name).is_ok() {
-            let body = [
-                json_line(&api::JsonMessage::status(format!(
-                    "Pulling from {from_image}"
-                ))),
-                json_line(&api::JsonMessage::status(format!(
-                    "Status: Image is up to date for {name}"
-                ))),
-            ]
-            .concat();
-            return Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(body))
-                .unwrap_or_default());
-        }
-        return Err(Error(ApiError::not_found(format!(
-            "pull access denied for {from_image}, repository does not exist or may require 'docker login'"
-        ))));
+        return registry::pull(&s.engine, &name);
     }
     Err(Error(ApiError::invalid(
         "either fromSrc or fromImage must be given",
