@@ -879,6 +879,34 @@ fn container_and_host_modes_and_connect_to_a_running_container() {
     assert_eq!(st, 200, "{v}");
     let (_, v) = d.req("GET", "/networks/extra", None);
     assert_eq!(v["Containers"], json!({}));
+    // A stopped container connected to a network joins it when it starts.
+    let (st, v) = d.req(
+        "POST",
+        "/containers/create?name=late",
+        Some(json!({"Image": "bb", "Cmd": ["sleep", "60"]})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let late = v["Id"].as_str().unwrap().to_string();
+    let (st, v) = d.req(
+        "POST",
+        "/networks/extra/connect",
+        Some(json!({"Container": "late"})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = d.req("POST", &format!("/containers/{late}/start"), None);
+    assert_eq!(st, 204, "{v}");
+    let (_, v) = d.req("GET", "/networks/extra", None);
+    assert!(v["Containers"].get(&late).is_some(), "{v}");
+    let (_, v) = d.req("GET", "/networks/bridge", None);
+    assert!(v["Containers"].get(&late).is_some(), "{v}");
+    let (st, _) = d.req("DELETE", &format!("/containers/{late}?force=1"), None);
+    assert_eq!(st, 204);
+    let (st, v) = d.req(
+        "POST",
+        "/networks/nosuch/connect",
+        Some(json!({"Container": "holder"})),
+    );
+    assert_eq!(st, 404, "{v}");
     let (st, v) = d.req("POST", "/networks/prune", None);
     assert_eq!(st, 200);
     assert_eq!(v["NetworksDeleted"], json!(["extra"]), "{v}");

@@ -239,35 +239,26 @@ impl NetService {
                 .or_else(|| ncfg.endpoints_config.get(mode))
                 .cloned()
                 .unwrap_or_default();
-            let mut aliases = ep_cfg.aliases.clone();
-            if network != "bridge" {
-                aliases.push(rec.name.clone());
-                aliases.push(rec.id[..12].to_string());
-            }
-            let ip = ep_cfg
-                .ipam_config
-                .as_ref()
-                .and_then(|v| v.get("IPv4Address"))
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse::<Ipv4Addr>()
-                        .map_err(|_| EngineError::Invalid(format!("invalid IPv4 address {s:?}")))
-                })
-                .transpose()?;
-            let mac = Some(ep_cfg.mac_address.clone()).filter(|m| !m.is_empty());
             self.mgr
-                .connect(ContainerNet {
-                    container_id: rec.id.clone(),
-                    container_name: rec.name.clone(),
-                    netns_path: path.clone(),
-                    network: network.to_string(),
-                    aliases,
-                    ip,
-                    mac,
-                    ports,
-                })
+                .connect(container_net(rec, &path, network, &ep_cfg, ports)?)
                 .map_err(net_err)?;
+            // Further networks named in `EndpointsConfig` (or connected while stopped).
+            for (name, ep) in &ncfg.endpoints_config {
+                if name == network || name == mode || mode_network(name) != Some(name.as_str()) {
+                    continue;
+                }
+                let same = self
+                    .mgr
+                    .inspect(name)
+                    .map_err(net_err)?
+                    .endpoints
+                    .contains_key(&rec.id);
+                if !same {
+                    self.mgr
+                        .connect(container_net(rec, &path, name, ep, Vec::new())?)
+                        .map_err(net_err)?;
+                }
+            }
             let extra: Vec<(String, IpAddr)> = hc
                 .extra_hosts
                 .iter()
@@ -400,6 +391,44 @@ impl NetService {
     }
 }
 
+/// What connecting `rec` (namespace at `netns`) to `network` with `ep` asks of the manager:
+/// aliases (plus, off the default network, the container's name and short id), the static
+/// address and MAC address.
+pub fn container_net(
+    rec: &crate::containers::ContainerRecord,
+    netns: &Path,
+    network: &str,
+    ep: &EndpointSettings,
+    ports: Vec<PortMapping>,
+) -> Result<ContainerNet> {
+    let mut aliases = ep.aliases.clone();
+    if network != "bridge" {
+        aliases.push(rec.name.clone());
+        aliases.push(rec.id[..12].to_string());
+    }
+    let ip = ep
+        .ipam_config
+        .as_ref()
+        .and_then(|v| v.get("IPv4Address"))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<Ipv4Addr>()
+                .map_err(|_| EngineError::Invalid(format!("invalid IPv4 address {s:?}")))
+        })
+        .transpose()?;
+    Ok(ContainerNet {
+        container_id: rec.id.clone(),
+        container_name: rec.name.clone(),
+        netns_path: netns.to_path_buf(),
+        network: network.to_string(),
+        aliases,
+        ip,
+        mac: Some(ep.mac_address.clone()).filter(|m| !m.is_empty()),
+        ports,
+    })
+}
+
 /// Saves a container's `NetworkingConfig` into its directory.
 pub fn save_networking(cdir: &Path, cfg: &api::NetworkingConfig) -> Result<()> {
     let data = serde_json::to_vec(cfg)
@@ -441,6 +470,70 @@ impl crate::Engine {
             None => None,
         };
         self.networks().attach(rec, cdir, hostname, other_pid)
+    }
+
+    /// Connects a container to a network (`POST /networks/{id}/connect`): a running one
+    /// at once, and in any case on its next starts (kept in its `NetworkingConfig`).
+    pub fn network_connect(
+        &self,
+        container: &str,
+        network: &str,
+        ep: EndpointSettings,
+    ) -> Result<()> {
+        let rec = self.record(container)?;
+        let net = self
+            .networks()
+            .manager()
+            .inspect(network)
+            .map_err(net_err)?;
+        let mode = rec.host_config.network_mode.as_str();
+        if mode_network(mode).is_none() {
+            return Err(EngineError::Conflict(format!(
+                "container {} is in network mode {mode} and cannot be connected to {}",
+                rec.id, net.name
+            )));
+        }
+        let cdir = self.networks().container_dir(&rec.id);
+        let netns = self.networks().netns_path(&rec.id);
+        if rec.state.status.is_running() && netns.exists() {
+            self.networks()
+                .manager()
+                .connect(container_net(&rec, &netns, &net.name, &ep, Vec::new())?)
+                .map_err(net_err)?;
+        } else if let Some(n) = mode_network(mode).filter(|n| *n == net.name) {
+            return Err(EngineError::Conflict(format!(
+                "container {} is already connected to network {n}",
+                rec.id
+            )));
+        }
+        let mut cfg = load_networking(&cdir);
+        cfg.endpoints_config.insert(net.name, ep);
+        save_networking(&cdir, &cfg)
+    }
+
+    /// Disconnects a container from a network (`POST /networks/{id}/disconnect`).
+    pub fn network_disconnect(&self, container: &str, network: &str) -> Result<()> {
+        let rec = self.record(container)?;
+        let net = self
+            .networks()
+            .manager()
+            .inspect(network)
+            .map_err(net_err)?;
+        let cdir = self.networks().container_dir(&rec.id);
+        let mut cfg = load_networking(&cdir);
+        let configured = cfg.endpoints_config.remove(&net.name).is_some();
+        if net.endpoints.contains_key(&rec.id) {
+            self.networks()
+                .manager()
+                .disconnect(&rec.id, &net.id)
+                .map_err(net_err)?;
+        } else if !configured {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not connected to network {}",
+                rec.id, net.name
+            )));
+        }
+        save_networking(&cdir, &cfg)
     }
 
     /// Fills inspect's `NetworkSettings` and the named volumes of `Mounts`.

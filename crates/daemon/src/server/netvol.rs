@@ -239,43 +239,10 @@ struct ConnectBody {
 
 async fn network_connect(State(st): State<AppState>, Path(id): Path<String>, body: Bytes) -> Res {
     let b: ConnectBody = json_body(&body)?;
-    let rec = st.engine.record(&b.container)?;
-    if !rec.state.status.is_running() {
-        return Err(Error(ApiError::from_error(&engine::EngineError::Conflict(
-            format!(
-                "container {} is not running: connecting stopped containers is not supported",
-                rec.id
-            ),
-        ))));
-    }
-    let netns = st.engine.networks().netns_path(&rec.id);
-    let ep = b.endpoint_config.unwrap_or_default();
-    let ip = ep
-        .ipam_config
-        .as_ref()
-        .and_then(|v| v.get("IPv4Address"))
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse()
-                .map_err(|_| Error(ApiError::invalid(format!("invalid IPv4 address {s:?}"))))
-        })
-        .transpose()?;
-    let mut aliases = ep.aliases.clone();
-    aliases.push(rec.name.clone());
-    aliases.push(rec.id[..12].to_string());
-    let c = net::ContainerNet {
-        container_id: rec.id.clone(),
-        container_name: rec.name.clone(),
-        netns_path: netns,
-        network: id,
-        aliases,
-        ip,
-        mac: None,
-        ports: Vec::new(),
-    };
+    let net = st.engine.networks().manager().inspect(&id).map_err(net_e)?;
     let eng = st.engine.clone();
-    blocking(move || eng.networks().manager().connect(c).map_err(net_e)).await?;
+    let ep = b.endpoint_config.unwrap_or_default();
+    blocking(move || Ok(eng.network_connect(&b.container, &net.id, ep)?)).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -291,15 +258,9 @@ async fn network_disconnect(
     body: Bytes,
 ) -> Res {
     let b: DisconnectBody = json_body(&body)?;
-    let cid = st.engine.resolve(&b.container)?;
+    let net = st.engine.networks().manager().inspect(&id).map_err(net_e)?;
     let eng = st.engine.clone();
-    blocking(move || {
-        eng.networks()
-            .manager()
-            .disconnect(&cid, &id)
-            .map_err(net_e)
-    })
-    .await?;
+    blocking(move || Ok(eng.network_disconnect(&b.container, &net.id)?)).await?;
     Ok(StatusCode::OK.into_response())
 }
 
