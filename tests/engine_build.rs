@@ -97,7 +97,11 @@ fn failing_or_bad_dockerfiles_tag_nothing() {
     let d = Daemon::start();
     d.import_busybox("busybox:latest");
     let ctx = d.dir.path().join("bad");
-    write(&ctx, "Dockerfile", "FROM busybox\nRUN echo start\nRUN exit 3\n");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN echo start\nRUN exit 3\n",
+    );
     let out = docker_build(&d, &["-t", "bad:1", ctx.to_str().unwrap()]);
     let log = text(&out);
     assert!(!out.status.success(), "{log}");
