@@ -578,7 +578,6 @@ fn bad_network_and_volume_input_is_rejected_cleanly() {
     }
     let d = Daemon::start();
     d.import_busybox("bb");
-    let before = links();
     // Overlaps the default bridge's subnet.
     let (st, v) = d.req(
         "POST",
@@ -633,13 +632,18 @@ fn bad_network_and_volume_input_is_rejected_cleanly() {
     assert!(std::fs::read_dir(d.dir.path().join("root/volumes"))
         .map(|r| r.count() == 0)
         .unwrap_or(true));
-    let after = links();
-    let count = |s: &str| {
-        s.lines()
-            .filter(|l| l.contains("veth") || l.contains("br-"))
-            .count()
-    };
-    assert_eq!(count(&before), count(&after), "links left behind");
+    // Nothing of ours is left: no veth in our bridge, no extra network or bridge.
+    let ports = Command::new("ip")
+        .args(["-o", "link", "show", "master", &d.bridge])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ports.stdout).trim().is_empty(),
+        "veths left in {}: {ports:?}",
+        d.bridge
+    );
+    let (_, nets) = d.req("GET", "/networks", None);
+    assert_eq!(nets.as_array().unwrap().len(), 3, "{nets}");
 }
 
 #[test]
@@ -910,4 +914,42 @@ fn container_and_host_modes_and_connect_to_a_running_container() {
     let (st, v) = d.req("POST", "/networks/prune", None);
     assert_eq!(st, 200);
     assert_eq!(v["NetworksDeleted"], json!(["extra"]), "{v}");
+}
+
+#[test]
+fn publish_all_maps_exposed_ports_and_tmpfs_and_bind_propagation_apply() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("bb");
+    let site = d.dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("index.html"), "all ports\n").unwrap();
+    let id = d.run(
+        "pall",
+        json!({"Image": "bb",
+               "Cmd": ["sh", "-c", "grep -q ' /scratch tmpfs ' /proc/mounts && exec httpd -f -p 80 -h /var/www"],
+               "ExposedPorts": {"80/tcp": {}},
+               "HostConfig": {"PublishAllPorts": true,
+                 "Tmpfs": {"/scratch": "size=1m"},
+                 "Mounts": [{"Type": "bind", "Source": site.display().to_string(), "Target": "/var/www",
+                             "ReadOnly": true, "BindOptions": {"Propagation": "rslave"}}]}}),
+    );
+    let (_, v) = d.req("GET", &format!("/containers/{id}/json"), None);
+    let port: u16 = v["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(port > 0);
+    assert!(http_get_retry(port).contains("all ports"));
+    let (st, v) = d.req(
+        "POST",
+        "/containers/create?name=badprop",
+        Some(json!({"Image": "bb", "Cmd": ["true"],
+            "HostConfig": {"Mounts": [{"Type": "bind", "Source": "/tmp", "Target": "/x",
+                                       "BindOptions": {"Propagation": "sideways"}}]}})),
+    );
+    assert_eq!(st, 400, "{v}");
 }

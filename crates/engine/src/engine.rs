@@ -791,7 +791,7 @@ impl Engine {
                             m.source
                         )));
                     }
-                    let o = vec!["rbind", if m.read_only { "ro" } else { "rw" }, "rprivate"];
+                    let o = crate::volumes::bind_options(m)?;
                     out.push(serde_json::json!({"destination": m.target, "type": "bind", "source": m.source, "options": o}));
                 }
                 "tmpfs" => {

@@ -90,6 +90,9 @@ pub fn volume_uses(hc: &HostConfig) -> Result<Vec<VolumeUse>> {
 pub fn validate(hc: &HostConfig) -> Result<()> {
     volume_uses(hc)?;
     for m in &hc.mounts {
+        if m.kind == "bind" {
+            bind_options(m)?;
+        }
         if m.kind == "bind" && !Path::new(&m.source).exists() {
             return Err(EngineError::Invalid(format!(
                 "invalid mount config for type \"bind\": bind source path does not exist: {}",
@@ -98,6 +101,27 @@ pub fn validate(hc: &HostConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// OCI options of a `Mounts` bind: `rbind` (`bind` with `NonRecursive`), `ro`/`rw`, and
+/// the propagation of `BindOptions.Propagation` (default `rprivate`).
+pub fn bind_options(m: &api::Mount) -> Result<Vec<String>> {
+    let b = m.bind_options.clone().unwrap_or_default();
+    let prop = match b.propagation.as_str() {
+        "" => "rprivate",
+        p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave") => p,
+        other => {
+            return Err(EngineError::Invalid(format!(
+                "invalid mount config: invalid propagation mode {other:?} for {}",
+                m.target
+            )))
+        }
+    };
+    Ok(vec![
+        if b.non_recursive { "bind" } else { "rbind" }.to_string(),
+        if m.read_only { "ro" } else { "rw" }.to_string(),
+        prop.to_string(),
+    ])
 }
 
 /// File in a container's directory naming its anonymous volumes (target → name).
