@@ -479,6 +479,13 @@ fn user_network_resolves_names_and_none_has_only_lo() {
     assert_eq!(st, 200);
     assert_eq!(v["IPAM"]["Config"][0]["Subnet"], json!(subnet));
     assert_eq!(v["Id"], json!(net_id));
+    let (_, v) = d.req(
+        "GET",
+        "/networks?filters=%7B%22type%22%3A%5B%22custom%22%5D%7D",
+        None,
+    );
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["Name"], json!("appnet"));
 
     let srv = d.run(
         "server",

@@ -116,6 +116,12 @@ async fn network_list(State(st): State<AppState>, Query(q): Query<HashMap<String
                 .is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str())))
                 && f.get("id")
                     .is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str())))
+                && f.get("type").is_none_or(|v| {
+                    v.iter().any(|x| {
+                        (x == "custom" && !n.is_predefined())
+                            || (x == "builtin" && n.is_predefined())
+                    })
+                })
                 && f.get("driver")
                     .is_none_or(|v| v.iter().any(|x| x == n.driver.as_str()))
                 && f.get("label").is_none_or(|v| {
