@@ -2,7 +2,10 @@
 //!
 //! [`Engine`] owns the containers (records persisted crash-safe under
 //! `<root>/containers/`, see [`containers`]), their supervision and the images (over the
-//! `store` crate, see [`images`]). It knows nothing of HTTP: the `daemon` crate calls it.
+//! `store` crate, see [`images`]), the containers' networks (over the `net` crate, see
+//! [`network`]: a network namespace per run, connected on start, released when the run
+//! ends) and volumes (over the `volume` crate, see [`volumes`]). It knows nothing of HTTP:
+//! the `daemon` crate calls it.
 //!
 //! # Supervision model
 //!
