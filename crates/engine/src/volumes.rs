@@ -213,9 +213,15 @@ pub fn mount_volumes(
         if !u.nocopy {
             let rel = u.target.trim_start_matches('/');
             let src = rootfs.join(rel);
-            // Only populate from a real directory inside the rootfs (no symlinks out).
-            let inside = rel.split('/').all(|c| c != "..")
-                && std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir());
+            // Only populate from a real directory inside the rootfs: no `..` and no
+            // symlink on the way (an image's symlink could point out of the rootfs).
+            let mut cur = rootfs.to_path_buf();
+            let inside = rel.split('/').filter(|c| !c.is_empty()).all(|c| {
+                cur.push(c);
+                c != ".."
+                    && std::fs::symlink_metadata(&cur)
+                        .is_ok_and(|m| m.is_dir() && !m.file_type().is_symlink())
+            });
             if inside {
                 store.populate_from(&u.name, &src).map_err(vol_err)?;
             }
