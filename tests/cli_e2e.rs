@@ -19,6 +19,8 @@ struct Daemon {
     dir: tempfile::TempDir,
     child: Child,
     host: String,
+    /// Own bridge, subnet and chains; dropped (cleaned) after the daemon stops.
+    _net: testutil::DaemonNet,
 }
 
 impl Daemon {
@@ -47,8 +49,10 @@ impl Daemon {
         let sock = dir.path().join("berth.sock");
         let host = format!("unix://{}", sock.display());
         let log = std::fs::File::create(dir.path().join("daemon.log")).expect("daemon log");
+        let net = testutil::DaemonNet::new("bc");
         let child = Command::new(berth())
             .arg("daemon")
+            .args(net.args())
             .arg("--root")
             .arg(dir.path().join("root"))
             .arg("--run-root")
@@ -60,7 +64,12 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn berth daemon");
-        let d = Daemon { dir, child, host };
+        let d = Daemon {
+            dir,
+            child,
+            host,
+            _net: net,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if sock.exists() && d.berth(&["version"]).status.success() {

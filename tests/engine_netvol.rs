@@ -35,27 +35,6 @@ fn host_ok() -> bool {
     true
 }
 
-/// A /24 in 10.160.0.0-10.199.255.0 that no host route overlaps.
-fn free_subnet() -> String {
-    let routes = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["-4", "route"])
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default(),
-    )
-    .to_string();
-    loop {
-        let r = rand_u32();
-        let a = 160 + (r % 40);
-        let b = (r >> 8) % 256;
-        let pre = format!("10.{a}.{b}.");
-        if !routes.contains(&pre) {
-            return format!("10.{a}.{b}.0/24");
-        }
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -109,7 +88,7 @@ impl Daemon {
             sock,
             bridge: format!("bnv{tag}"),
             prefix: format!("BNV{}", tag.to_uppercase()),
-            subnet: free_subnet(),
+            subnet: testutil::free_subnet(),
             child: None,
             dir,
         };
@@ -278,49 +257,6 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Removes our iptables rules and chains (all tables we use).
-fn remove_chains(prefix: &str) {
-    for table in ["filter", "nat"] {
-        let saved = Command::new("iptables-save")
-            .args(["-t", table])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        for l in saved.lines() {
-            if let Some(rule) = l.strip_prefix("-A ") {
-                let chain = rule.split_whitespace().next().unwrap_or("");
-                if !chain.starts_with(prefix) && rule.contains(prefix) {
-                    let args: Vec<&str> = rule.split_whitespace().collect();
-                    let _ = Command::new("iptables")
-                        .args(["-t", table, "-D"])
-                        .args(&args)
-                        .output();
-                }
-            }
-        }
-        for l in saved.lines() {
-            if let Some(ch) = l.strip_prefix(':') {
-                let ch = ch.split_whitespace().next().unwrap_or("");
-                if ch.starts_with(prefix) {
-                    let _ = Command::new("iptables")
-                        .args(["-t", table, "-F", ch])
-                        .output();
-                }
-            }
-        }
-        for l in saved.lines() {
-            if let Some(ch) = l.strip_prefix(':') {
-                let ch = ch.split_whitespace().next().unwrap_or("");
-                if ch.starts_with(prefix) {
-                    let _ = Command::new("iptables")
-                        .args(["-t", table, "-X", ch])
-                        .output();
-                }
-            }
-        }
-    }
-}
-
 impl Drop for Daemon {
     fn drop(&mut self) {
         let mut bridges = vec![self.bridge.clone()];
@@ -370,7 +306,7 @@ impl Drop for Daemon {
         for b in bridges {
             let _ = Command::new("ip").args(["link", "del", &b]).output();
         }
-        remove_chains(&self.prefix);
+        testutil::remove_chains(&self.prefix);
     }
 }
 
@@ -467,7 +403,7 @@ fn user_network_resolves_names_and_none_has_only_lo() {
     }
     let d = Daemon::start();
     d.import_busybox("bb");
-    let subnet = free_subnet();
+    let subnet = testutil::free_subnet();
     let (st, v) = d.req(
         "POST",
         "/networks/create",
@@ -677,7 +613,7 @@ fn docker_cli_runs_a_published_server_from_a_volume() {
         "echo served by docker cli > /var/www/index.html",
     ]);
     assert!(out.status.success(), "{out:?}; log: {}", d.log());
-    let subnet = free_subnet();
+    let subnet = testutil::free_subnet();
     let out = d.docker(&["network", "create", "--subnet", &subnet, "clinet"]);
     assert!(out.status.success(), "{out:?}");
     let port = free_port();
@@ -857,7 +793,7 @@ fn container_and_host_modes_and_connect_to_a_running_container() {
     assert_eq!(d.wait(&h), 0, "host mode does not see {}", d.bridge);
 
     // A running container joins a user network and leaves it again.
-    let subnet = free_subnet();
+    let subnet = testutil::free_subnet();
     let (st, v) = d.req(
         "POST",
         "/networks/create",

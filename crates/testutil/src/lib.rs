@@ -181,6 +181,119 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Host networking of one test daemon: its own bridge device, subnet and iptables chain
+/// prefix, so daemons of parallel tests never share `berth0` or the `BERTH` chains.
+///
+/// Pass [`DaemonNet::args`] to `berth daemon`; dropping the value (after the daemon has
+/// stopped) deletes the bridge, any `extra_bridges` and every rule and chain carrying the
+/// prefix.
+pub struct DaemonNet {
+    /// The default bridge device (at most 15 characters).
+    pub bridge: String,
+    /// The default bridge's subnet, a /24 in 10.160.0.0–10.199.255.0 no host route uses.
+    pub subnet: String,
+    /// The iptables chain prefix.
+    pub prefix: String,
+    /// More bridges to delete on drop (user-defined networks of the daemon).
+    pub extra_bridges: Vec<String>,
+}
+
+fn rand_u32() -> u32 {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_le_bytes(b)
+}
+
+impl DaemonNet {
+    /// Picks a unique bridge name and chain prefix (`tag` + 8 hex digits; `tag` at most 5
+    /// characters) and a free subnet.
+    pub fn new(tag: &str) -> DaemonNet {
+        let hex = format!("{:08x}", rand_u32());
+        DaemonNet {
+            bridge: format!("{tag}{hex}"),
+            subnet: free_subnet(),
+            prefix: format!("{}{}", tag.to_uppercase(), hex.to_uppercase()),
+            extra_bridges: Vec::new(),
+        }
+    }
+
+    /// The `berth daemon` flags: `--bridge`, `--bip`, `--iptables-chain-prefix`.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--bridge".into(),
+            self.bridge.clone(),
+            "--bip".into(),
+            self.subnet.clone(),
+            "--iptables-chain-prefix".into(),
+            self.prefix.clone(),
+        ]
+    }
+}
+
+impl Drop for DaemonNet {
+    fn drop(&mut self) {
+        for b in std::iter::once(&self.bridge).chain(&self.extra_bridges) {
+            let _ = Command::new("ip").args(["link", "del", b]).output();
+        }
+        remove_chains(&self.prefix);
+    }
+}
+
+/// A /24 in 10.160.0.0–10.199.255.0 that no host route overlaps.
+pub fn free_subnet() -> String {
+    let routes = Command::new("ip")
+        .args(["-4", "route"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    loop {
+        let r = rand_u32();
+        let pre = format!("10.{}.{}.", 160 + (r % 40), (r >> 8) % 256);
+        if !routes.contains(&pre) {
+            return format!("{pre}0/24");
+        }
+    }
+}
+
+/// Removes every iptables rule and chain (filter and nat tables) whose chain name starts
+/// with `prefix`, and the jumps to them from other chains.
+pub fn remove_chains(prefix: &str) {
+    for table in ["filter", "nat"] {
+        let saved = Command::new("iptables-save")
+            .args(["-t", table])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let ours = |c: &str| c.starts_with(prefix);
+        for rule in saved.lines().filter_map(|l| l.strip_prefix("-A ")) {
+            let chain = rule.split_whitespace().next().unwrap_or("");
+            if !ours(chain) && rule.contains(prefix) {
+                let args: Vec<&str> = rule.split_whitespace().collect();
+                let _ = Command::new("iptables")
+                    .args(["-t", table, "-D"])
+                    .args(&args)
+                    .output();
+            }
+        }
+        let chains: Vec<&str> = saved
+            .lines()
+            .filter_map(|l| l.strip_prefix(':'))
+            .filter_map(|c| c.split_whitespace().next())
+            .filter(|c| ours(c))
+            .collect();
+        for flag in ["-F", "-X"] {
+            for ch in &chains {
+                let _ = Command::new("iptables")
+                    .args(["-t", table, flag, ch])
+                    .output();
+            }
+        }
+    }
+}
+
 /// A tiny self-deleting temporary directory, so this crate needs no `tempfile` at runtime.
 mod tempfile_lite {
     use std::io;
