@@ -1186,3 +1186,109 @@ fn update_events_and_list() {
     assert!(c.rt(&["delete", "--force", &c.id]).status.success());
     c.assert_clean();
 }
+
+/// The fields of /proc/<pid>/stat after the command name, so `stat_field(.., n)` is
+/// field n (1-based) as proc(5) numbers them.
+fn stat_field(pid: i64, n: usize) -> String {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let rest = &stat[stat.rfind(')').expect("stat has a comm") + 1..];
+    rest.split_whitespace()
+        .nth(n - 3)
+        .expect("stat field")
+        .to_string()
+}
+
+#[test]
+fn io_priority_is_set_before_start() {
+    let Some(mut c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    c.b.config["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 4});
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    let pid = c.state().expect("state")["pid"].as_i64().expect("pid");
+    // SAFETY: ioprio_get takes integers only.
+    let got = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, pid as libc::c_int) };
+    assert_eq!(got, (3 << 13) | 4, "ioprio of the created init");
+    // The same value from a best-effort class.
+    let Some(mut c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    c.b.config["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 6});
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    let pid = c.state().expect("state")["pid"].as_i64().expect("pid");
+    // SAFETY: as above.
+    let got = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, pid as libc::c_int) };
+    assert_eq!(got, (2 << 13) | 6);
+}
+
+#[test]
+fn scheduler_policy_and_nice_are_set_before_start() {
+    let cases = [
+        (json!({"policy": "SCHED_BATCH", "nice": 5}), "3", "5"),
+        (json!({"policy": "SCHED_IDLE"}), "5", "0"),
+    ];
+    for (sched, policy, nice) in cases {
+        let Some(mut c) = Ctr::new(&["true"]) else {
+            return;
+        };
+        c.b.config["process"]["scheduler"] = sched.clone();
+        let (ok, err) = c.create();
+        assert!(ok, "{sched}: {err}");
+        let pid = c.state().expect("state")["pid"].as_i64().expect("pid");
+        assert_eq!(stat_field(pid, 41), policy, "{sched}: policy");
+        assert_eq!(stat_field(pid, 19), nice, "{sched}: nice");
+    }
+}
+
+#[test]
+fn personality_linux32_shows_i686() {
+    let Some(mut c) = Ctr::new(&["uname", "-m"]) else {
+        return;
+    };
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipped: LINUX32 test expects an x86_64 host");
+        return;
+    }
+    c.b.config["linux"]["personality"] = json!({"domain": "LINUX32"});
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "i686");
+}
+
+#[test]
+fn bad_process_attributes_are_rejected_with_nothing_left() {
+    let cases: Vec<(ConfigEdit, &str)> = vec![
+        (
+            Box::new(|v| {
+                v["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 9})
+            }),
+            "ioPriority",
+        ),
+        (
+            Box::new(|v| v["process"]["scheduler"] = json!({"policy": "SCHED_RR", "priority": 0})),
+            "1-99",
+        ),
+        (
+            Box::new(|v| v["process"]["scheduler"] = json!({"policy": "SCHED_OTHER", "nice": 40})),
+            "nice",
+        ),
+        (
+            Box::new(|v| {
+                v["linux"]["personality"] = json!({"domain": "LINUX", "flags": ["BOGUS"]})
+            }),
+            "personality",
+        ),
+    ];
+    for (edit, want) in cases {
+        let Some(mut c) = Ctr::new(&["true"]) else {
+            return;
+        };
+        edit(&mut c.b.config);
+        let (ok, err) = c.create();
+        assert!(!ok, "{want}: accepted");
+        assert!(err.contains(want), "{want}: {err}");
+        c.assert_clean();
+    }
+}

@@ -319,6 +319,8 @@ impl Ready {
 /// Applies everything but no_new_privs and seccomp, and finds the executable.
 fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
     let p = a.process;
+    // Before seccomp and before the capabilities are dropped (RT classes need them).
+    crate::sched::apply(p, Some(a.spec))?;
     process::set_rlimits(p, &mut |w| {
         let _ = a.sock.send(sync::WARN, w.as_bytes());
     })?;

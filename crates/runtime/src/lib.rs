@@ -35,6 +35,7 @@ mod hooks;
 mod init;
 mod process;
 mod rootfs;
+mod sched;
 mod signals;
 pub mod spec;
 pub mod state;

@@ -103,6 +103,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
             return bad("a mount has an empty destination".into());
         }
     }
+    crate::sched::validate_spec(spec).map_err(Error::InvalidConfig)?;
     if let Some(hooks) = spec.hooks() {
         let lists = [
             hooks.prestart(),
@@ -142,6 +143,7 @@ pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<()> {
             return bad(format!("rlimit {:?} has soft > hard", r.typ()));
         }
     }
+    crate::sched::validate_process(process).map_err(Error::InvalidConfig)?;
     Ok(())
 }
 
