@@ -1292,3 +1292,64 @@ fn bad_process_attributes_are_rejected_with_nothing_left() {
         c.assert_clean();
     }
 }
+
+#[test]
+fn exec_cpu_affinity_final_is_applied() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if allowed == "0" {
+        eprintln!("skipped: this process may run on CPU 0 only, nothing to narrow");
+        return;
+    }
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let p = json!({
+        "args": ["grep", "Cpus_allowed_list", "/proc/self/status"],
+        "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"],
+        "execCPUAffinity": {"final": "0"}
+    });
+    let pf = c.b.path().join("process.json");
+    fs::write(&pf, p.to_string()).unwrap();
+    let o = c.rt(&["exec", "--process", pf.to_str().unwrap(), &c.id]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["Cpus_allowed_list:", "0"]
+    );
+    // Without it, exec keeps the affinity the init has (wider than CPU 0 here).
+    let pid = c.state().expect("state")["pid"].as_i64().expect("pid");
+    let init_status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let init_line = init_status
+        .lines()
+        .find(|l| l.starts_with("Cpus_allowed_list:"))
+        .unwrap()
+        .to_string();
+    let o = c.rt(&[
+        "exec",
+        &c.id,
+        "grep",
+        "Cpus_allowed_list",
+        "/proc/self/status",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.trim(), init_line.trim());
+    // A CPU beyond the set size is rejected before anything runs.
+    let p = json!({
+        "args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+        "execCPUAffinity": {"final": "0-99999"}
+    });
+    fs::write(&pf, p.to_string()).unwrap();
+    let o = c.rt(&["exec", "--process", pf.to_str().unwrap(), &c.id]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("execCPUAffinity"));
+}

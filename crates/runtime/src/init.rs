@@ -81,6 +81,9 @@ pub(crate) fn stage1(a: &ChildArgs) -> ! {
 }
 
 fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
+    if a.exec {
+        crate::sched::apply_initial_affinity(a.process)?;
+    }
     if let Some(cg) = a.cgroup {
         cg.add_pid(std::process::id() as i32)
             .ctx(|| "join the container cgroup".into())?;
@@ -321,6 +324,9 @@ fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
     let p = a.process;
     // Before seccomp and before the capabilities are dropped (RT classes need them).
     crate::sched::apply(p, Some(a.spec))?;
+    if a.exec {
+        crate::sched::apply_final_affinity(p)?;
+    }
     process::set_rlimits(p, &mut |w| {
         let _ = a.sock.send(sync::WARN, w.as_bytes());
     })?;

@@ -1,6 +1,8 @@
 //! Process attributes applied by system call in the child before exec: the I/O priority
 //! (`process.ioPriority`, ioprio_set), the scheduling policy (`process.scheduler`,
-//! sched_setattr) and the execution domain (`linux.personality`, personality).
+//! sched_setattr), the execution domain (`linux.personality`, personality) and, for
+//! `exec` only as the spec says, the CPU affinity (`process.execCPUAffinity`:
+//! `initial` before joining the container's cgroup, `final` after).
 //!
 //! Each is validated at `create` (or `exec`) time by the `validate_*` functions, before
 //! anything exists on the host, and applied by [`apply`] in the container process while
@@ -9,6 +11,8 @@
 
 use crate::rootfs::CResult;
 use nix::errno::Errno;
+use nix::sched::{sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
 use oci_spec::runtime::{
     IOPriorityClass, LinuxIOPriority, LinuxPersonality, LinuxPersonalityDomain, LinuxSchedulerFlag,
     LinuxSchedulerPolicy, Process, Scheduler, Spec,
@@ -138,8 +142,64 @@ fn persona(p: &LinuxPersonality) -> CResult<libc::c_ulong> {
     })
 }
 
-/// Checks `process.ioPriority` and `process.scheduler`.
+/// Parses a CPU list such as `0-2,5` into a CPU set.
+fn cpu_set(list: &str) -> CResult<CpuSet> {
+    let mut set = CpuSet::new();
+    let bad = || format!("process.execCPUAffinity: bad CPU list {list:?}");
+    for part in list.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let a: usize = a.trim().parse().map_err(|_| bad())?;
+        let b: usize = b.trim().parse().map_err(|_| bad())?;
+        if a > b || b >= CpuSet::count() {
+            return Err(bad());
+        }
+        for cpu in a..=b {
+            set.set(cpu).map_err(|_| bad())?;
+        }
+    }
+    Ok(set)
+}
+
+/// Sets the calling process's CPU affinity to a CPU list.
+fn set_affinity(list: &str, which: &str) -> CResult<()> {
+    let set = cpu_set(list)?;
+    sched_setaffinity(Pid::from_raw(0), &set)
+        .map_err(|e| format!("set the {which} CPU affinity {list:?}: {e}"))
+}
+
+/// Applies `process.execCPUAffinity.initial` (exec, before joining the cgroup).
+pub(crate) fn apply_initial_affinity(p: &Process) -> CResult<()> {
+    match p
+        .exec_cpu_affinity()
+        .as_ref()
+        .and_then(|a| a.initial().as_deref())
+    {
+        Some(l) if !l.is_empty() => set_affinity(l, "initial"),
+        _ => Ok(()),
+    }
+}
+
+/// Applies `process.execCPUAffinity.final` (exec, once in the cgroup).
+pub(crate) fn apply_final_affinity(p: &Process) -> CResult<()> {
+    let fin = p
+        .exec_cpu_affinity()
+        .as_ref()
+        .and_then(|a| a.cpu_affinity_final().as_deref());
+    match fin {
+        Some(l) if !l.is_empty() => set_affinity(l, "final"),
+        _ => Ok(()),
+    }
+}
+
+/// Checks `process.ioPriority`, `process.scheduler` and `process.execCPUAffinity`.
 pub(crate) fn validate_process(p: &Process) -> CResult<()> {
+    if let Some(a) = p.exec_cpu_affinity() {
+        for l in [a.initial(), a.cpu_affinity_final()].into_iter().flatten() {
+            if !l.is_empty() {
+                cpu_set(l)?;
+            }
+        }
+    }
     if let Some(io) = p.io_priority() {
         ioprio_value(io)?;
     }
