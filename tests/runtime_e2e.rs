@@ -1353,3 +1353,90 @@ fn exec_cpu_affinity_final_is_applied() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("execCPUAffinity"));
 }
+
+/// A veth pair on the host (this host has no dummy driver), deleted on drop if still
+/// there; `.0` is the end the test moves, `.1` its peer that stays on the host.
+struct VethPair(String, String);
+
+impl VethPair {
+    fn new() -> Option<VethPair> {
+        let name = format!("bdt{}", std::process::id());
+        let peer = format!("bdp{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(VethPair(name, peer))
+    }
+
+    fn on_host(&self, name: &str) -> bool {
+        Command::new("ip")
+            .args(["link", "show", "dev", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        for n in [&self.0, &self.1] {
+            let _ = Command::new("ip")
+                .args(["link", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn net_devices_move_into_the_container() {
+    let Some(mut c) = Ctr::new(&["sh", "-c", "grep -c ' ctr0:' /proc/net/dev"]) else {
+        return;
+    };
+    let Some(dev) = VethPair::new() else {
+        eprintln!("skipped: cannot create a veth pair");
+        return;
+    };
+    c.b.config["linux"]["netDevices"] = json!({ dev.0.clone(): {"name": "ctr0"} });
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(
+        !dev.on_host(&dev.0),
+        "{} still on the host after create",
+        dev.0
+    );
+    assert!(dev.on_host(&dev.1), "the peer {} left the host", dev.1);
+    assert!(c.rt(&["start", &c.id]).status.success());
+    c.wait_status("stopped");
+    assert_eq!(c.ctr_out().trim(), "1", "ctr0 not in the container");
+    assert!(c.rt(&["delete", &c.id]).status.success());
+    // The container's namespace is gone, and the veth pair with it.
+    let until = Instant::now() + Duration::from_secs(10);
+    while dev.on_host(&dev.1) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !dev.on_host(&dev.0) && !dev.on_host(&dev.1),
+        "veth pair left behind"
+    );
+    // A missing device fails create and leaves nothing behind.
+    let Some(mut c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    c.b.config["linux"]["netDevices"] = json!({"bdt-missing0": {}});
+    let (ok, err) = c.create();
+    assert!(!ok);
+    assert!(err.contains("bdt-missing0"), "{err}");
+    c.assert_clean();
+    // A bad name is rejected at validation.
+    let Some(mut c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    c.b.config["linux"]["netDevices"] = json!({"a/b": {}});
+    let (ok, err) = c.create();
+    assert!(!ok);
+    assert!(err.contains("bad interface name"), "{err}");
+    c.assert_clean();
+}

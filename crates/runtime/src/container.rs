@@ -406,6 +406,9 @@ impl Runtime {
             console.as_ref(),
             &mut guard,
         )?;
+        if let Some(devices) = linux.and_then(|l| l.net_devices().as_ref()) {
+            move_net_devices(spawned.pid, devices)?;
+        }
         drop(fifo);
         drop(dir_fd);
         let rec = Record {
@@ -1051,6 +1054,32 @@ impl Runtime {
 
 /// Waits for `pid` (a child or reparented to us as subreaper); returns its exit code
 /// (128 + signal when killed). Other reaped children are ignored.
+/// Moves host network interfaces into the network namespace of `pid` (renaming them as
+/// asked) with iproute2. When the namespace goes, the kernel destroys virtual devices and
+/// returns physical ones to the host.
+fn move_net_devices(
+    pid: i32,
+    devices: &std::collections::HashMap<String, oci_spec::runtime::LinuxNetDevice>,
+) -> Result<()> {
+    for (host, dev) in devices {
+        let target = dev.name().as_deref().unwrap_or(host);
+        let out = std::process::Command::new("ip")
+            .args(["link", "set", "dev", host, "netns", &pid.to_string()])
+            .args(["name", target])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(io_err(format!("run ip to move network device {host}")))?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(Error::Io {
+                what: format!("move network device {host} into the container as {target}"),
+                source: std::io::Error::other(why),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn wait_exit(pid: i32) -> i32 {
     loop {
         match waitpid(Pid::from_raw(pid), None) {

@@ -11,8 +11,9 @@
 //! container's init (pid 1 of a new pid namespace). The runtime moves the init into the
 //! cgroup while the init builds the root filesystem (mounts resolved inside the rootfs,
 //! devices, pivot_root, masked and read-only paths), then the init creates its cgroup
-//! namespace, applies the process settings (rlimits, console, user, capabilities, cwd)
-//! and reports back over a socketpair. It then blocks opening `exec.fifo` until `start`
+//! namespace, applies the process settings (I/O priority, scheduler, personality,
+//! rlimits, console, user, capabilities, cwd) and reports back over a socketpair; the
+//! runtime then moves `linux.netDevices` into the init's network namespace. It then blocks opening `exec.fifo` until `start`
 //! opens the other end: the user's program never runs before `start`. Any error before
 //! that point travels back to the `create` caller, and everything created is removed.
 //! Seccomp is loaded last, just before execve (or before dropping capabilities when

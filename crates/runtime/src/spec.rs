@@ -104,6 +104,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         }
     }
     crate::sched::validate_spec(spec).map_err(Error::InvalidConfig)?;
+    validate_net_devices(spec)?;
     if let Some(hooks) = spec.hooks() {
         let lists = [
             hooks.prestart(),
@@ -120,6 +121,44 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         }
     }
     Ok(rootfs)
+}
+
+/// Whether `name` is usable as a network interface name (1-15 bytes, no '/', ':' or
+/// whitespace, not "." or "..").
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// Checks `linux.netDevices`: valid names, and a network namespace to move them into.
+fn validate_net_devices(spec: &Spec) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidConfig(m));
+    let devices = spec.linux().as_ref().and_then(|l| l.net_devices().as_ref());
+    let Some(devices) = devices.filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    if namespace(spec, LinuxNamespaceType::Network).is_none() {
+        return bad("linux.netDevices needs a network namespace in linux.namespaces".into());
+    }
+    let mut targets = HashSet::new();
+    for (host, dev) in devices {
+        if !valid_ifname(host) {
+            return bad(format!("linux.netDevices: bad interface name {host:?}"));
+        }
+        let target = dev.name().as_deref().unwrap_or(host);
+        if !valid_ifname(target) {
+            return bad(format!(
+                "linux.netDevices: bad new name {target:?} for {host:?}"
+            ));
+        }
+        if !targets.insert(target) {
+            return bad(format!("linux.netDevices: name {target:?} used twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a process definition (used for the container and for `exec`).
