@@ -28,8 +28,8 @@ fn host_ok() -> bool {
         eprintln!("skipping: needs root");
         return false;
     }
-    if !PathBuf::from("/usr/sbin/runc").exists() || !PathBuf::from("/bin/busybox").exists() {
-        eprintln!("skipping: needs runc and busybox");
+    if !PathBuf::from("/bin/busybox").exists() {
+        eprintln!("skipping: needs busybox");
         return false;
     }
     true
@@ -112,7 +112,7 @@ impl Daemon {
             .arg(self.dir.path().join("run"))
             .arg("-H")
             .arg(format!("unix://{}", self.sock.display()))
-            .args(["--runtime", "/usr/sbin/runc"])
+            .args(["--runtime", env!("CARGO_BIN_EXE_berth-runtime")])
             .args(["--bridge", &self.bridge, "--bip", &self.subnet])
             .args(["--iptables-chain-prefix", &self.prefix])
             .env("BERTH_MONITOR", monitor_binary())
@@ -287,7 +287,7 @@ impl Drop for Daemon {
         let rt_root = self.dir.path().join("run").join("runtime");
         for e in std::fs::read_dir(&rt_root).into_iter().flatten().flatten() {
             let id = e.file_name().to_string_lossy().to_string();
-            let _ = Command::new("/usr/sbin/runc")
+            let _ = Command::new(env!("CARGO_BIN_EXE_berth-runtime"))
                 .arg("--root")
                 .arg(&rt_root)
                 .args(["delete", "--force", &id])

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The OCI runtime the tests run containers with.
+/// The OCI runtime the tests run containers with: Berth's own.
 pub fn runtime() -> PathBuf {
-    PathBuf::from("/usr/sbin/runc")
+    PathBuf::from(env!("CARGO_BIN_EXE_berth-runtime"))
 }
 
 /// Whether the host can run these tests (root, runc, docker CLI for the CLI tests).
