@@ -6,6 +6,7 @@
 //! `{"message": ...}` bodies with the status of [`api::ApiError::status`].
 
 mod build_route;
+mod images_archive;
 pub(crate) mod netvol;
 mod registry;
 
@@ -208,6 +209,8 @@ fn routes(state: AppState) -> Router {
         .route("/exec/{id}/json", get(exec_inspect))
         .route("/exec/{id}/resize", post(exec_resize))
         .route("/build", post(build_route::build))
+        .route("/images/get", get(images_archive::save))
+        .route("/images/load", post(images_archive::load))
         .route("/images/json", get(image_list))
         .route("/images/create", post(image_create))
         .route("/images/prune", post(image_prune))

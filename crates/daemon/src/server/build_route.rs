@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 const MAX_CONTEXT: u64 = 8 << 30;
 
 /// A blocking reader over body chunks sent from the async side.
-struct ChannelReader {
+pub(super) struct ChannelReader {
     rx: std::sync::mpsc::Receiver<io::Result<Bytes>>,
     cur: Bytes,
 }
@@ -41,6 +41,32 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.cur[..n]);
         self.cur = self.cur.slice(n..);
         Ok(n)
+    }
+}
+
+/// Streams a request body to a blocking reader, with back-pressure (a bounded channel fed
+/// by a task; the reader ends at the end of the body or with the transfer's error).
+pub(super) fn body_reader(req: Request) -> ChannelReader {
+    let (body_tx, body_rx) = std::sync::mpsc::sync_channel::<io::Result<Bytes>>(16);
+    let mut body = req.into_body().into_data_stream();
+    tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            let item = chunk.map_err(io::Error::other);
+            let stop = item.is_err();
+            let tx = body_tx.clone();
+            // The bounded channel gives back-pressure; send from a blocking context.
+            if tokio::task::spawn_blocking(move || tx.send(item))
+                .await
+                .map_or(true, |r| r.is_err())
+                || stop
+            {
+                break;
+            }
+        }
+    });
+    ChannelReader {
+        rx: body_rx,
+        cur: Bytes::new(),
     }
 }
 
@@ -91,24 +117,7 @@ pub(super) async fn build(
     };
     let store = s.engine.images().store().clone();
 
-    // Body chunks → blocking reader.
-    let (body_tx, body_rx) = std::sync::mpsc::sync_channel::<io::Result<Bytes>>(16);
-    let mut body = req.into_body().into_data_stream();
-    tokio::spawn(async move {
-        while let Some(chunk) = body.next().await {
-            let item = chunk.map_err(io::Error::other);
-            let stop = item.is_err();
-            let tx = body_tx.clone();
-            // The bounded channel gives back-pressure; send from a blocking context.
-            if tokio::task::spawn_blocking(move || tx.send(item))
-                .await
-                .map_or(true, |r| r.is_err())
-                || stop
-            {
-                break;
-            }
-        }
-    });
+    let body = body_reader(req);
 
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
     let quiet = opts.quiet;
@@ -118,11 +127,7 @@ pub(super) async fn build(
         let scratch = backend_cfg.scratch_dir.clone();
         let result = (|| -> Result<build::BuildResult, String> {
             std::fs::create_dir_all(&scratch).map_err(|e| format!("create {scratch:?}: {e}"))?;
-            let reader = ChannelReader {
-                rx: body_rx,
-                cur: Bytes::new(),
-            };
-            let ctx = build::BuildContext::from_tar_limited(reader, Some(&scratch), MAX_CONTEXT)
+            let ctx = build::BuildContext::from_tar_limited(body, Some(&scratch), MAX_CONTEXT)
                 .map_err(|e| error_chain(&e))?;
             let mut backend = StoreBuildBackend::new(store, backend_cfg, None);
             build::build(&opts, &ctx, &mut backend, &mut out).map_err(|e| error_chain(&e))
