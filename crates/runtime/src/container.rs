@@ -824,42 +824,42 @@ impl Runtime {
 
     /// Freezes a running container.
     pub fn pause(&self, id: &str) -> Result<()> {
-        let (dir, rec) = self.load(id)?;
-        let status = rec.status(&dir);
-        if status != Status::Running {
-            return Err(Error::BadState {
-                id: id.into(),
-                status: status.to_string(),
-                op: "pause".into(),
-            });
-        }
-        self.cgroup_of(&rec)?
-            .freeze()
-            .map_err(|source| Error::Cgroup {
-                what: format!("freeze {id}"),
-                source,
-            })?;
-        std::fs::write(dir.join(PAUSED), b"").map_err(io_err("write paused marker"))
+        self.set_frozen(id, true)
     }
 
     /// Thaws a paused container.
     pub fn resume(&self, id: &str) -> Result<()> {
+        self.set_frozen(id, false)
+    }
+
+    /// Freezes (running → paused) or thaws (paused → running) the container's cgroup; the
+    /// `PAUSED` marker in its state dir records the paused status.
+    fn set_frozen(&self, id: &str, freeze: bool) -> Result<()> {
         let (dir, rec) = self.load(id)?;
         let status = rec.status(&dir);
-        if status != Status::Paused {
+        let (expected, op) = if freeze {
+            (Status::Running, "pause")
+        } else {
+            (Status::Paused, "resume")
+        };
+        if status != expected {
             return Err(Error::BadState {
                 id: id.into(),
                 status: status.to_string(),
-                op: "resume".into(),
+                op: op.into(),
             });
         }
-        self.cgroup_of(&rec)?
-            .thaw()
-            .map_err(|source| Error::Cgroup {
-                what: format!("thaw {id}"),
-                source,
-            })?;
-        std::fs::remove_file(dir.join(PAUSED)).map_err(io_err("remove paused marker"))
+        let cg = self.cgroup_of(&rec)?;
+        let done = if freeze { cg.freeze() } else { cg.thaw() };
+        done.map_err(|source| Error::Cgroup {
+            what: format!("{} {id}", if freeze { "freeze" } else { "thaw" }),
+            source,
+        })?;
+        if freeze {
+            std::fs::write(dir.join(PAUSED), b"").map_err(io_err("write paused marker"))
+        } else {
+            std::fs::remove_file(dir.join(PAUSED)).map_err(io_err("remove paused marker"))
+        }
     }
 
     /// Applies new resource limits to a container's cgroup.
