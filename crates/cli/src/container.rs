@@ -975,8 +975,7 @@ pub fn ps_row(c: &Value, no_trunc: bool) -> Value {
 }
 
 fn ps_headers() -> Map<String, Value> {
-    let mut h = Map::new();
-    for (k, v) in [
+    headers(&[
         ("ID", "CONTAINER ID"),
         ("Names", "NAMES"),
         ("Image", "IMAGE"),
@@ -991,10 +990,7 @@ fn ps_headers() -> Map<String, Value> {
         ("Mounts", "MOUNTS"),
         ("Networks", "NETWORKS"),
         ("LocalVolumes", "LOCAL VOLUMES"),
-    ] {
-        h.insert(k.into(), json!(v));
-    }
-    h
+    ])
 }
 
 /// `berth ps`.
@@ -1032,6 +1028,14 @@ pub async fn ps(ctx: &Ctx, a: PsArgs) -> Result<i32> {
     };
     print_formatted(&fmt, &rows, &ps_headers())?;
     Ok(0)
+}
+
+/// Column headers of a table: field name → header text (`("ID", "CONTAINER ID")`).
+pub fn headers(pairs: &[(&str, &str)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, t)| (k.to_string(), json!(t)))
+        .collect()
 }
 
 /// Renders `items` with a docker `--format` value (`json` is `{{json .}}`).

@@ -14,7 +14,7 @@ use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use crate::client::{self, enc, query, Body};
-use crate::container::{body_to_output, filters_json, print_formatted};
+use crate::container::{body_to_output, filters_json, headers, print_formatted};
 use crate::format::{ago, ellipsis, human_size, short_id};
 use crate::stream::{JsonStream, Progress};
 use crate::Ctx;
@@ -454,8 +454,7 @@ pub fn image_rows(list: &[Value], no_trunc: bool) -> Vec<Value> {
 }
 
 fn image_headers() -> Map<String, Value> {
-    let mut h = Map::new();
-    for (k, v) in [
+    headers(&[
         ("ID", "IMAGE ID"),
         ("Repository", "REPOSITORY"),
         ("Tag", "TAG"),
@@ -464,10 +463,7 @@ fn image_headers() -> Map<String, Value> {
         ("CreatedAt", "CREATED AT"),
         ("Size", "SIZE"),
         ("Containers", "CONTAINERS"),
-    ] {
-        h.insert(k.into(), json!(v));
-    }
-    h
+    ])
 }
 
 /// `berth images`.

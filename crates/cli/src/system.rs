@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Map, Value};
 
 use crate::client::{self, enc, query};
-use crate::container::{filters_json, print_formatted, print_json_array};
+use crate::container::{filters_json, headers, print_formatted, print_json_array};
 use crate::format::{bytes_size, human_size, short_id};
 use crate::stream::JsonStream;
 use crate::Ctx;
@@ -523,16 +523,13 @@ pub async fn volume(ctx: &Ctx, c: VolumeCommand) -> Result<i32> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut h = Map::new();
-            for (k, t) in [
+            let h = headers(&[
                 ("Name", "VOLUME NAME"),
                 ("Driver", "DRIVER"),
                 ("Scope", "SCOPE"),
                 ("Mountpoint", "MOUNTPOINT"),
                 ("Labels", "LABELS"),
-            ] {
-                h.insert(k.into(), json!(t));
-            }
+            ]);
             let fmt = if quiet {
                 "{{.Name}}".to_string()
             } else {
@@ -671,17 +668,14 @@ pub async fn network(ctx: &Ctx, c: NetworkCommand) -> Result<i32> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut h = Map::new();
-            for (k, t) in [
+            let h = headers(&[
                 ("ID", "NETWORK ID"),
                 ("Name", "NAME"),
                 ("Driver", "DRIVER"),
                 ("Scope", "SCOPE"),
                 ("IPv6", "IPV6"),
                 ("Internal", "INTERNAL"),
-            ] {
-                h.insert(k.into(), json!(t));
-            }
+            ]);
             let fmt = if quiet {
                 "{{.ID}}".to_string()
             } else {
@@ -826,16 +820,13 @@ pub async fn system(ctx: &Ctx, c: SystemCommand) -> Result<i32> {
         SystemCommand::Df { verbose: _, format } => {
             let v = ctx.client.get_json("/system/df").await?;
             let rows = df_rows(&v);
-            let mut h = Map::new();
-            for (k, t) in [
+            let h = headers(&[
                 ("Type", "TYPE"),
                 ("TotalCount", "TOTAL"),
                 ("Active", "ACTIVE"),
                 ("Size", "SIZE"),
                 ("Reclaimable", "RECLAIMABLE"),
-            ] {
-                h.insert(k.into(), json!(t));
-            }
+            ]);
             let fmt = format.unwrap_or_else(|| {
                 "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}".into()
             });
