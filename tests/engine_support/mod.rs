@@ -34,41 +34,6 @@ fn nix_is_root() -> bool {
     testutil::is_root()
 }
 
-/// Removes a daemon's bridge and every iptables rule and chain named with its prefix.
-fn remove_network_state(bridge: &str, chains: &str) {
-    let _ = Command::new("ip").args(["link", "del", bridge]).output();
-    for table in ["filter", "nat", "mangle"] {
-        let Ok(out) = Command::new("iptables-save").args(["-t", table]).output() else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        for line in text.lines() {
-            if let Some(rule) = line.strip_prefix("-A ") {
-                if rule.contains(chains) {
-                    let mut args = vec!["-t", table, "-D"];
-                    args.extend(rule.split_whitespace());
-                    let _ = Command::new("iptables").args(&args).output();
-                }
-            }
-        }
-        for line in text.lines() {
-            if let Some(chain) = line
-                .strip_prefix(':')
-                .and_then(|l| l.split_whitespace().next())
-            {
-                if chain.starts_with(chains) {
-                    let _ = Command::new("iptables")
-                        .args(["-t", table, "-F", chain])
-                        .output();
-                    let _ = Command::new("iptables")
-                        .args(["-t", table, "-X", chain])
-                        .output();
-                }
-            }
-        }
-    }
-}
-
 /// Finds `berth-monitor` next to the `berth` binary, building it when missing.
 fn monitor_binary() -> PathBuf {
     let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
@@ -84,30 +49,15 @@ fn monitor_binary() -> PathBuf {
     m
 }
 
-/// Whether `berth daemon` takes the default-bridge options (it does once networking is
-/// wired in); each test daemon then gets its own bridge, subnet and chains.
-fn daemon_has_network_flags() -> bool {
-    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAS.get_or_init(|| {
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["daemon", "--help"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("--bip"))
-            .unwrap_or(false)
-    })
-}
-
 /// A running daemon on temporary directories.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub root: PathBuf,
     pub run_root: PathBuf,
     pub sock: PathBuf,
-    /// This daemon's default bridge device, subnet and firewall chain prefix (unique, so
-    /// that daemons of parallel tests do not share them).
-    pub bridge: String,
-    pub subnet: String,
-    pub chains: String,
+    /// This daemon's own bridge device, subnet and firewall chain prefix (so daemons of
+    /// parallel tests share nothing); removed when the daemon is dropped.
+    pub net: testutil::DaemonNet,
     child: Option<Child>,
 }
 
@@ -121,24 +71,12 @@ impl Daemon {
         let root = dir.path().join("root");
         let run_root = dir.path().join("run");
         let sock = dir.path().join("d.sock");
-        let tag = testutil::unique_name("e");
-        let n = tag
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let suffix: String = tag
-            .chars()
-            .rev()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(8)
-            .collect();
         let mut d = Daemon {
             dir,
             root,
             run_root,
             sock,
-            bridge: format!("be{suffix}"),
-            subnet: format!("10.{}.{}.0/24", 100 + (n >> 8) % 100, n % 256),
-            chains: format!("BE{}", suffix.to_ascii_uppercase()),
+            net: testutil::DaemonNet::new("be"),
             child: None,
         };
         d.spawn();
@@ -158,14 +96,7 @@ impl Daemon {
             .arg("--runtime")
             .arg(runtime())
             .env("BERTH_MONITOR", monitor_binary());
-        if daemon_has_network_flags() {
-            c.arg("--bridge")
-                .arg(&self.bridge)
-                .arg("--bip")
-                .arg(&self.subnet)
-                .arg("--iptables-chain-prefix")
-                .arg(&self.chains);
-        }
+        c.args(self.net.args());
         c
     }
 
@@ -405,7 +336,6 @@ impl Drop for Daemon {
                     .output();
             }
         }
-        remove_network_state(&self.bridge, &self.chains);
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
             let prefix = self.dir.path().display().to_string();
             for m in mounts.lines().rev() {
