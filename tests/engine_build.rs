@@ -129,3 +129,232 @@ fn failing_or_bad_dockerfiles_tag_nothing() {
         "leaked mounts under the daemon root"
     );
 }
+
+/// The IPv4 address (without prefix) of host interface `dev`.
+fn iface_addr(dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", dev])
+        .output()
+        .expect("run ip");
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on {dev}: {s}"))
+        .to_string()
+}
+
+/// The `/24` prefix of a dotted address (`10.1.2.` of `10.1.2.1`).
+fn prefix24(ip: &str) -> String {
+    let mut parts: Vec<&str> = ip.split('.').collect();
+    parts.pop();
+    format!("{}.", parts.join("."))
+}
+
+/// A one-shot TCP server on `addr` that answers every connection with `reply`; returns
+/// its port and how many connections it saw.
+fn tcp_server(
+    addr: &str,
+    reply: &'static str,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind((addr, 0)).expect("bind on the bridge gateway");
+    let port = l.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{reply}",
+                reply.len()
+            );
+        }
+    });
+    (port, hits)
+}
+
+/// The interface names of a `/proc/net/dev` text.
+fn interfaces(dev: &str) -> Vec<String> {
+    let mut v: Vec<String> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|n| n.trim().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn run_steps_use_the_build_network() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let gw = iface_addr(&d.net.bridge);
+    let (port, hits) = tcp_server(&gw, "from the gateway\n");
+    let ctx = d.dir.path().join("netctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\n\
+         ARG GW\n\
+         ARG PORT\n\
+         RUN ip -4 addr show eth0 > /addr && ip route > /route && cat /proc/net/dev > /dev-default\n\
+         RUN wget -q -O /fetched http://$GW:$PORT/\n\
+         RUN --network=none cat /proc/net/dev > /dev-none\n\
+         RUN --network=host cat /proc/net/dev > /dev-host\n\
+         CMD [\"cat\", \"/addr\", \"/route\", \"/fetched\"]\n",
+    );
+    let gw_arg = format!("GW={gw}");
+    let port_arg = format!("PORT={port}");
+    let args = [
+        "-t",
+        "netapp",
+        "--build-arg",
+        &gw_arg,
+        "--build-arg",
+        &port_arg,
+        ctx.to_str().unwrap(),
+    ];
+    let out = docker_build(&d, &args);
+    let log = text(&out);
+    assert!(out.status.success(), "build failed: {log}\n{}", d.log());
+    let run = d.docker(&["run", "--rm", "--network", "none", "netapp"]);
+    let shown = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "{}", text(&run));
+    // Its own address in the bridge's subnet, default route via the gateway.
+    let pre = prefix24(&gw);
+    assert!(
+        shown.contains(&format!("inet {pre}")),
+        "address not on the bridge: {shown}"
+    );
+    assert!(
+        shown.contains(&format!("default via {gw}")),
+        "no default route via the bridge gateway {gw}: {shown}"
+    );
+    assert!(shown.contains("from the gateway"), "{shown}");
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let cat = |f: &str| {
+        let o = d.docker(&["run", "--rm", "--network", "none", "netapp", "cat", f]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(interfaces(&cat("/dev-default")), ["eth0", "lo"]);
+    assert_eq!(interfaces(&cat("/dev-none")), ["lo"]);
+    let host = interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
+    assert!(
+        interfaces(&cat("/dev-host")).contains(&d.net.bridge) && host.contains(&d.net.bridge),
+        "--network=host does not see the host's interfaces"
+    );
+
+    // `docker build --network none`: every RUN has only a loopback.
+    let ctx2 = d.dir.path().join("nonectx");
+    write(
+        &ctx2,
+        "Dockerfile",
+        "FROM busybox\nRUN cat /proc/net/dev > /dev-none && ip route > /route\n",
+    );
+    let out = docker_build(
+        &d,
+        &["-t", "noneapp", "--network", "none", ctx2.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let o = d.docker(&["run", "--rm", "noneapp", "cat", "/dev-none", "/route"]);
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(interfaces(&s), ["lo"], "{s}");
+    assert!(!s.contains("default"), "{s}");
+
+    // A user-defined network by name.
+    let subnet = testutil::free_subnet();
+    let o = d.docker(&["network", "create", "--subnet", &subnet, "buildnet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    d.net
+        .extra_bridges
+        .push(format!("br-{}", &id[..12.min(id.len())]));
+    let ctx3 = d.dir.path().join("userctx");
+    write(
+        &ctx3,
+        "Dockerfile",
+        "FROM busybox\nRUN ip -4 addr show eth0 > /addr\n",
+    );
+    let out = docker_build(
+        &d,
+        &[
+            "-t",
+            "userapp",
+            "--network",
+            "buildnet",
+            ctx3.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "userapp",
+        "cat",
+        "/addr",
+    ]);
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        s.contains(&format!("inet {}", subnet.trim_end_matches("0/24"))),
+        "{s}"
+    );
+    // An unknown network is a clear error (the network is not part of the cache key, as
+    // with Docker, so the step must run).
+    let out = docker_build(
+        &d,
+        &[
+            "-t",
+            "x",
+            "--no-cache",
+            "--network",
+            "nosuchnet",
+            ctx3.to_str().unwrap(),
+        ],
+    );
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("nosuchnet"), "{log}");
+
+    // Nothing of the build containers is left on the networks or in the netns dir.
+    let o = d.docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{len .Containers}}",
+        "bridge",
+        "buildnet",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0\n0",
+        "{}",
+        text(&o)
+    );
+    let brif = std::fs::read_dir(format!("/sys/class/net/{}/brif", d.net.bridge))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(brif, 0, "a build veth is left in the bridge");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.contains(d.root.to_str().unwrap()) && l.contains("netns")),
+        "a build network namespace is left mounted"
+    );
+    let o = d.docker(&["network", "rm", "buildnet"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

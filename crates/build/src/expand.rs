@@ -9,6 +9,12 @@
 //! * `${NAME:-word}` word if unset or empty, `${NAME-word}` word if unset,
 //!   `${NAME:+word}` word if set and non-empty, `${NAME+word}` word if set,
 //!   `${NAME:?msg}` / `${NAME?msg}` an error if unset (or empty).
+//! * Pattern modifiers, with shell glob patterns (`*`, `?`, `[a-z]`, `[!x]`, the escape
+//!   character and quotes make a character literal): `${NAME#pat}` / `${NAME##pat}`
+//!   remove the shortest / longest matching prefix, `${NAME%pat}` / `${NAME%%pat}` the
+//!   shortest / longest matching suffix, `${NAME/pat/repl}` replaces the first (leftmost,
+//!   longest) match and `${NAME//pat/repl}` every match (`${NAME/pat}` deletes it). An
+//!   unset variable expands to the empty string; an empty pattern changes nothing.
 //! * Single quotes keep everything literally; double quotes keep everything but `$`
 //!   expansions, and inside them the escape character escapes only `"`, `$` and itself.
 //! * Outside quotes the escape character (`\`, or `` ` `` with `# escape=`) makes the next
@@ -48,7 +54,8 @@ pub enum ExpandError {
     /// `${}`, `${:x}` and similar.
     #[error("syntax error: bad substitution")]
     BadSubstitution,
-    /// A modifier other than `-`, `+`, `?` (with or without `:`).
+    /// A modifier other than `-`, `+`, `?` (with or without `:`), `#`, `##`, `%`, `%%`,
+    /// `/`, `//`.
     #[error("unsupported modifier ({0}) in substitution")]
     UnsupportedModifier(char),
     /// `${NAME?msg}` / `${NAME:?msg}` on an unset (or empty) variable.
@@ -373,8 +380,299 @@ impl<'a> Lexer<'a> {
                     }),
                 }
             }
+            Some(m @ ('#' | '%')) => {
+                let greedy = self.peek() == Some(m);
+                if greedy {
+                    self.pos += 1;
+                }
+                let (pattern, _) = self.pattern_until(&['}'])?;
+                let glob = Glob::parse(&pattern, self.escape);
+                let value: Vec<char> = value.unwrap_or_default().chars().collect();
+                Ok(if m == '#' {
+                    glob.trim_prefix(&value, greedy)
+                } else {
+                    glob.trim_suffix(&value, greedy)
+                })
+            }
+            Some('/') => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.pos += 1;
+                }
+                let (pattern, stop) = self.pattern_until(&['/', '}'])?;
+                let replacement = if stop == '/' {
+                    self.process_until(Some('}'))?.0
+                } else {
+                    String::new()
+                };
+                let glob = Glob::parse(&pattern, self.escape);
+                let value: Vec<char> = value.unwrap_or_default().chars().collect();
+                Ok(glob.replace(&value, &replacement, all))
+            }
             Some(other) => Err(ExpandError::UnsupportedModifier(other)),
         }
+    }
+
+    /// Reads a glob pattern up to one of `stops` (consumed; returned with the pattern).
+    /// The escape character and the character after it are kept as written (the glob
+    /// parser reads them as a literal), quoted text has its glob characters escaped, and
+    /// variables are expanded in place (their values act as patterns, as in the shell).
+    fn pattern_until(&mut self, stops: &[char]) -> Result<(String, char), ExpandError> {
+        let mut out = String::new();
+        let esc = self.escape;
+        let quote_into = |out: &mut String, s: &str| {
+            for c in s.chars() {
+                if "*?[]".contains(c) || c == esc {
+                    out.push(esc);
+                }
+                out.push(c);
+            }
+        };
+        while let Some(c) = self.peek() {
+            if stops.contains(&c) {
+                self.pos += 1;
+                return Ok((out, c));
+            }
+            match c {
+                '\'' => {
+                    let s = self.single_quote()?;
+                    quote_into(&mut out, &s);
+                }
+                '"' => {
+                    let s = self.double_quote()?;
+                    quote_into(&mut out, &s);
+                }
+                '$' => {
+                    let s = self.dollar()?;
+                    out.push_str(&s);
+                }
+                _ => {
+                    self.pos += 1;
+                    out.push(c);
+                    if c == esc {
+                        match self.next() {
+                            Some(n) => out.push(n),
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+        Err(ExpandError::MissingBrace)
+    }
+}
+
+/// One element of a shell glob pattern.
+#[derive(Debug, Clone, PartialEq)]
+enum GlobTok {
+    /// A character that matches itself.
+    Lit(char),
+    /// `?`: any one character.
+    Any,
+    /// `*`: any run of characters, also empty.
+    Star,
+    /// `[...]`: one character in (or, negated, not in) the ranges.
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl GlobTok {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            GlobTok::Lit(l) => *l == c,
+            GlobTok::Any => true,
+            GlobTok::Star => true,
+            GlobTok::Class { negated, ranges } => {
+                ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *negated
+            }
+        }
+    }
+}
+
+/// A shell glob pattern, matched by a set-of-states simulation (linear in the text for
+/// each start position, so untrusted patterns cannot make matching explode).
+#[derive(Debug, Clone, PartialEq)]
+struct Glob {
+    toks: Vec<GlobTok>,
+}
+
+impl Glob {
+    /// Parses `pat`: `*`, `?`, `[...]` (`!` or `^` negates, `a-z` ranges, a `]` first is
+    /// literal; an unclosed `[` is a literal `[`), `escape` makes the next character
+    /// literal.
+    fn parse(pat: &str, escape: char) -> Glob {
+        let chars: Vec<char> = pat.chars().collect();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            i += 1;
+            match c {
+                c if c == escape => {
+                    if let Some(n) = chars.get(i) {
+                        toks.push(GlobTok::Lit(*n));
+                        i += 1;
+                    }
+                }
+                '*' => {
+                    if toks.last() != Some(&GlobTok::Star) {
+                        toks.push(GlobTok::Star);
+                    }
+                }
+                '?' => toks.push(GlobTok::Any),
+                '[' => match Self::class(&chars, i, escape) {
+                    Some((tok, next)) => {
+                        toks.push(tok);
+                        i = next;
+                    }
+                    None => toks.push(GlobTok::Lit('[')),
+                },
+                c => toks.push(GlobTok::Lit(c)),
+            }
+        }
+        Glob { toks }
+    }
+
+    /// A bracket expression starting after `[` at `i`; returns it and the index after `]`.
+    fn class(chars: &[char], mut i: usize, escape: char) -> Option<(GlobTok, usize)> {
+        let negated = matches!(chars.get(i), Some('!') | Some('^'));
+        if negated {
+            i += 1;
+        }
+        let mut ranges = Vec::new();
+        let mut first = true;
+        loop {
+            let mut c = *chars.get(i)?;
+            if c == ']' && !first {
+                return Some((GlobTok::Class { negated, ranges }, i + 1));
+            }
+            first = false;
+            i += 1;
+            if c == escape {
+                c = *chars.get(i)?;
+                i += 1;
+            }
+            let mut hi = c;
+            if chars.get(i) == Some(&'-') && chars.get(i + 1).is_some_and(|n| *n != ']') {
+                hi = chars[i + 1];
+                i += 2;
+                if hi == escape {
+                    hi = *chars.get(i)?;
+                    i += 1;
+                }
+            }
+            ranges.push((c, hi));
+        }
+    }
+
+    /// Adds the states reachable without consuming a character.
+    fn close(&self, states: &mut [bool]) {
+        for k in 0..self.toks.len() {
+            if states[k] && self.toks[k] == GlobTok::Star {
+                states[k + 1] = true;
+            }
+        }
+    }
+
+    /// Every `n` (ascending) such that the pattern matches exactly `text[..n]`.
+    fn match_lengths(&self, text: &[char]) -> Vec<usize> {
+        let m = self.toks.len();
+        let mut states = vec![false; m + 1];
+        states[0] = true;
+        self.close(&mut states);
+        let mut out = Vec::new();
+        if states[m] {
+            out.push(0);
+        }
+        for (i, c) in text.iter().enumerate() {
+            let mut next = vec![false; m + 1];
+            let mut any = false;
+            for (k, tok) in self.toks.iter().enumerate() {
+                if states[k] && tok.matches(*c) {
+                    let to = if self.toks[k] == GlobTok::Star {
+                        k
+                    } else {
+                        k + 1
+                    };
+                    next[to] = true;
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+            self.close(&mut next);
+            if next[m] {
+                out.push(i + 1);
+            }
+            states = next;
+        }
+        out
+    }
+
+    /// The pattern read backwards (for suffixes).
+    fn reversed(&self) -> Glob {
+        Glob {
+            toks: self.toks.iter().rev().cloned().collect(),
+        }
+    }
+
+    /// `${v#pat}` (shortest) / `${v##pat}` (greedy).
+    fn trim_prefix(&self, value: &[char], greedy: bool) -> String {
+        if self.toks.is_empty() {
+            return value.iter().collect();
+        }
+        let lens = self.match_lengths(value);
+        let cut = if greedy { lens.last() } else { lens.first() };
+        value[cut.copied().unwrap_or(0)..].iter().collect()
+    }
+
+    /// `${v%pat}` (shortest) / `${v%%pat}` (greedy).
+    fn trim_suffix(&self, value: &[char], greedy: bool) -> String {
+        if self.toks.is_empty() {
+            return value.iter().collect();
+        }
+        let rev: Vec<char> = value.iter().rev().copied().collect();
+        let lens = self.reversed().match_lengths(&rev);
+        let cut = if greedy { lens.last() } else { lens.first() };
+        value[..value.len() - cut.copied().unwrap_or(0)]
+            .iter()
+            .collect()
+    }
+
+    /// `${v/pat/repl}` (first match) / `${v//pat/repl}` (every match): leftmost, longest
+    /// matches; empty matches are not replaced.
+    fn replace(&self, value: &[char], repl: &str, all: bool) -> String {
+        let mut out = String::new();
+        if self.toks.is_empty() {
+            return value.iter().collect();
+        }
+        let mut i = 0;
+        let mut replaced = false;
+        while i < value.len() {
+            let longest = if replaced && !all {
+                None
+            } else {
+                self.match_lengths(&value[i..])
+                    .last()
+                    .copied()
+                    .filter(|n| *n > 0)
+            };
+            match longest {
+                Some(n) => {
+                    out.push_str(repl);
+                    i += n;
+                    replaced = true;
+                }
+                None => {
+                    out.push(value[i]);
+                    i += 1;
+                }
+            }
+        }
+        out
     }
 }
 
@@ -432,6 +730,64 @@ mod tests {
     }
 
     #[test]
+    fn pattern_modifiers() {
+        let mut e = env();
+        for (k, v) in [
+            ("F", "/usr/local/lib/libfoo.so.1.2"),
+            ("V", "v1.2.3-rc1"),
+            ("S", "a*b*c"),
+            ("X", "aXbXc"),
+        ] {
+            e.insert(k.into(), v.into());
+        }
+        let cases: &[(&str, &str)] = &[
+            ("${F#*/}", "usr/local/lib/libfoo.so.1.2"),
+            ("${F##*/}", "libfoo.so.1.2"),
+            ("${F%.*}", "/usr/local/lib/libfoo.so.1"),
+            ("${F%%.*}", "/usr/local/lib/libfoo"),
+            ("${F%/*}", "/usr/local/lib"),
+            ("${V#v}", "1.2.3-rc1"),
+            ("${V#x}", "v1.2.3-rc1"),
+            ("${V%-rc[0-9]}", "v1.2.3"),
+            ("${V%-rc[!0-9]}", "v1.2.3-rc1"),
+            ("${V#?}", "1.2.3-rc1"),
+            ("${V##*[.]}", "3-rc1"),
+            ("${V/./_}", "v1_2.3-rc1"),
+            ("${V//./_}", "v1_2_3-rc1"),
+            ("${V//[0-9]/N}", "vN.N.N-rcN"),
+            ("${V/-rc*/}", "v1.2.3"),
+            ("${V/-rc*}", "v1.2.3"),
+            ("${V/#/x}", "v1.2.3-rc1"),
+            ("${V//}", "v1.2.3-rc1"),
+            ("${V/1*./}", "v3-rc1"),
+            ("${S//\\*/-}", "a-b-c"),
+            ("${S//'*'/+}", "a+b+c"),
+            ("${S//\"*\"/+}", "a+b+c"),
+            ("${S//*/x}", "x"),
+            ("${X//X/$A}", "aalphabalphac"),
+            ("${X//x/-}", "aXbXc"),
+            ("${X/[XY]/ }", "a bXc"),
+            ("${UNSET#x}", ""),
+            ("${UNSET//x/y}", ""),
+            ("${P#$P}", ""),
+            ("${P%/*}/bin", "/usr/bin"),
+            ("${A#}", "alpha"),
+            ("${A%[}", "alpha"),
+        ];
+        for (input, want) in cases {
+            let got = expand_word(input, &e, '\\').unwrap();
+            assert_eq!(&got, want, "input {input:?}");
+        }
+        // With the backtick escape.
+        assert_eq!(expand_word("${S//`*/-}", &e, '`').unwrap(), "a-b-c");
+        // Long values with many stars stay fast.
+        let long: String = "ab".repeat(2000);
+        e.insert("L".into(), long);
+        let pat = format!("${{L//{}/x}}", "*a".repeat(50));
+        assert_eq!(expand_word(&pat, &e, '\\').unwrap(), "xb");
+    }
+
+    #[test]
     fn heredoc_expansion_keeps_quotes() {
         let got = expand_heredoc("say \"$A\" '${P}' \\$A\n", &env(), '\\').unwrap();
         assert_eq!(got, "say \"alpha\" '/usr/local' $A\n");
@@ -460,7 +816,9 @@ mod tests {
             ("\"abc", ExpandError::Unterminated("double-quote")),
             ("${A", ExpandError::MissingBrace),
             ("${}", ExpandError::BadSubstitution),
-            ("${A%x}", ExpandError::UnsupportedModifier('%')),
+            ("${A=x}", ExpandError::UnsupportedModifier('=')),
+            ("${A#x", ExpandError::MissingBrace),
+            ("${A/x", ExpandError::MissingBrace),
             (
                 "${UNSET:?need it}",
                 ExpandError::Required {

@@ -24,10 +24,16 @@
 //!   upper dir becomes a gzip layer blob plus a committed snapshot. Whatever happens, the
 //!   runtime state, the mount, the active snapshot and the bundle are removed before `run`
 //!   returns.
-//! * **Network of `RUN` steps**: `--network=none` gets a new, empty network namespace;
-//!   `--network=host` and (for now) the default share the host's network, so package
-//!   managers reach their registries. [`BackendConfig::default_network`] can make the
-//!   default `none`; the engine will later put build containers on its bridge instead.
+//! * **Network of `RUN` steps** (`RUN --network`, else [`BackendConfig::default_network`],
+//!   which the daemon sets from `docker build --network`): on a bridge network (the
+//!   default `bridge`, or a user-defined one by name) the step gets a new network
+//!   namespace bind-mounted at `<step dir>/netns`, connected through the engine's
+//!   [`NetworkManager`] ([`StoreBuildBackend::with_network`]) like a container's: a veth
+//!   into the bridge, an address from the network's pool, a default route via the gateway,
+//!   so traffic leaves through the network's NAT; its `/etc/hosts` and `/etc/resolv.conf`
+//!   are the network's. The endpoint is disconnected and the namespace removed when the
+//!   step ends, whatever happens. `none` gets a new, empty network namespace (loopback
+//!   only); `host` shares the host's network and its resolver config.
 //! * `COPY`/`ADD` ([`BuildBackend::add_files`]): the same kind of snapshot
 //!   (`build-copy-<unique>`), mounted; the
 //!   items are copied into the mounted root filesystem (destination parents resolved inside
@@ -55,12 +61,14 @@ use std::os::unix::fs::{lchown, symlink, FileTypeExt, MetadataExt, PermissionsEx
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use build::context::{resolve, Scope};
 use build::{
     BackendError, BaseImage, BuildBackend, CacheKey, CopyItem, ImageState, RunResult, RunSpec,
 };
 use errkind::{ErrorKind, HasKind};
+use net::{ContainerNet, NetworkManager};
 use store::image::{chain_ids, media_types};
 use store::{Descriptor, Digest, Reference, Store};
 
@@ -68,14 +76,42 @@ use store::{Descriptor, Digest, Reference, Store};
 /// the build log for progress lines; returns a message on failure.
 pub type PullFn = Box<dyn Fn(&str, &mut dyn Write) -> Result<(), String> + Send + Sync>;
 
-/// The network of `RUN` steps that ask for none in particular.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The network of `RUN` steps that ask for none in particular (`docker build --network`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum DefaultNetwork {
-    /// The host's network namespace (package downloads work).
+    /// The engine's default bridge network (`bridge`), as Docker: the step gets its own
+    /// network namespace with a veth into the bridge and reaches out through NAT. Needs
+    /// the network manager ([`StoreBuildBackend::with_network`]).
     #[default]
+    Bridge,
+    /// The host's network namespace.
     Host,
     /// A new network namespace with only a loopback interface.
     None,
+    /// A user-defined bridge network of the engine, by name or id.
+    Named(String),
+}
+
+impl DefaultNetwork {
+    /// The network a `--network` value names: empty, `default` and `bridge` are the
+    /// default bridge; `host` and `none` are themselves; anything else a network name.
+    pub fn from_mode(mode: &str) -> DefaultNetwork {
+        match mode {
+            "" | "default" | "bridge" => DefaultNetwork::Bridge,
+            "host" => DefaultNetwork::Host,
+            "none" => DefaultNetwork::None,
+            other => DefaultNetwork::Named(other.to_string()),
+        }
+    }
+
+    /// The bridge network to connect to, if any.
+    fn bridge_network(&self) -> Option<&str> {
+        match self {
+            DefaultNetwork::Bridge => Some("bridge"),
+            DefaultNetwork::Named(n) => Some(n),
+            DefaultNetwork::Host | DefaultNetwork::None => None,
+        }
+    }
 }
 
 /// Where the backend finds its tools and keeps its temporary files.
@@ -92,11 +128,13 @@ pub struct BackendConfig {
     pub default_network: DefaultNetwork,
 }
 
-/// Something a build holds that must be released: a runtime container, a mount, an
-/// active snapshot, a directory (released in that order).
+/// Something a build holds that must be released: a runtime container, a network
+/// namespace with its endpoints (container id, namespace file), a mount, an active
+/// snapshot, a directory (released in that order).
 #[derive(Debug, Clone, Default)]
 struct Lease {
     container: Option<String>,
+    netns: Option<(String, PathBuf)>,
     mount: Option<PathBuf>,
     snapshot: Option<String>,
     dir: Option<PathBuf>,
@@ -107,6 +145,8 @@ pub struct StoreBuildBackend {
     store: Store,
     cfg: BackendConfig,
     pull: Option<PullFn>,
+    /// The engine's networks, for `RUN` steps on a bridge network.
+    net: Option<Arc<NetworkManager>>,
     /// Layer blobs by diff id, learnt during this process.
     descs: HashMap<String, Descriptor>,
     /// What is held right now (released on error paths and by `finish`).
@@ -121,6 +161,7 @@ impl std::fmt::Debug for StoreBuildBackend {
             .field("store", &self.store.root())
             .field("cfg", &self.cfg)
             .field("pull", &self.pull.is_some())
+            .field("net", &self.net.is_some())
             .field("leases", &self.leases)
             .finish()
     }
@@ -399,6 +440,25 @@ fn set_mtime(path: &Path, m: &fs::Metadata) {
     );
 }
 
+/// The network set-up of one `RUN` step.
+#[derive(Debug, Default)]
+struct StepNet {
+    /// The network it asked for.
+    mode: DefaultNetwork,
+    /// The namespace to join (bridge networks); None: the host's (`Host`) or a new empty
+    /// one (`None`).
+    netns: Option<PathBuf>,
+    /// `/etc/hosts` content (None: a minimal one).
+    hosts: Option<String>,
+    /// `/etc/resolv.conf` content (None: the host's).
+    resolv: Option<String>,
+}
+
+/// The first 12 characters of an id.
+fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
 fn remove_any(p: &Path) -> io::Result<()> {
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(p),
@@ -421,10 +481,19 @@ impl StoreBuildBackend {
             store,
             cfg,
             pull,
+            net: None,
             descs: HashMap::new(),
             leases: Vec::new(),
             build_dir: None,
         }
+    }
+
+    /// Gives `RUN` steps on a bridge network (the default one or a user-defined one) their
+    /// network: each such step gets a namespace connected through `manager`, disconnected
+    /// and removed when the step ends, whatever happens.
+    pub fn with_network(mut self, manager: Arc<NetworkManager>) -> Self {
+        self.net = Some(manager);
+        self
     }
 
     /// The store it builds into.
@@ -548,6 +617,31 @@ impl StoreBuildBackend {
                         e,
                     )),
                 }
+            }
+        }
+        if let Some((cid, ns)) = &lease.netns {
+            if let Some(mgr) = &self.net {
+                for ep in mgr.endpoints(cid) {
+                    if let Err(e) = mgr.disconnect(cid, &ep.network_id) {
+                        let kind = e.kind();
+                        note(BackendError::with_source(
+                            kind,
+                            format!(
+                                "disconnecting build container {cid} from {}",
+                                ep.network_name
+                            ),
+                            e,
+                        ));
+                    }
+                }
+            }
+            if let Err(e) = net::remove_netns(ns) {
+                let kind = e.kind();
+                note(BackendError::with_source(
+                    kind,
+                    format!("removing network namespace {}", ns.display()),
+                    e,
+                ));
             }
         }
         let mut still_mounted = false;
@@ -833,6 +927,80 @@ impl StoreBuildBackend {
         Ok(Some(diff_id))
     }
 
+    /// The network a step asks for: its `RUN --network` / `docker build --network`
+    /// value, else the configured default.
+    fn step_network(&self, spec: &RunSpec) -> DefaultNetwork {
+        match spec.network.as_deref() {
+            Some("default") | None => self.cfg.default_network.clone(),
+            Some(mode) => DefaultNetwork::from_mode(mode),
+        }
+    }
+
+    /// Gives the step `cid` its network: for a bridge network a new namespace at
+    /// `<bundle>/netns` connected to it (recorded in `lease` before anything is made, so
+    /// a failure half-way is cleaned up with the lease), with the network's hosts and
+    /// resolver files.
+    fn attach_network(
+        &mut self,
+        mode: &DefaultNetwork,
+        cid: &str,
+        bundle: &Path,
+        lease: &mut Lease,
+    ) -> Result<StepNet, BackendError> {
+        let Some(network) = mode.bridge_network() else {
+            return Ok(StepNet {
+                mode: mode.clone(),
+                ..Default::default()
+            });
+        };
+        let mgr = self.net.clone().ok_or_else(|| {
+            be(
+                ErrorKind::FailedPrecondition,
+                format!("RUN on network {network}: this builder has no network service"),
+            )
+        })?;
+        let path = bundle.join("netns");
+        net::create_netns(&path).map_err(|e| {
+            let kind = e.kind();
+            BackendError::with_source(
+                kind,
+                format!(
+                    "creating the network namespace of build container {}",
+                    short(cid)
+                ),
+                e,
+            )
+        })?;
+        self.update_lease(lease, |l| l.netns = Some((cid.to_string(), path.clone())));
+        mgr.connect(ContainerNet {
+            container_id: cid.to_string(),
+            container_name: format!("build-{}", short(cid)),
+            netns_path: path.clone(),
+            network: network.to_string(),
+            aliases: Vec::new(),
+            ip: None,
+            mac: None,
+            ports: Vec::new(),
+        })
+        .map_err(|e| {
+            let kind = e.kind();
+            BackendError::with_source(
+                kind,
+                format!(
+                    "connecting build container {} to network {network}",
+                    short(cid)
+                ),
+                e,
+            )
+        })?;
+        Ok(StepNet {
+            mode: mode.clone(),
+            hosts: Some(mgr.hosts_file(cid, &short(cid), &[])),
+            resolv: Some(mgr.resolv_conf(cid, &[])),
+            netns: Some(path),
+        })
+    }
+
     /// The OCI runtime config of a build step.
     fn spec_for(
         &self,
@@ -840,18 +1008,8 @@ impl StoreBuildBackend {
         rootfs: &Path,
         bundle: &Path,
         id: &Identity,
+        netcfg: &StepNet,
     ) -> Result<serde_json::Value, BackendError> {
-        let network = match spec.network.as_deref() {
-            Some("none") => DefaultNetwork::None,
-            Some("host") => DefaultNetwork::Host,
-            Some("default") | None => self.cfg.default_network,
-            Some(other) => {
-                return Err(be(
-                    ErrorKind::InvalidArgument,
-                    format!("RUN --network={other} is not supported (use default, none or host)"),
-                ))
-            }
-        };
         let mut env = spec.env.clone();
         let has = |env: &[String], k: &str| env.iter().any(|e| e.split('=').next() == Some(k));
         if !has(&env, "PATH") {
@@ -861,26 +1019,31 @@ impl StoreBuildBackend {
             env.push(format!("HOME={}", id.home));
         }
         let hostname: String = spec.container_id.chars().take(12).collect();
-        // Private copies of the host's resolver config and a hosts file.
+        // Private copies of the resolver config and hosts file: the network's, else the
+        // host's resolver config and a minimal hosts file.
         let resolv = bundle.join("resolv.conf");
-        let host_resolv = read_small(Path::new("/etc/resolv.conf"), 1 << 16).unwrap_or_default();
-        fs::write(&resolv, host_resolv).map_err(ioerr("writing resolv.conf"))?;
+        let resolv_text = match &netcfg.resolv {
+            Some(r) => r.clone().into_bytes(),
+            None => read_small(Path::new("/etc/resolv.conf"), 1 << 16).unwrap_or_default(),
+        };
+        fs::write(&resolv, resolv_text).map_err(ioerr("writing resolv.conf"))?;
         let hosts = bundle.join("hosts");
-        fs::write(
-            &hosts,
+        let hosts_text = netcfg.hosts.clone().unwrap_or_else(|| {
             format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-            ),
-        )
-        .map_err(ioerr("writing hosts"))?;
+            )
+        });
+        fs::write(&hosts, hosts_text).map_err(ioerr("writing hosts"))?;
         let mut namespaces = vec![
             serde_json::json!({"type": "pid"}),
             serde_json::json!({"type": "ipc"}),
             serde_json::json!({"type": "uts"}),
             serde_json::json!({"type": "mount"}),
         ];
-        if network == DefaultNetwork::None {
-            namespaces.push(serde_json::json!({"type": "network"}));
+        match (&netcfg.netns, &netcfg.mode) {
+            (Some(p), _) => namespaces.push(serde_json::json!({"type": "network", "path": p})),
+            (None, DefaultNetwork::Host) => {}
+            (None, _) => namespaces.push(serde_json::json!({"type": "network"})),
         }
         let caps = DEFAULT_CAPS;
         let dev = |t: &str, major: i64, minor: Option<i64>| serde_json::json!({"allow": true, "type": t, "major": major, "minor": minor, "access": "rwm"});
@@ -1036,7 +1199,9 @@ impl StoreBuildBackend {
         };
         mkdir_in_root(rootfs, workdir)?;
         let id = resolve_user(rootfs, &spec.user)?;
-        let config = self.spec_for(spec, rootfs, &bundle, &id)?;
+        let mode = self.step_network(spec);
+        let netcfg = self.attach_network(&mode, &spec.container_id, &bundle, lease)?;
+        let config = self.spec_for(spec, rootfs, &bundle, &id, &netcfg)?;
         let text = serde_json::to_vec_pretty(&config)
             .map_err(|e| ioerr("encoding config.json")(io::Error::other(e)))?;
         fs::write(bundle.join("config.json"), text).map_err(ioerr("writing config.json"))?;

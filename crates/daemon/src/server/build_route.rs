@@ -109,13 +109,10 @@ pub(super) async fn build(
         runtime: cfg.runtime.clone(),
         runtime_root: cfg.run_root.join("runtime"),
         scratch_dir: cfg.root.join("tmp").join("build"),
-        default_network: if opts.network.as_deref() == Some("none") {
-            DefaultNetwork::None
-        } else {
-            DefaultNetwork::Host
-        },
+        default_network: DefaultNetwork::from_mode(opts.network.as_deref().unwrap_or("")),
     };
     let store = s.engine.images().store().clone();
+    let net = s.engine.networks().manager().clone();
 
     let body = body_reader(req);
 
@@ -129,7 +126,8 @@ pub(super) async fn build(
             std::fs::create_dir_all(&scratch).map_err(|e| format!("create {scratch:?}: {e}"))?;
             let ctx = build::BuildContext::from_tar_limited(body, Some(&scratch), MAX_CONTEXT)
                 .map_err(|e| error_chain(&e))?;
-            let mut backend = StoreBuildBackend::new(store, backend_cfg, None);
+            clean_stale_once(&store, &backend_cfg);
+            let mut backend = StoreBuildBackend::new(store, backend_cfg, None).with_network(net);
             build::build(&opts, &ctx, &mut backend, &mut out).map_err(|e| error_chain(&e))
         })();
         match result {
@@ -157,6 +155,25 @@ pub(super) async fn build(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap_or_default())
+}
+
+/// Before the first build of this daemon process: removes what builds of an earlier,
+/// killed daemon left behind (build containers, mounts, active snapshots, network
+/// namespaces under the scratch directory). Later builds wait until it has finished, so
+/// it never touches a running build's resources.
+fn clean_stale_once(store: &store::Store, cfg: &BackendConfig) {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut done = match DONE.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if !*done {
+        let n = StoreBuildBackend::clean_stale(store, cfg);
+        if n > 0 {
+            tracing::info!(removed = n, "removed what earlier builds left behind");
+        }
+        *done = true;
+    }
 }
 
 /// An error with its sources, `a: b: c` (the builder's messages say which line failed).
