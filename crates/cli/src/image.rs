@@ -1,8 +1,11 @@
 //! Image commands: pull, push, images, rmi, tag, save, load, import, history, login, logout.
 //!
 //! Registry credentials live in docker's `config.json` (`auths.<registry>.auth` holds
-//! base64 `user:password`); commands that reach a registry send them to the daemon in the
+//! base64 `user:password`), or in a credential helper that `credsStore` / `credHelpers`
+//! name (see [`creds`]); commands that reach a registry send them to the daemon in the
 //! `X-Registry-Auth` header (base64url JSON), as docker does.
+
+pub mod creds;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 
@@ -275,8 +278,26 @@ fn write_config(ctx: &Ctx, v: &Value) -> Result<()> {
     Ok(())
 }
 
-/// The stored credentials (user, password) for a registry, if any.
+/// The stored credentials (user, password) for a registry, if any: from its credential
+/// helper when one is configured (helpers on `PATH`), else from `auths`.
 pub fn credentials(config: &Value, registry: &str) -> Option<(String, String)> {
+    credentials_with(config, registry, &creds::Helpers::from_env())
+}
+
+/// [`credentials`] with helpers looked up through `helpers`. A failing helper is reported
+/// on stderr and treated as holding nothing (the request then goes out anonymous).
+pub fn credentials_with(
+    config: &Value,
+    registry: &str,
+    helpers: &creds::Helpers,
+) -> Option<(String, String)> {
+    if let Some(name) = creds::helper_for(config, registry) {
+        match helpers.get(&name, registry) {
+            Ok(Some(c)) => return Some(c),
+            Ok(None) => {}
+            Err(e) => eprintln!("WARNING: {e:#}"),
+        }
+    }
     let auths = config.get("auths")?.as_object()?;
     let candidates = [
         registry.to_string(),
@@ -301,7 +322,19 @@ pub fn credentials(config: &Value, registry: &str) -> Option<(String, String)> {
 
 /// The `X-Registry-Auth` header value for a registry (`{}` when no credentials).
 pub fn registry_auth_header(config: &Value, registry: &str) -> String {
-    let v = match credentials(config, registry) {
+    registry_auth_header_with(config, registry, &creds::Helpers::from_env())
+}
+
+/// [`registry_auth_header`] with helpers looked up through `helpers`.
+pub fn registry_auth_header_with(
+    config: &Value,
+    registry: &str,
+    helpers: &creds::Helpers,
+) -> String {
+    let v = match credentials_with(config, registry, helpers) {
+        Some((u, p)) if u == creds::TOKEN_USERNAME => {
+            json!({"identitytoken": p, "serveraddress": registry})
+        }
         Some((u, p)) => json!({"username": u, "password": p, "serveraddress": registry}),
         None => json!({}),
     };
@@ -714,6 +747,13 @@ fn prompt(label: &str) -> Result<String> {
 
 /// `berth login`.
 pub async fn login(ctx: &Ctx, a: LoginArgs) -> Result<i32> {
+    login_with(ctx, a, &creds::Helpers::from_env()).await
+}
+
+/// `berth login` with credential helpers looked up through `helpers`: the daemon checks the
+/// credentials (`POST /auth`), then they go to the registry's helper when `config.json`
+/// names one (leaving an empty `auths` entry, as docker does), else into `auths`.
+pub async fn login_with(ctx: &Ctx, a: LoginArgs, helpers: &creds::Helpers) -> Result<i32> {
     let server = server_key(a.server.as_deref().unwrap_or(""));
     if a.password.is_some() && a.password_stdin {
         bail!("--password and --password-stdin are mutually exclusive");
@@ -750,7 +790,17 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> Result<i32> {
     if !config.is_object() {
         config = json!({});
     }
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let entry = match creds::helper_for(&config, &server) {
+        Some(name) => {
+            helpers.store(&name, &server, &username, &password)?;
+            json!({})
+        }
+        None => {
+            let auth =
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            json!({ "auth": auth })
+        }
+    };
     let auths = config
         .as_object_mut()
         .ok_or_else(|| anyhow!("config.json is not an object"))?
@@ -760,7 +810,7 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> Result<i32> {
         *auths = json!({});
     }
     if let Some(m) = auths.as_object_mut() {
-        m.insert(server.clone(), json!({"auth": auth}));
+        m.insert(server.clone(), entry);
     }
     write_config(ctx, &config)?;
     println!(
@@ -775,8 +825,21 @@ pub async fn login(ctx: &Ctx, a: LoginArgs) -> Result<i32> {
 
 /// `berth logout`.
 pub async fn logout(ctx: &Ctx, a: LogoutArgs) -> Result<i32> {
+    logout_with(ctx, a, &creds::Helpers::from_env()).await
+}
+
+/// `berth logout` with credential helpers looked up through `helpers`: erases the
+/// registry's entry in its helper (when one is configured) and in `auths`.
+pub async fn logout_with(ctx: &Ctx, a: LogoutArgs, helpers: &creds::Helpers) -> Result<i32> {
     let server = server_key(a.server.as_deref().unwrap_or(""));
     let mut config = read_config(ctx)?;
+    let mut in_helper = false;
+    if let Some(name) = creds::helper_for(&config, &server) {
+        in_helper = matches!(helpers.get(&name, &server), Ok(Some(_)));
+        if let Err(e) = helpers.erase(&name, &server) {
+            eprintln!("WARNING: could not erase credentials: {e:#}");
+        }
+    }
     let removed = config
         .get_mut("auths")
         .and_then(Value::as_object_mut)
@@ -792,7 +855,7 @@ pub async fn logout(ctx: &Ctx, a: LogoutArgs) -> Result<i32> {
             !keys.is_empty()
         })
         .unwrap_or(false);
-    if !removed {
+    if !removed && !in_helper {
         println!("Not logged in to {server}");
         return Ok(0);
     }
@@ -902,6 +965,77 @@ mod tests {
             credentials(&read_config(&ctx).unwrap(), "localhost:5000"),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn login_logout_and_auth_header_through_a_credential_helper() {
+        use crate::client::testing::{fake_daemon, http};
+        let (dir, host, _seen) = fake_daemon(|line| {
+            if line.starts_with("POST /v1.47/auth") {
+                http("200 OK", r#"{"Status":"Login Succeeded"}"#)
+            } else {
+                http("404 Not Found", "{}")
+            }
+        });
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        creds::tests::fake_helper(&bin, "fake");
+        creds::tests::fake_helper(&bin.join("other"), "other");
+        let helpers =
+            creds::Helpers::with_path(std::env::join_paths([&bin, &bin.join("other")]).unwrap());
+        let cfg_dir = dir.path().join("cfg");
+        std::fs::create_dir_all(&cfg_dir).unwrap();
+        std::fs::write(
+            cfg_dir.join("config.json"),
+            r#"{"credsStore":"fake","credHelpers":{"special:5000":"other"}}"#,
+        )
+        .unwrap();
+        let ctx = Ctx {
+            client: crate::client::Client::new(&host).unwrap(),
+            config_dir: cfg_dir.clone(),
+        };
+        for (server, user) in [("localhost:5000", "bob"), ("special:5000", "eve")] {
+            let a = LoginArgs {
+                username: Some(user.into()),
+                password: Some(format!("{user}-pw")),
+                password_stdin: false,
+                server: Some(server.into()),
+            };
+            assert_eq!(login_with(&ctx, a, &helpers).await.unwrap(), 0);
+        }
+        // The secret is in the helpers, not in config.json.
+        let raw = std::fs::read_to_string(cfg_dir.join("config.json")).unwrap();
+        assert!(!raw.contains("bob-pw") && !raw.contains("auth\""), "{raw}");
+        let cfg = read_config(&ctx).unwrap();
+        assert_eq!(cfg["auths"]["localhost:5000"], json!({}));
+        assert_eq!(
+            helpers.get("fake", "localhost:5000").unwrap(),
+            Some(("bob".into(), "bob-pw".into()))
+        );
+        assert_eq!(helpers.get("fake", "special:5000").unwrap(), None);
+        assert_eq!(
+            helpers.get("other", "special:5000").unwrap(),
+            Some(("eve".into(), "eve-pw".into()))
+        );
+        // Pull/push headers carry what the helper holds.
+        let h = registry_auth_header_with(&cfg, "special:5000", &helpers);
+        let v: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE.decode(h).unwrap())
+                .unwrap();
+        assert_eq!(v["username"], "eve");
+        assert_eq!(v["password"], "eve-pw");
+        // Logout erases it from the helper and config.json.
+        let a = LogoutArgs {
+            server: Some("localhost:5000".into()),
+        };
+        assert_eq!(logout_with(&ctx, a, &helpers).await.unwrap(), 0);
+        assert_eq!(helpers.get("fake", "localhost:5000").unwrap(), None);
+        let cfg = read_config(&ctx).unwrap();
+        assert!(cfg["auths"].get("localhost:5000").is_none());
+        assert_eq!(credentials_with(&cfg, "localhost:5000", &helpers), None);
+        // A configured helper that is missing: anonymous, with a warning, no panic.
+        let missing = creds::Helpers::with_path(dir.path().join("nowhere"));
+        assert_eq!(credentials_with(&cfg, "special:5000", &missing), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `{"message": ...}` bodies with the status of [`api::ApiError::status`].
 
 mod build_route;
+mod commit_export;
 mod images_archive;
 pub(crate) mod netvol;
 mod registry;
@@ -209,6 +210,9 @@ fn routes(state: AppState) -> Router {
         .route("/exec/{id}/json", get(exec_inspect))
         .route("/exec/{id}/resize", post(exec_resize))
         .route("/build", post(build_route::build))
+        .route("/auth", post(registry::auth))
+        .route("/commit", post(commit_export::commit))
+        .route("/containers/{id}/export", get(commit_export::export))
         .route("/images/get", get(images_archive::save))
         .route("/images/load", post(images_archive::load))
         .route("/images/json", get(image_list))
@@ -1105,13 +1109,18 @@ async fn image_get(State(s): State<AppState>, Path(rest): Path<String>) -> Res {
     ))))
 }
 
-async fn image_post(State(s): State<AppState>, Path(rest): Path<String>, Query(q): Q) -> Res {
+async fn image_post(
+    State(s): State<AppState>,
+    Path(rest): Path<String>,
+    Query(q): Q,
+    headers: HeaderMap,
+) -> Res {
     if let Some(name) = rest.strip_suffix("/push") {
         let full = match q.get("tag").filter(|t| !t.is_empty()) {
             Some(t) => format!("{name}:{t}"),
             None => name.to_string(),
         };
-        return registry::push(&s.engine, &full);
+        return registry::push(&s.engine, &full, &headers);
     }
     if let Some(name) = rest.strip_suffix("/tag") {
         let repo = q.get("repo").cloned().unwrap_or_default();
@@ -1312,7 +1321,7 @@ async fn image_create(State(s): State<AppState>, Query(q): Q, req: Request) -> R
         } else {
             format!("{from_image}:{tag}")
         };
-        return registry::pull(&s.engine, &name);
+        return registry::pull(&s.engine, &name, req.headers());
     }
     Err(Error(ApiError::invalid(
         "either fromSrc or fromImage must be given",

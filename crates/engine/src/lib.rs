@@ -20,6 +20,7 @@
 
 pub mod archive;
 pub mod build_backend;
+pub mod commit;
 pub mod containers;
 pub mod error;
 pub mod events;

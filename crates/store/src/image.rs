@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use errkind::{ErrorKind, HasKind};
@@ -560,7 +561,10 @@ pub struct ImageRecord {
     pub created: Option<DateTime<Utc>>,
     /// When it was added to this store.
     pub added: DateTime<Utc>,
-    /// Sum of the layer blob sizes (what a pull transfers).
+    /// The image's size as docker shows it: the uncompressed size of its layers (bytes of
+    /// file content, see [`crate::snapshot::content_size`]) once they are unpacked; for an
+    /// image whose layers are not all unpacked yet (or an index without a size source), the
+    /// sum of the layer blob sizes.
     pub size: u64,
     /// Architecture from the config.
     pub architecture: String,
@@ -603,6 +607,15 @@ pub struct ImageStore {
     path: PathBuf,
     lock_path: PathBuf,
     platform: Platform,
+    layer_sizes: Option<Arc<dyn LayerSizes>>,
+}
+
+/// Where an [`ImageStore`] learns the uncompressed size of an unpacked layer (the
+/// [`crate::Snapshotter`] in a [`crate::Store`]).
+pub trait LayerSizes: std::fmt::Debug + Send + Sync {
+    /// The uncompressed size of the layer whose chain id is `chain_id`, `None` when it is
+    /// not unpacked.
+    fn layer_size(&self, chain_id: &Digest) -> Option<u64>;
 }
 
 struct Locked<'a> {
@@ -649,7 +662,14 @@ impl ImageStore {
             path: root.join("images.json"),
             lock_path: root.join("images.lock"),
             platform: Platform::host(),
+            layer_sizes: None,
         })
+    }
+
+    /// Uses `sizes` for [`ImageRecord::size`] (uncompressed layer sizes).
+    pub fn with_layer_sizes(mut self, sizes: Arc<dyn LayerSizes>) -> ImageStore {
+        self.layer_sizes = Some(sizes);
+        self
     }
 
     /// The content store it reads blobs from.
@@ -1132,13 +1152,20 @@ impl ImageStore {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        let chain_ids = cfg.chain_ids();
+        let unpacked: Option<u64> = self.layer_sizes.as_ref().and_then(|ls| {
+            chain_ids
+                .iter()
+                .map(|c| ls.layer_size(c))
+                .sum::<Option<u64>>()
+        });
         Ok(ImageRecord {
             id: id.clone(),
             manifest: meta.manifest.clone(),
             config: m.config.clone(),
-            size: m.layers.iter().map(|l| l.size).sum(),
+            size: unpacked.unwrap_or_else(|| m.layers.iter().map(|l| l.size).sum()),
             layers: m.layers,
-            chain_ids: cfg.chain_ids(),
+            chain_ids,
             diff_ids: cfg.rootfs.diff_ids.clone(),
             repo_tags,
             repo_digests,

@@ -50,6 +50,6 @@ pub use image::{Descriptor, ImageConfig, ImageRecord, ImageStore};
 pub use reference::Reference;
 pub use snapshot::{Mount, Snapshotter};
 pub use store::{
-    DiskUsage, GcOptions, GcReport, ImageUsage, ImportOptions, PruneReport, RemoveEvent, Store,
-    StoreError,
+    CommitOptions, DiskUsage, GcOptions, GcReport, ImageUsage, ImportOptions, PruneReport,
+    RemoveEvent, Store, StoreError,
 };

@@ -6,7 +6,9 @@
 //!
 //! * `committed/<chain-id hex>/fs` — one read-only **committed snapshot per chain id**: the
 //!   extracted layer whose chain id it is (only that layer's files and overlay whiteouts).
-//!   `committed/<hex>/parent` holds the parent chain id (absent for a base layer). A
+//!   `committed/<hex>/parent` holds the parent chain id (absent for a base layer), and
+//!   `committed/<hex>/size` the layer's uncompressed size ([`content_size`] of `fs`, what
+//!   docker reports as a layer's size; computed and cached on first use when absent). A
 //!   committed snapshot is shared by every image and container using that chain.
 //!   It is created by [`Snapshotter::apply_layer`]: the layer is extracted into
 //!   `tmp/<random>/`, its diff id verified, the filesystem synced once (`syncfs`), and the
@@ -261,6 +263,8 @@ impl Snapshotter {
             let pf = tmp.path().join("parent");
             fs::write(&pf, p.to_string()).map_err(ioe("write parent", &pf))?;
         }
+        let sf = tmp.path().join("size");
+        fs::write(&sf, content_size(&fs_dir).to_string()).map_err(ioe("write size", &sf))?;
         let d = File::open(tmp.path()).map_err(ioe("open", tmp.path()))?;
         rustix::fs::syncfs(&d).map_err(|e| ioe("syncfs", tmp.path())(e.into()))?;
         let tmp_path = tmp.keep();
@@ -471,6 +475,28 @@ impl Snapshotter {
         Ok(dir_usage(&self.committed_fs(chain_id)))
     }
 
+    /// The uncompressed size of committed snapshot `chain_id`'s layer ([`content_size`] of
+    /// its files), as recorded when it was applied; computed (and recorded) when missing.
+    pub fn committed_size(&self, chain_id: &Digest) -> Result<u64> {
+        if !self.exists(chain_id) {
+            return Err(SnapshotError::NotFound(chain_id.to_string()));
+        }
+        let p = self.committed_dir(chain_id).join("size");
+        if let Some(n) = fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            return Ok(n);
+        }
+        let n = content_size(&self.committed_fs(chain_id));
+        // Best effort cache: a snapshot whose size file cannot be written is re-measured.
+        let tmp = p.with_extension(format!("tmp-{}", std::process::id()));
+        if fs::write(&tmp, n.to_string()).is_ok() && fs::rename(&tmp, &p).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        Ok(n)
+    }
+
     /// Removes leftovers of killed processes in `tmp/` (half-extracted layers, half-removed
     /// snapshots) that are older than `min_age`, so that running applies are left alone.
     pub fn clean_tmp(&self, min_age: std::time::Duration) {
@@ -517,6 +543,39 @@ pub fn dir_usage(path: &Path) -> u64 {
         }
     }
     total
+}
+
+/// The content size of a tree as docker measures a layer (`docker images` SIZE): the sum
+/// of the sizes (`st_size`) of everything but directories — file bytes and symlink target
+/// lengths — counting each inode once (hard links) and not following symlinks. Overlay
+/// whiteouts (0/0 character devices) count 0.
+pub fn content_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+            continue;
+        }
+        if m.size() == 0 || !seen.insert((m.dev(), m.ino())) {
+            continue;
+        }
+        total += m.size();
+    }
+    total
+}
+
+impl crate::image::LayerSizes for Snapshotter {
+    fn layer_size(&self, chain_id: &Digest) -> Option<u64> {
+        self.committed_size(chain_id).ok()
+    }
 }
 
 const PAGE_LIMIT: usize = 4000;

@@ -164,12 +164,27 @@ pub struct PruneReport {
     pub space_reclaimed: u64,
 }
 
+/// What [`Store::commit`] makes of a container's changes.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// The run configuration of the new image; `None` keeps the parent's.
+    pub config: Option<ContainerConfig>,
+    /// Dockerfile instructions applied on top (`--change`, see [`apply_changes`]).
+    pub changes: Vec<String>,
+    /// History comment (`-m`).
+    pub comment: Option<String>,
+    /// Author (`-a`), in the config and the history entry.
+    pub author: Option<String>,
+    /// The history entry's `created_by` (docker: the container's command).
+    pub created_by: Option<String>,
+}
+
 /// Per-image disk usage for `system df`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageUsage {
     /// Image id.
     pub id: Digest,
-    /// Disk bytes of its unpacked layers (0 when not unpacked).
+    /// Uncompressed size of its unpacked layers (docker's image size; 0 when not unpacked).
     pub size: u64,
     /// Of which bytes are in layers shared with other images.
     pub shared_size: u64,
@@ -206,8 +221,9 @@ impl Store {
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
         let content = ContentStore::open(&root)?;
-        let images = ImageStore::open(&root, content.clone())?;
         let snapshots = Snapshotter::open(root.join("snapshots"))?;
+        let images = ImageStore::open(&root, content.clone())?
+            .with_layer_sizes(std::sync::Arc::new(snapshots.clone()));
         let rootless = !nix::unistd::geteuid().is_root();
         Ok(Store {
             root,
@@ -408,6 +424,33 @@ impl Store {
         comment: Option<&str>,
         author: Option<&str>,
     ) -> Result<ImageRecord> {
+        self.commit(
+            key,
+            parent,
+            &CommitOptions {
+                changes: changes.to_vec(),
+                comment: comment.map(str::to_string),
+                author: author.map(str::to_string),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Commits the changes of active snapshot `key` as a new image on top of `parent`: the
+    /// diff of its upper dir becomes a gzip layer appended to the parent's layers; the run
+    /// configuration is [`CommitOptions::config`] (else the parent's) with
+    /// [`CommitOptions::changes`] applied; a history entry records author, comment and
+    /// `created_by`. The layer is unpacked as a committed snapshot before the image is
+    /// registered (see [`Store::register_image`]). Returns the new (untagged) image.
+    pub fn commit(
+        &self,
+        key: &str,
+        parent: Option<&ImageRecord>,
+        opts: &CommitOptions,
+    ) -> Result<ImageRecord> {
+        let changes = &opts.changes;
+        let author = opts.author.as_deref();
+        let comment = opts.comment.as_deref();
         let (mut config, mut layers) = match parent {
             Some(p) => {
                 let m = self.images.get_manifest(&p.id)?;
@@ -434,6 +477,9 @@ impl Store {
                 )
             }
         };
+        if let Some(c) = &opts.config {
+            config.config = Some(c.clone());
+        }
         let ref_key = format!(
             "commit-{key}-{}",
             Utc::now().timestamp_nanos_opt().unwrap_or(0)
@@ -455,7 +501,7 @@ impl Store {
         config.rootfs.diff_ids.push(diff.diff_id);
         config.history.push(History {
             created: Some(now),
-            created_by: None,
+            created_by: opts.created_by.clone(),
             author: author.map(str::to_string),
             comment: comment.map(str::to_string),
             empty_layer: None,
@@ -692,8 +738,9 @@ impl Store {
         let mut sizes: HashMap<Digest, u64> = HashMap::new();
         let mut snapshots = 0;
         for s in self.snapshots.list_committed()? {
-            let u = self.snapshots.committed_usage(&s.chain_id).unwrap_or(0);
-            snapshots += u;
+            snapshots += self.snapshots.committed_usage(&s.chain_id).unwrap_or(0);
+            // Per image: docker's layer size (uncompressed content), as `images` shows.
+            let u = self.snapshots.committed_size(&s.chain_id).unwrap_or(0);
             sizes.insert(s.chain_id, u);
         }
         let mut out = DiskUsage {

@@ -402,3 +402,53 @@ fn importing_a_non_tar_fails_and_leaves_nothing() {
     assert!(s.snapshots().list_committed().unwrap().is_empty());
     assert!(s.images().lookup("junk").is_err());
 }
+
+/// `images` SIZE is the uncompressed content of the layers (docker's measure: file bytes,
+/// symlink target lengths, hard links once, directories nothing), not the gzip blob sizes;
+/// committed images add their layer's content; `system df` agrees.
+#[test]
+fn image_size_is_the_uncompressed_layer_content() {
+    if !is_root() {
+        eprintln!("skipping: layers with ownership need root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path().join("store")).unwrap();
+    let zeros = vec![0u8; 300_000];
+    let tar = TarBuilder::new()
+        .dir("d")
+        .file("d/zeros", &zeros)
+        .file("d/small", b"12345")
+        .hardlink("d/zeros-link", "d/zeros")
+        .symlink("d/sym", "small")
+        .build();
+    let rec = import_tar(&s, &tar, Some("sized"));
+    let blob: u64 = rec.layers.iter().map(|l| l.size).sum();
+    assert!(blob < 10_000, "zeros should compress well: {blob}");
+    assert_eq!(rec.size, 300_000 + 5 + 5, "size of {rec:?}");
+    assert_eq!(s.images().lookup("sized").unwrap().size, rec.size);
+    // Recorded at apply time; recomputed when the record is gone (older stores).
+    let top = rec.top_chain_id().unwrap().clone();
+    let size_file = s
+        .snapshots()
+        .committed_fs(&top)
+        .parent()
+        .unwrap()
+        .join("size");
+    assert_eq!(fs::read_to_string(&size_file).unwrap(), "300010");
+    fs::remove_file(&size_file).unwrap();
+    assert_eq!(s.snapshots().committed_size(&top).unwrap(), 300_010);
+    assert!(size_file.exists(), "size not cached again");
+    // A commit adds the new layer's content.
+    s.snapshots().prepare("ctr", Some(&top)).unwrap();
+    let upper = s.snapshots().upper_dir("ctr").unwrap();
+    fs::write(upper.join("new"), vec![7u8; 1234]).unwrap();
+    let c = s
+        .commit_container("ctr", Some(&rec), &[], None, None)
+        .unwrap();
+    assert_eq!(c.size, 300_010 + 1234);
+    let du = s.disk_usage().unwrap();
+    let u = du.images.iter().find(|i| i.id == c.id).unwrap();
+    assert_eq!(u.size, c.size);
+    assert_eq!(u.shared_size, 300_010);
+}

@@ -43,7 +43,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Every value of `key` in a raw query string (`names=a&names=b`).
-fn query_values(raw: Option<&str>, key: &str) -> Vec<String> {
+pub(super) fn query_values(raw: Option<&str>, key: &str) -> Vec<String> {
     raw.unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -54,7 +54,7 @@ fn query_values(raw: Option<&str>, key: &str) -> Vec<String> {
 }
 
 /// A blocking writer into a bounded channel of body chunks.
-struct ChannelWriter(mpsc::Sender<Result<Bytes, io::Error>>);
+pub(super) struct ChannelWriter(pub(super) mpsc::Sender<Result<Bytes, io::Error>>);
 
 impl Write for ChannelWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

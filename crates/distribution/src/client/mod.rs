@@ -49,6 +49,10 @@ pub struct ClientConfig {
     pub insecure_registries: Vec<String>,
     /// Directory of docker's `config.json`; `None` means `$DOCKER_CONFIG` or `~/.docker`.
     pub docker_config_dir: Option<PathBuf>,
+    /// Whether credentials are looked up in docker's `config.json` at all. A daemon turns
+    /// this off: like dockerd it uses only the credentials a request carries
+    /// (`X-Registry-Auth`), never those of the user it runs as.
+    pub use_docker_config: bool,
     /// Time allowed to establish a TCP (and TLS) connection.
     pub connect_timeout: Duration,
     /// Longest wait for any read (response headers or the next body bytes).
@@ -70,6 +74,7 @@ impl Default for ClientConfig {
         Self {
             insecure_registries: Vec::new(),
             docker_config_dir: None,
+            use_docker_config: true,
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(60),
             max_concurrent_downloads: 3,
@@ -199,6 +204,9 @@ impl RegistryClient {
             .get(host)
         {
             return Ok(Some(c.clone()));
+        }
+        if !self.config.use_docker_config {
+            return Ok(None);
         }
         auth::load_credentials(&self.docker_config_dir(), host)
     }
@@ -502,9 +510,11 @@ impl RegistryClient {
         }
     }
 
-    /// Verifies `username`/`password` against the registry `host` and, when accepted,
-    /// stores them in docker's `config.json` (like `docker login`).
-    pub async fn login(
+    /// Verifies `username`/`password` against the registry `host` without storing them
+    /// (what a daemon does for `POST /auth`). A registry that challenges `/v2/` checks the
+    /// credentials; one that answers `/v2/` anonymously accepts them unverified (docker
+    /// behaves the same).
+    pub async fn verify_login(
         &self,
         host: &str,
         username: &str,
@@ -515,15 +525,29 @@ impl RegistryClient {
             password: password.to_string(),
         };
         let probe = RegistryClient::new((*self.config).clone())?;
-        probe.set_credentials(host, creds.clone());
+        probe.set_credentials(host, creds);
         let ep = probe.endpoint(host);
         let url = format!("{}/v2/", ep.base);
-        // A registry that challenges /v2/ checks the credentials here; one that answers
-        // /v2/ anonymously accepts the login unverified (docker behaves the same).
         let resp = probe.send(&ep, "", &|c| c.get(&url)).await?;
         if !resp.status().is_success() {
             return Err(probe.status_error(&ep, &Method::GET, resp).await);
         }
+        Ok(())
+    }
+
+    /// Verifies `username`/`password` against the registry `host` and, when accepted,
+    /// stores them in docker's `config.json` (like `docker login`).
+    pub async fn login(
+        &self,
+        host: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<(), ClientError> {
+        self.verify_login(host, username, password).await?;
+        let creds = Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        };
         auth::store_credentials(&self.docker_config_dir(), host, &creds)?;
         self.set_credentials(host, creds);
         Ok(())

@@ -198,11 +198,19 @@ impl RegistryClient {
                 status: ProgressStatus::Waiting,
             });
         }
-        futures::stream::iter(
-            blobs
-                .iter()
-                .map(|b| async move { self.push_blob(ep, path, scope, images, b, progress).await }),
-        )
+        // Progress is per layer, as docker shows it; the config blob is pushed silently.
+        let silent = |_: Progress| {};
+        let config_digest = &m.config.digest;
+        futures::stream::iter(blobs.iter().map(|b| {
+            let p: ProgressFn<'_> = if &b.digest == config_digest
+                && !m.layers.iter().any(|l| &l.digest == config_digest)
+            {
+                &silent
+            } else {
+                progress
+            };
+            async move { self.push_blob(ep, path, scope, images, b, p).await }
+        }))
         .buffer_unordered(self.config.max_concurrent_uploads.max(1))
         .try_collect::<Vec<()>>()
         .await?;

@@ -1,0 +1,359 @@
+//! End-to-end: `berth login`, `berth push` and `berth pull` through a real `berth daemon`
+//! against Debian's `docker-registry` (the reference distribution implementation) with
+//! htpasswd (bcrypt) authentication on 127.0.0.1.
+//!
+//! Shows: a push without credentials fails with an authentication error; a login with a
+//! wrong password fails and stores nothing; after `berth login` the push succeeds with
+//! docker's per-layer progress lines; `rmi` + `pull` brings back the identical image (same
+//! image id, and the manifest digest the registry reports in `Docker-Content-Digest`); a
+//! second image sharing the base layer is pushed with existence checks ("Layer already
+//! exists"); the real docker CLI pulls through the berth daemon with its own login; after
+//! `logout` pushes fail again.
+//!
+//! Skipped (with a message) when not root or when `/usr/bin/docker-registry` or `htpasswd`
+//! are missing (`scripts/deps.sh` installs them).
+
+mod engine_support;
+
+use engine_support::{host_ok, Daemon};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+const USER: &str = "berthtester";
+const PASSWORD: &str = "s3cret-pw";
+
+/// A `docker-registry` process on a temporary directory; killed on drop.
+struct Registry {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    host: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts the registry with htpasswd auth and waits until `/v2/` answers 401.
+    fn start() -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-reg-")
+            .tempdir()
+            .unwrap();
+        let ht = Command::new("htpasswd")
+            .args(["-Bbn", USER, PASSWORD])
+            .output()
+            .expect("run htpasswd");
+        assert!(ht.status.success(), "htpasswd: {ht:?}");
+        std::fs::write(dir.path().join("htpasswd"), &ht.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n\
+             storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {host}\n\
+             auth:\n  htpasswd:\n    realm: berth-test\n    path: {ht}\n",
+            root = dir.path().join("data").display(),
+            ht = dir.path().join("htpasswd").display(),
+        );
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn docker-registry");
+        let reg = Registry { child, host, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, _) = reg.curl(&["-o", "/dev/null", "-w", "%{http_code}"], "/v2/", false);
+            if code.trim() == "401" {
+                return reg;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not come up: {}",
+                reg.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Runs curl on `path` of the registry (with the test user's credentials when `auth`);
+    /// returns stdout and stderr.
+    fn curl(&self, args: &[&str], path: &str, auth: bool) -> (String, String) {
+        let mut c = Command::new("curl");
+        c.args(["-s", "--max-time", "10"]).args(args);
+        if auth {
+            c.args(["-u", &format!("{USER}:{PASSWORD}")]);
+        }
+        let out = c
+            .arg(format!("http://{}{path}", self.host))
+            .output()
+            .expect("run curl");
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+
+    /// The `Docker-Content-Digest` the registry reports for `repo:reference`.
+    fn manifest_digest(&self, repo: &str, reference: &str) -> String {
+        let (head, _) = self.curl(
+            &[
+                "-I",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+                "-H",
+                "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                "-H",
+                "Accept: application/vnd.oci.image.index.v1+json",
+            ],
+            &format!("/v2/{repo}/manifests/{reference}"),
+            true,
+        );
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("docker-content-digest")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no Docker-Content-Digest in {head:?}: {}", self.log()))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The berth CLI on `d`'s socket with its own client config directory.
+fn berth(d: &Daemon, config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .args(args)
+        .env("DOCKER_CONFIG", config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    let (out, err) = text(o);
+    assert!(
+        o.status.success(),
+        "{what} failed ({:?})\nstdout:\n{out}\nstderr:\n{err}",
+        o.status
+    );
+    out
+}
+
+/// The `<tag>: digest: sha256:...` digest of a push's output.
+fn pushed_digest(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.split_once(": digest: ").map(|(_, d)| d))
+        .and_then(|d| d.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no digest line in push output:\n{out}"))
+        .to_string()
+}
+
+fn image_inspect(d: &Daemon, name: &str) -> serde_json::Value {
+    let (st, v) = d.request("GET", &format!("/images/{name}/json"), None);
+    assert_eq!(st, 200, "inspect {name}: {v}");
+    v
+}
+
+fn prerequisites() -> bool {
+    if !host_ok() {
+        return false;
+    }
+    for (bin, why) in [
+        (REGISTRY, "docker-registry (scripts/deps.sh)"),
+        ("/usr/bin/htpasswd", "htpasswd (apache2-utils)"),
+        ("/usr/bin/curl", "curl"),
+    ] {
+        if !Path::new(bin).exists() {
+            eprintln!("skipping: {why} not installed");
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn login_push_pull_against_docker_registry_with_htpasswd() {
+    if !prerequisites() {
+        return;
+    }
+    let reg = Registry::start();
+    let d = Daemon::start();
+    let cfg = d.dir.path().join("berth-config");
+    let id = d.import_busybox("regsrc:latest");
+    let repo = "test/bb";
+    let name = format!("{}/{repo}:v1", reg.host);
+    ok(&berth(&d, &cfg, &["tag", "regsrc:latest", &name]), "tag");
+
+    // 1. No credentials: a clear authentication error, nothing in the registry.
+    let o = berth(&d, &cfg, &["push", &name]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "push without login succeeded:\n{out}");
+    assert!(
+        err.contains("authentication") && err.contains(&reg.host),
+        "push without login: unclear error:\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    let (code, _) = reg.curl(
+        &["-o", "/dev/null", "-w", "%{http_code}"],
+        &format!("/v2/{repo}/manifests/v1"),
+        true,
+    );
+    assert_eq!(code.trim(), "404", "a failed push left a manifest");
+
+    // 2. A wrong password is refused and not stored.
+    let o = berth(&d, &cfg, &["login", &reg.host, "-u", USER, "-p", "wrong"]);
+    assert!(!o.status.success(), "login with a wrong password: {o:?}");
+    assert!(
+        !cfg.join("config.json").exists()
+            || !std::fs::read_to_string(cfg.join("config.json"))
+                .unwrap()
+                .contains(&reg.host),
+        "a refused login was stored"
+    );
+
+    // 3. Login, then push with docker's progress lines.
+    let out = ok(
+        &berth(&d, &cfg, &["login", &reg.host, "-u", USER, "-p", PASSWORD]),
+        "login",
+    );
+    assert!(out.contains("Login Succeeded"), "login output: {out}");
+    let o = berth(&d, &cfg, &["push", &name]);
+    let out = ok(&o, "push after login");
+    eprintln!("berth push:\n{out}");
+    assert!(
+        out.contains(&format!(
+            "The push refers to repository [{}/{repo}]",
+            reg.host
+        )),
+        "push output:\n{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.ends_with(": Pushed")),
+        "no `<id>: Pushed` line:\n{out}"
+    );
+    let digest = pushed_digest(&out);
+    assert_eq!(
+        reg.manifest_digest(repo, "v1"),
+        digest,
+        "registry digest differs from the pushed one"
+    );
+
+    // 4. rmi every name of the image, then pull: identical image back.
+    ok(&berth(&d, &cfg, &["rmi", &name, "regsrc:latest"]), "rmi");
+    let (st, _) = d.request("GET", &format!("/images/{id}/json"), None);
+    assert_eq!(st, 404, "image still present after rmi");
+    let o = berth(&d, &cfg, &["pull", &name]);
+    let out = ok(&o, "pull");
+    eprintln!("berth pull:\n{out}");
+    assert!(
+        out.lines().any(|l| l.ends_with(": Pull complete")),
+        "no `<id>: Pull complete` line:\n{out}"
+    );
+    assert!(
+        out.contains(&format!("Digest: {digest}")),
+        "pull output lacks the digest {digest}:\n{out}"
+    );
+    let img = image_inspect(&d, &name);
+    assert_eq!(img["Id"].as_str(), Some(id.as_str()), "pulled image id");
+    let rd = format!("{}/{repo}@{digest}", reg.host);
+    assert!(
+        img["RepoDigests"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(&rd))),
+        "RepoDigests lack {rd}: {}",
+        img["RepoDigests"]
+    );
+    // The pulled image runs.
+    let out = ok(
+        &berth(&d, &cfg, &["run", "--rm", &name, "echo", "pulled-ok"]),
+        "run pulled image",
+    );
+    assert_eq!(out.trim(), "pulled-ok");
+
+    // 5. An image sharing the base layer: existence checks skip what the registry has.
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello from layer two\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {name}\nCOPY hello.txt /hello.txt\n"),
+    )
+    .unwrap();
+    let name2 = format!("{}/{repo}:v2", reg.host);
+    ok(
+        &berth(
+            &d,
+            &cfg,
+            &["build", "-q", "-t", &name2, ctx.to_str().unwrap()],
+        ),
+        "build second image",
+    );
+    let out = ok(&berth(&d, &cfg, &["push", &name2]), "push second image");
+    eprintln!("berth push (shared layer):\n{out}");
+    assert!(
+        out.lines().any(|l| l.ends_with(": Layer already exists")),
+        "second push did not skip the shared layer:\n{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(": Pushed")).count(),
+        1,
+        "second push should upload only the new layer:\n{out}"
+    );
+    assert_eq!(reg.manifest_digest(repo, "v2"), pushed_digest(&out));
+
+    // 6. The real docker CLI through the berth daemon, with its own login.
+    if Path::new("/usr/local/bin/docker").exists() || which("docker").is_some() {
+        let lo = d.docker(&["login", &reg.host, "-u", USER, "-p", PASSWORD]);
+        assert!(lo.status.success(), "docker login: {lo:?}");
+        let rm = d.docker(&["rmi", &name2]);
+        assert!(rm.status.success(), "docker rmi: {rm:?}");
+        let pl = d.docker(&["pull", &name2]);
+        let (out, err) = text(&pl);
+        assert!(pl.status.success(), "docker pull: {out}\n{err}");
+        let run = d.docker(&["run", "--rm", &name2, "cat", "/hello.txt"]);
+        assert_eq!(text(&run).0, "hello from layer two\n", "{run:?}");
+    }
+
+    // 7. Logout: pushes fail again.
+    let out = ok(&berth(&d, &cfg, &["logout", &reg.host]), "logout");
+    assert!(out.contains("Removing login credentials"), "{out}");
+    let o = berth(&d, &cfg, &["push", &name]);
+    assert!(!o.status.success(), "push after logout succeeded: {o:?}");
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    })
+}
