@@ -8,7 +8,8 @@
 //! - Authentication follows the registry's `WWW-Authenticate` challenge: none, HTTP basic,
 //!   or the bearer token flow (token fetched from the realm, with basic credentials when
 //!   known, cached per registry and scope). Credentials come from
-//!   [`RegistryClient::set_credentials`] or docker's `config.json` (see [`auth`]).
+//!   [`RegistryClient::set_credentials`] or, unless [`ClientConfig::use_docker_config`] is
+//!   off (a daemon), docker's `config.json` (see [`auth`]).
 //! - Pull: the manifest (bounded to 4 MiB, digest verified) is resolved through an index
 //!   to the host platform; layers download in parallel (bounded), each streamed into the
 //!   content store's resumable writer keyed by the blob digest, so an interrupted pull
