@@ -358,3 +358,182 @@ fn run_steps_use_the_build_network() {
     let o = d.docker(&["network", "rm", "buildnet"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// A loopback HTTP server for `ADD <url>`: `/app.tar.gz` answers the current body with a
+/// fixed `Last-Modified`, anything else 404. Returns the port, the body to serve and the
+/// number of requests seen.
+#[allow(clippy::type_complexity)]
+fn http_files_server() -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (b, h) = (body.clone(), hits.clone());
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s = s;
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = String::from_utf8_lossy(&req)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let path = line
+                .split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            if line.starts_with("GET ") && path == "/files/app.tar.gz" {
+                let data = b.lock().unwrap().clone();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                    data.len()
+                );
+                let _ = s.write_all(&data);
+            } else {
+                let _ = s.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        }
+    });
+    (port, body, hits)
+}
+
+/// A gzip tar holding one file `inside.txt` with `content` (made with tar(1) and gzip).
+fn tar_gz(content: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inside.txt"), content).unwrap();
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path())
+        .args(["-czf", "-", "inside.txt"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+#[test]
+fn add_url_downloads_a_file_with_dockers_rules() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let (port, body, hits) = http_files_server();
+    *body.lock().unwrap() = tar_gz("version one\n");
+    let ctx = d.dir.path().join("addurl");
+    let url = format!("http://127.0.0.1:{port}/files/app.tar.gz");
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD {url} /opt/\nADD {url}?x=1#frag /renamed.tgz\nRUN stat -c '%a %Y %s' /opt/app.tar.gz /renamed.tgz > /stat && ls /opt > /ls\n"
+        ),
+    );
+    let out = docker_build(&d, &["-t", "addurl:1", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(out.status.success(), "build failed: {log}\n{}", d.log());
+    let len = body.lock().unwrap().len();
+    let o = d.docker(&["run", "--rm", "addurl:1", "cat", "/stat", "/ls"]);
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    // Mode 0600, Last-Modified as the time, the archive as is (not extracted).
+    assert_eq!(
+        s,
+        format!("600 1445412480 {len}\n600 1445412480 {len}\napp.tar.gz\n"),
+        "{}",
+        text(&o)
+    );
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "addurl:1",
+        "sh",
+        "-c",
+        "gzip -dc /opt/app.tar.gz | tar -xO",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "version one\n",
+        "{}",
+        text(&o)
+    );
+
+    // Same content: both ADD steps (and the RUN after them) come from the cache, though
+    // the file is downloaded again to know.
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    let out = docker_build(&d, &["-t", "addurl:2", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("Using cache").count(), 3, "{log}");
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) > before);
+
+    // New content: the ADD steps run again.
+    *body.lock().unwrap() = tar_gz("version two\n");
+    let out = docker_build(&d, &["-t", "addurl:3", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("Using cache").count(), 0, "{log}");
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "addurl:3",
+        "sh",
+        "-c",
+        "gzip -dc /renamed.tgz | tar -xO",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "version two\n");
+
+    // A missing file and an unreachable server are clear errors; nothing is tagged.
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!("FROM busybox\nADD http://127.0.0.1:{port}/files/missing.txt /m\n"),
+    );
+    let out = docker_build(&d, &["-t", "addurl:404", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("404"), "{log}");
+    assert!(log.contains("missing.txt"), "{log}");
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!("FROM busybox\nADD http://127.0.0.1:{dead_port}/x.txt /x\n"),
+    );
+    let out = docker_build(&d, &["-t", "addurl:dead", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("127.0.0.1:{dead_port}/x.txt")),
+        "{log}"
+    );
+    assert!(log.to_lowercase().contains("line 2"), "{log}");
+    for t in ["addurl:404", "addurl:dead"] {
+        assert!(
+            !d.docker(&["image", "inspect", t]).status.success(),
+            "{t} was tagged"
+        );
+    }
+}

@@ -1335,7 +1335,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                         let file = dir.join(&name);
                         self.backend.fetch_url(&p, &file).map_err(|source| {
                             BuildError::Backend {
-                                what: format!("downloading {p}"),
+                                what: format!("line {line}: downloading {p}"),
                                 source,
                             }
                         })?;

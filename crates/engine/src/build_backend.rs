@@ -57,7 +57,9 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::{lchown, symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{
+    lchown, symlink, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -438,6 +440,100 @@ fn set_mtime(path: &Path, m: &fs::Metadata) {
         &ts,
         nix::sys::stat::UtimensatFlags::NoFollowSymlink,
     );
+}
+
+/// Largest file `ADD <url>` downloads.
+const MAX_DOWNLOAD: u64 = 8 << 30;
+
+/// Downloads `url` (`http` or `https`) into the new file `dest` for `ADD <url>`, as
+/// Docker does: the body as is (never extracted), the `Last-Modified` header as the
+/// file's modification time. A status of 400 or more, a body over `limit` bytes or a
+/// transfer error is an error and leaves no file. Runs its own small async runtime (call
+/// it from a blocking thread).
+fn download(url: &str, dest: &Path, limit: u64) -> Result<(), BackendError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        BackendError::with_source(
+            ErrorKind::InvalidArgument,
+            format!("invalid URL {url:?}"),
+            e,
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(be(
+            ErrorKind::InvalidArgument,
+            format!("cannot download {url}: only http and https URLs are supported"),
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ioerr("starting a runtime for a download"))?;
+    let res = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| {
+                BackendError::with_source(ErrorKind::Internal, "creating an HTTP client", e)
+            })?;
+        let unreachable = |e: reqwest::Error| {
+            BackendError::with_source(ErrorKind::Unavailable, format!("cannot GET {url}"), e)
+        };
+        let mut resp = client
+            .get(parsed.clone())
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = resp.status();
+        if status.as_u16() >= 400 {
+            return Err(be(
+                ErrorKind::NotFound,
+                format!("failed to GET {url} with status {status}"),
+            ));
+        }
+        let mtime = resp
+            .headers()
+            .get(reqwest::header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok());
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dest)
+            .map_err(ioerr(format!("creating {}", dest.display())))?;
+        let mut total: u64 = 0;
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            total += chunk.len() as u64;
+            if total > limit {
+                return Err(be(
+                    ErrorKind::InvalidArgument,
+                    format!("{url} is larger than {limit} bytes"),
+                ));
+            }
+            f.write_all(&chunk)
+                .map_err(ioerr(format!("writing {}", dest.display())))?;
+        }
+        f.sync_all()
+            .map_err(ioerr(format!("writing {}", dest.display())))?;
+        drop(f);
+        if let Some(t) = mtime {
+            use nix::sys::time::TimeSpec;
+            let ts = TimeSpec::new(t.timestamp(), 0);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                dest,
+                &ts,
+                &ts,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| ioerr(format!("setting the time of {}", dest.display()))(e.into()))?;
+        }
+        Ok(())
+    });
+    if res.is_err() {
+        let _ = fs::remove_file(dest);
+    }
+    res
 }
 
 /// The network set-up of one `RUN` step.
@@ -1579,6 +1675,10 @@ impl BuildBackend for StoreBuildBackend {
                 )
             })?;
         self.drop_lease(&lease)
+    }
+
+    fn fetch_url(&mut self, url: &str, dest: &Path) -> Result<(), BackendError> {
+        download(url, dest, MAX_DOWNLOAD)
     }
 
     fn commit(&mut self, state: &ImageState) -> Result<String, BackendError> {
