@@ -275,7 +275,9 @@ fn login_push_pull_against_docker_registry_with_htpasswd() {
     let out = ok(&o, "pull");
     eprintln!("berth pull:\n{out}");
     assert!(
-        out.lines().any(|l| l.ends_with(": Pull complete")),
+        out.lines().any(|l| l.ends_with(": Pull complete"))
+            && out.lines().any(|l| l.ends_with(": Pulling fs layer"))
+            && out.lines().any(|l| l.ends_with(": Download complete")),
         "no `<id>: Pull complete` line:\n{out}"
     );
     assert!(
@@ -341,7 +343,32 @@ fn login_push_pull_against_docker_registry_with_htpasswd() {
         assert!(pl.status.success(), "docker pull: {out}\n{err}");
         let run = d.docker(&["run", "--rm", &name2, "cat", "/hello.txt"]);
         assert_eq!(text(&run).0, "hello from layer two\n", "{run:?}");
+        // docker push into another repository of the registry: the layers are mounted
+        // across repositories instead of uploaded again.
+        let other = format!("{}/test/other:v1", reg.host);
+        let tg = d.docker(&["tag", &name2, &other]);
+        assert!(tg.status.success(), "docker tag: {tg:?}");
+        let ps = d.docker(&["push", &other]);
+        let (out, err) = text(&ps);
+        eprintln!("docker push (cross-repository):\n{out}");
+        assert!(ps.status.success(), "docker push: {out}\n{err}");
+        assert!(
+            out.lines()
+                .filter(|l| l.contains(": Mounted from test/bb"))
+                .count()
+                == 2,
+            "layers not mounted from test/bb:\n{out}"
+        );
+        assert_eq!(reg.manifest_digest("test/other", "v1"), pushed_digest(&out));
     }
+
+    // Pulling what is already here: nothing downloaded, "Image is up to date".
+    let out = ok(&berth(&d, &cfg, &["pull", &name]), "pull again");
+    assert!(
+        out.contains(&format!("Status: Image is up to date for {name}")),
+        "{out}"
+    );
+    assert!(!out.contains("Download complete"), "{out}");
 
     // 7. Logout: pushes fail again.
     let out = ok(&berth(&d, &cfg, &["logout", &reg.host]), "logout");

@@ -144,7 +144,15 @@ fn short(d: &store::Digest) -> String {
 fn progress_line(p: &Progress, push: bool) -> JsonMessage {
     let id = Some(short(&p.digest));
     let (status, detail) = match &p.status {
-        ProgressStatus::Waiting => (if push { "Preparing" } else { "Waiting" }.to_string(), None),
+        ProgressStatus::Waiting => (
+            if push {
+                "Preparing"
+            } else {
+                "Pulling fs layer"
+            }
+            .to_string(),
+            None,
+        ),
         ProgressStatus::Downloading { current, total } => (
             "Downloading".to_string(),
             Some(ProgressDetail {
