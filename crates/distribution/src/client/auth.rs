@@ -2,7 +2,12 @@
 //!
 //! Credentials live in `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`) as
 //! docker writes them: `{"auths": {"<host>": {"auth": base64("user:pass")}}}`; Docker Hub's
-//! key is `https://index.docker.io/v1/`. Credential helpers (`credsStore`) are not used.
+//! key is `https://index.docker.io/v1/`. When the config names a credential helper for the
+//! registry (`credHelpers.<host>`, else `credsStore`), [`load_credentials`] asks it first:
+//! `docker-credential-<name> get` on `PATH`, the server key on stdin, a JSON
+//! `{"Username","Secret"}` on stdout (docker's helper protocol); a helper without an entry
+//! ("credentials not found") falls back to `auths`. [`store_credentials`] always writes
+//! `auths` (storing into helpers is the CLI's job, `berth login`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -154,9 +159,26 @@ fn read_config(path: &Path) -> Result<serde_json::Value, ClientError> {
     }
 }
 
-/// Looks up credentials for `host` in `<dir>/config.json`; `None` when absent or unusable.
+/// Looks up credentials for `host` in `<dir>/config.json` — from its credential helper
+/// (on `PATH`) when one is configured, else `auths`; `None` when absent or unusable.
 pub fn load_credentials(dir: &Path, host: &str) -> Result<Option<Credentials>, ClientError> {
+    load_credentials_with(dir, host, std::env::var_os("PATH").as_deref())
+}
+
+/// [`load_credentials`] with credential helpers looked up on `search_path` (a
+/// `PATH`-style list).
+pub fn load_credentials_with(
+    dir: &Path,
+    host: &str,
+    search_path: Option<&std::ffi::OsStr>,
+) -> Result<Option<Credentials>, ClientError> {
     let cfg = read_config(&dir.join("config.json"))?;
+    if let Some(helper) = helper_for(&cfg, host) {
+        let key = store_key(host);
+        if let Some(c) = helper_get(&helper, host, &key, search_path)? {
+            return Ok(Some(c));
+        }
+    }
     let Some(auths) = cfg.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
@@ -187,6 +209,80 @@ pub fn load_credentials(dir: &Path, host: &str) -> Result<Option<Credentials>, C
         }
     }
     Ok(None)
+}
+
+/// The credential helper `cfg` names for `host`: `credHelpers` under any of the host's
+/// keys, else `credsStore`.
+fn helper_for(cfg: &serde_json::Value, host: &str) -> Option<String> {
+    let named = |v: Option<&serde_json::Value>| {
+        v.and_then(|v| v.as_str())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(h) = cfg.get("credHelpers").and_then(|h| h.as_object()) {
+        if let Some(n) = auth_keys(host).iter().find_map(|k| named(h.get(k))) {
+            return Some(n);
+        }
+    }
+    named(cfg.get("credsStore"))
+}
+
+/// `docker-credential-<helper> get` for server `key`; `None` when it has no entry.
+fn helper_get(
+    helper: &str,
+    host: &str,
+    key: &str,
+    search_path: Option<&std::ffi::OsStr>,
+) -> Result<Option<Credentials>, ClientError> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let err = |reason: String| ClientError::CredentialHelper {
+        helper: helper.to_string(),
+        registry: host.to_string(),
+        reason,
+    };
+    if helper.contains('/') {
+        return Err(err("invalid helper name".into()));
+    }
+    let bin = format!("docker-credential-{helper}");
+    let prog = search_path
+        .and_then(|p| {
+            std::env::split_paths(p)
+                .map(|d| d.join(&bin))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| err("not found on PATH".into()))?;
+    let mut child = Command::new(&prog)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("cannot run {}: {e}", prog.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A helper may exit without reading its input; its answer still counts.
+        let _ = stdin.write_all(key.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(format!("cannot run {}: {e}", prog.display())))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let msg = format!("{} {}", stdout.trim(), stderr.trim());
+        if msg.to_ascii_lowercase().contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(err(format!("get failed ({}): {}", out.status, msg.trim())));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).map_err(|_| err("get printed no valid JSON".into()))?;
+    let username = v["Username"].as_str().unwrap_or("").to_string();
+    let password = v["Secret"].as_str().unwrap_or("").to_string();
+    if username.is_empty() && password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials { username, password }))
 }
 
 /// Stores credentials for `host` in `<dir>/config.json`, keeping every other setting.
@@ -249,6 +345,54 @@ mod tests {
         );
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn credentials_from_a_helper() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        // Answers for 127.0.0.1:5000 only; records what it was asked.
+        let script = format!(
+            "#!/bin/sh\nread -r server || true\necho \"$1 $server\" >> {log}\n\
+             if [ \"$server\" = 127.0.0.1:5000 ]; then\n\
+             echo '{{\"ServerURL\":\"127.0.0.1:5000\",\"Username\":\"hu\",\"Secret\":\"hs\"}}'\n\
+             else echo 'credentials not found in native keychain'; exit 1; fi\n",
+            log = dir.path().join("log").display()
+        );
+        for name in ["docker-credential-fake", "docker-credential-other"] {
+            let p = bin.join(name);
+            std::fs::write(&p, &script).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"credsStore":"fake","credHelpers":{"reg.lan":"missing"},
+                "auths":{"other:5000":{"auth":"eDp5"}}}"#,
+        )
+        .unwrap();
+        let path = Some(bin.as_os_str());
+        let got = load_credentials_with(dir.path(), "127.0.0.1:5000", path).unwrap();
+        assert_eq!(
+            got,
+            Some(Credentials {
+                username: "hu".into(),
+                password: "hs".into()
+            })
+        );
+        // Not in the helper: falls back to auths.
+        let got = load_credentials_with(dir.path(), "other:5000", path).unwrap();
+        assert_eq!(got.map(|c| c.username), Some("x".to_string()));
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert_eq!(log, "get 127.0.0.1:5000\nget other:5000\n");
+        // A configured helper that is not installed is a clear error.
+        let e = load_credentials_with(dir.path(), "reg.lan", path).unwrap_err();
+        assert_eq!(
+            errkind::HasKind::kind(&e),
+            errkind::ErrorKind::FailedPrecondition
+        );
+        assert!(e.to_string().contains("docker-credential-missing"), "{e}");
     }
 
     #[test]

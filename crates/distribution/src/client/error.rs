@@ -122,6 +122,17 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// A credential helper (`docker-credential-<name>`, named by `credsStore` or
+    /// `credHelpers` in docker's config) is missing or failed.
+    #[error("credential helper docker-credential-{helper} for {registry}: {reason}")]
+    CredentialHelper {
+        /// The helper's name (the part after `docker-credential-`).
+        helper: String,
+        /// Registry host asked about.
+        registry: String,
+        /// What went wrong (not found on PATH, exit status and message, bad output).
+        reason: String,
+    },
     /// A local I/O or task failure.
     #[error("{op}")]
     Io {
@@ -177,6 +188,7 @@ impl HasKind for ClientError {
                 }
             }
             ClientError::Store { source, .. } => source.kind(),
+            ClientError::CredentialHelper { .. } => ErrorKind::FailedPrecondition,
             ClientError::Config { .. } | ClientError::Io { .. } => ErrorKind::Internal,
         }
     }
