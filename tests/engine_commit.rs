@@ -187,6 +187,14 @@ fn commit_with_changes_and_run_the_new_image() {
         before.as_array().map(Vec::len),
         after.as_array().map(Vec::len)
     );
+    // The container's image removed under it: a clear conflict, not a broken image.
+    ok(&berth(&d, &["rmi", "-f", "cbase"]), "rmi -f base");
+    let o = berth(&d, &["commit", "writer", "orphan:1"]);
+    assert!(!o.status.success(), "commit without the base image: {o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no longer exists"),
+        "{o:?}"
+    );
     let o = berth(&d, &["commit", "no-such-container"]);
     assert!(!o.status.success());
     assert!(
@@ -356,10 +364,12 @@ fn export_stopped_and_running_containers() {
                 "-d",
                 "--name",
                 "expr",
+                "-v",
+                "expvol:/vol",
                 "ebase",
                 "sh",
                 "-c",
-                "echo r > /r.txt; sleep 300",
+                "echo v > /vol/in-volume.txt; echo r > /r.txt; sleep 300",
             ],
         ),
         "run -d",
@@ -369,6 +379,19 @@ fn export_stopped_and_running_containers() {
         let o = berth(&d, &["export", "expr"]);
         ok(&o, "export running");
         if tar_file(&o.stdout, "r.txt").as_deref() == Some("r\n") {
+            // Like docker: the container's root filesystem only — no volume content and
+            // none of the kernel filesystems mounted inside it.
+            let names = tar_names(&o.stdout);
+            assert!(
+                !names.iter().any(|n| n == "vol/in-volume.txt"),
+                "volume content in export"
+            );
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.starts_with("proc/") || n.starts_with("sys/")),
+                "kernel filesystems in export"
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "r.txt never exported");

@@ -157,7 +157,14 @@ fn commit_blocking(
     rec: &ContainerRecord,
     req: &CommitRequest,
 ) -> Result<String> {
-    let parent = images.images().lookup(&rec.image_id).ok();
+    // The new layer goes on top of the image's layers: without that image (removed with
+    // `rmi -f` while the container lived) there is no manifest to extend.
+    let parent = images.images().lookup(&rec.image_id).map_err(|_| {
+        EngineError::Conflict(format!(
+            "cannot commit container {}: its image {} no longer exists",
+            rec.name, rec.image_id
+        ))
+    })?;
     let mut config = image_config_of(&rec.config);
     if let Some(over) = &req.config {
         config = merge(config, image_config_of(over));
@@ -172,7 +179,7 @@ fn commit_blocking(
         created_by: Some(created_by.join(" ")).filter(|s| !s.trim().is_empty()),
     };
     let new = images
-        .commit(&rec.id, parent.as_ref(), &opts)
+        .commit(&rec.id, Some(&parent), &opts)
         .map_err(commit_err(&rec.id))?;
     if let Some(r) = req.reference.as_deref().filter(|r| !r.is_empty()) {
         let reference = store::Reference::parse(r)
