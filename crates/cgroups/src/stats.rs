@@ -51,6 +51,19 @@ pub struct PidsStats {
     pub limit: u64,
 }
 
+/// One per-device block I/O counter (Docker's `io_service_bytes_recursive` entry).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct BlkioEntry {
+    /// Device major number.
+    pub major: u64,
+    /// Device minor number.
+    pub minor: u64,
+    /// `read` or `write`.
+    pub op: String,
+    /// Bytes.
+    pub value: u64,
+}
+
 /// Block I/O totals over all devices.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct BlkioStats {
@@ -58,6 +71,8 @@ pub struct BlkioStats {
     pub read_bytes: u64,
     /// Bytes written.
     pub write_bytes: u64,
+    /// The bytes read and written per device (a `read` and a `write` entry per device).
+    pub entries: Vec<BlkioEntry>,
 }
 
 /// Resource usage of a cgroup.
@@ -101,39 +116,83 @@ pub(crate) fn parse_flat(text: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// Sum of `Read`/`Write` over the devices of a v1 `blkio.*io_service_bytes*` file.
-pub(crate) fn parse_blkio_v1(text: &str) -> (u64, u64) {
-    let (mut r, mut w) = (0, 0);
+/// `MAJOR:MINOR` of a device.
+fn parse_dev(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// The per-device `Read`/`Write` entries of a v1 `blkio.*io_service_bytes*` file.
+pub(crate) fn blkio_v1_entries(text: &str) -> Vec<BlkioEntry> {
+    let mut out = Vec::new();
     for l in text.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
-        if let [_, op, v] = f[..] {
-            let v: u64 = v.parse().unwrap_or(0);
-            match op {
-                "Read" => r += v,
-                "Write" => w += v,
-                _ => {}
+        if let [dev, op, v] = f[..] {
+            let op = match op {
+                "Read" => "read",
+                "Write" => "write",
+                _ => continue,
+            };
+            if let (Some((major, minor)), Ok(value)) = (parse_dev(dev), v.parse()) {
+                out.push(BlkioEntry {
+                    major,
+                    minor,
+                    op: op.to_string(),
+                    value,
+                });
             }
         }
     }
-    (r, w)
+    out
+}
+
+/// The per-device `rbytes`/`wbytes` of a v2 `io.stat` file, as `read`/`write` entries.
+pub(crate) fn io_stat_entries(text: &str) -> Vec<BlkioEntry> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut it = l.split_whitespace();
+        let Some((major, minor)) = it.next().and_then(parse_dev) else {
+            continue;
+        };
+        for kv in it {
+            if let Some((k, v)) = kv.split_once('=') {
+                let op = match k {
+                    "rbytes" => "read",
+                    "wbytes" => "write",
+                    _ => continue,
+                };
+                out.push(BlkioEntry {
+                    major,
+                    minor,
+                    op: op.to_string(),
+                    value: v.parse().unwrap_or(0),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Read and write totals of per-device entries.
+fn totals(entries: &[BlkioEntry]) -> (u64, u64) {
+    entries
+        .iter()
+        .fold((0, 0), |(r, w), e| match e.op.as_str() {
+            "read" => (r + e.value, w),
+            "write" => (r, w + e.value),
+            _ => (r, w),
+        })
+}
+
+/// Sum of `Read`/`Write` over the devices of a v1 `blkio.*io_service_bytes*` file.
+pub(crate) fn parse_blkio_v1(text: &str) -> (u64, u64) {
+    totals(&blkio_v1_entries(text))
 }
 
 /// Sum of `rbytes`/`wbytes` over the devices of a v2 `io.stat` file.
+#[cfg(test)]
 pub(crate) fn parse_io_stat(text: &str) -> (u64, u64) {
-    let (mut r, mut w) = (0, 0);
-    for l in text.lines() {
-        for kv in l.split_whitespace().skip(1) {
-            if let Some((k, v)) = kv.split_once('=') {
-                let v: u64 = v.parse().unwrap_or(0);
-                match k {
-                    "rbytes" => r += v,
-                    "wbytes" => w += v,
-                    _ => {}
-                }
-            }
-        }
-    }
-    (r, w)
+    totals(&io_stat_entries(text))
 }
 
 /// Nanoseconds per `USER_HZ` tick (100 Hz on every Linux ABI in use).
@@ -230,7 +289,8 @@ pub(crate) fn collect(cg: &Cgroup) -> Result<Stats> {
     match cg.controller_dir("io").filter(|(h, _)| h.v2) {
         Some((_, dir)) => {
             if let Some(t) = keyed(dir, "io.stat") {
-                (st.blkio.read_bytes, st.blkio.write_bytes) = parse_io_stat(&t);
+                st.blkio.entries = io_stat_entries(&t);
+                (st.blkio.read_bytes, st.blkio.write_bytes) = totals(&st.blkio.entries);
             }
         }
         None => {
@@ -244,7 +304,8 @@ pub(crate) fn collect(cg: &Cgroup) -> Result<Stats> {
                 .filter_map(|f| keyed(dir, f))
                 .find(|t| parse_blkio_v1(t) != (0, 0));
                 if let Some(t) = t {
-                    (st.blkio.read_bytes, st.blkio.write_bytes) = parse_blkio_v1(&t);
+                    st.blkio.entries = blkio_v1_entries(&t);
+                    (st.blkio.read_bytes, st.blkio.write_bytes) = totals(&st.blkio.entries);
                 }
             }
         }
@@ -277,5 +338,17 @@ mod tests {
         assert_eq!(parse_blkio_v1(v1), (101, 22));
         let v2 = "8:0 rbytes=100 wbytes=20 rios=1 wios=2\n8:16 rbytes=1 wbytes=2 rios=0 wios=0\n";
         assert_eq!(parse_io_stat(v2), (101, 22));
+        let e = io_stat_entries(v2);
+        assert_eq!(e.len(), 4);
+        assert_eq!(
+            (e[2].major, e[2].minor, e[2].op.as_str(), e[2].value),
+            (8, 16, "read", 1)
+        );
+        let e = blkio_v1_entries(v1);
+        assert_eq!(e.len(), 4);
+        assert_eq!(
+            (e[1].major, e[1].minor, e[1].op.as_str(), e[1].value),
+            (8, 0, "write", 20)
+        );
     }
 }

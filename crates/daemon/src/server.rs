@@ -6,10 +6,12 @@
 //! `{"message": ...}` bodies with the status of [`api::ApiError::status`].
 
 mod build_route;
+mod exec_tty;
 mod commit_export;
 mod images_archive;
 pub(crate) mod netvol;
 mod registry;
+mod stats_route;
 
 use api::version::{ApiVersion, API_VERSION, MIN_API_VERSION};
 use api::ApiError;
@@ -198,6 +200,7 @@ fn routes(state: AppState) -> Router {
         .route("/containers/{id}/update", post(container_update))
         .route("/containers/{id}/resize", post(container_resize))
         .route("/containers/{id}/top", get(container_top))
+        .route("/containers/{id}/stats", get(stats_route::container_stats))
         .route("/containers/{id}/logs", get(container_logs))
         .route("/containers/{id}/attach", post(container_attach))
         .route("/containers/{id}/exec", post(exec_create))
@@ -839,8 +842,10 @@ async fn exec_inspect(State(s): State<AppState>, Path(id): Path<String>) -> Res 
     Ok(json(StatusCode::OK, &s.engine.exec_inspect(&id)?))
 }
 
-async fn exec_resize(State(s): State<AppState>, Path(id): Path<String>) -> Res {
-    s.engine.exec_inspect(&id)?;
+async fn exec_resize(State(s): State<AppState>, Path(id): Path<String>, Query(q): Q) -> Res {
+    let h = qint(&q, "h")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
+    let w = qint(&q, "w")?.unwrap_or(0).clamp(0, i64::from(u16::MAX)) as u16;
+    s.engine.exec_resize(&id, h, w)?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -854,6 +859,9 @@ async fn exec_start(State(s): State<AppState>, Path(id): Path<String>, mut req: 
     let info = s.engine.exec_inspect(&id)?;
     let mut proc = s.engine.exec_start(&id).await?;
     let engine = s.engine.clone();
+    if let Some(master) = proc.console.take() {
+        return exec_tty::serve(engine, id, proc, master, on_upgrade, sc.detach);
+    }
     if sc.detach {
         tokio::spawn(async move {
             let code = proc

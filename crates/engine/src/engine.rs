@@ -331,7 +331,7 @@ impl Engine {
         name: Option<&str>,
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>)> {
-        let mut warnings = Vec::new();
+        let warnings = Vec::new();
         let ContainerCreateBody {
             config: mut cfg,
             host_config: mut hc,
@@ -352,9 +352,6 @@ impl Engine {
         }
         if hc.log_config.kind.is_empty() {
             hc.log_config.kind = "json-file".to_string();
-        }
-        if hc.init == Some(true) {
-            warnings.push("--init is not supported yet; running without an init".into());
         }
         let mut args: Vec<String> = cfg.entrypoint.clone().unwrap_or_default();
         args.extend(cfg.cmd.clone().unwrap_or_default());

@@ -1,6 +1,12 @@
 //! Exec instances: extra processes run in a running container through
 //! `<runtime> exec --process <json> <id>` (foreground: the runtime exits with the
 //! process's exit status).
+//!
+//! Without a terminal the process's stdio are the runtime child's pipes. With one
+//! (`Tty: true`) the engine listens on `<bundle>/e-<short id>.sock`, passes it as the
+//! runtime's `--console-socket` and receives the pty master over it (SCM_RIGHTS); the
+//! master is the process's stdio for the daemon, and a copy kept with the instance serves
+//! `POST /exec/{id}/resize`.
 
 use crate::error::{EngineError, Result};
 use crate::Engine;
@@ -15,6 +21,8 @@ struct ExecEntry {
     started: bool,
     exit_code: Option<i64>,
     pid: i64,
+    /// The pty master of a terminal exec (for resizes).
+    console: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// The exec instances of all containers.
@@ -52,6 +60,8 @@ pub struct ExecProcess {
     pub child: tokio::process::Child,
     /// Whether it has a terminal.
     pub tty: bool,
+    /// The pty master when it has a terminal (its stdin, stdout and stderr).
+    pub console: Option<std::os::fd::OwnedFd>,
 }
 
 impl Engine {
@@ -73,11 +83,6 @@ impl Engine {
         if cfg.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(EngineError::Invalid("No exec command specified".into()));
         }
-        if cfg.tty {
-            return Err(EngineError::Invalid(
-                "exec with a terminal is not supported yet".into(),
-            ));
-        }
         let id = crate::containers::new_id();
         self.execs().lock().insert(
             id.clone(),
@@ -88,6 +93,7 @@ impl Engine {
                 started: false,
                 exit_code: None,
                 pid: 0,
+                console: None,
             },
         );
         Ok(id)
@@ -160,10 +166,27 @@ impl Engine {
         .map_err(|e| EngineError::Runtime(format!("parse {}: {e}", spec_path.display())))?;
         let mut process = spec["process"].clone();
         process["args"] = serde_json::json!(cfg.cmd.clone().unwrap_or_default());
-        process["terminal"] = serde_json::json!(false);
+        process["terminal"] = serde_json::json!(cfg.tty);
         if let Some(env) = process["env"].as_array_mut() {
             for e in &cfg.env {
                 env.push(serde_json::json!(e));
+            }
+            if cfg.tty
+                && !env
+                    .iter()
+                    .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+            {
+                env.push(serde_json::json!("TERM=xterm"));
+            }
+        }
+        match cfg.console_size.as_deref() {
+            Some([h, w]) if cfg.tty && *h > 0 && *w > 0 => {
+                process["consoleSize"] = serde_json::json!({"height": h, "width": w});
+            }
+            _ => {
+                if let Some(p) = process.as_object_mut() {
+                    p.remove("consoleSize");
+                }
             }
         }
         if !cfg.working_dir.is_empty() {
@@ -187,16 +210,26 @@ impl Engine {
         )?;
         let (runtime, root) = self.runtime();
         let pid_file = bundle.join(format!("exec-{id}.pid"));
-        let child = tokio::process::Command::new(&runtime)
-            .arg("--root")
-            .arg(root)
-            .arg("exec")
+        let mut cmd = tokio::process::Command::new(&runtime);
+        cmd.arg("--root").arg(root).arg("exec");
+        // Short: a unix socket path has at most 107 bytes.
+        let sock_path = bundle.join(format!("e-{}.sock", &id[..12.min(id.len())]));
+        let listener = if cfg.tty {
+            let _ = std::fs::remove_file(&sock_path);
+            let l = tokio::net::UnixListener::bind(&sock_path)
+                .map_err(|e| EngineError::io("listen on console socket", &sock_path, e))?;
+            cmd.arg("--console-socket").arg(&sock_path);
+            Some(l)
+        } else {
+            None
+        };
+        let mut child = cmd
             .arg("--process")
             .arg(&pfile)
             .arg("--pid-file")
             .arg(&pid_file)
             .arg(container)
-            .stdin(if cfg.attach_stdin {
+            .stdin(if cfg.attach_stdin && !cfg.tty {
                 std::process::Stdio::piped()
             } else {
                 std::process::Stdio::null()
@@ -206,7 +239,64 @@ impl Engine {
             .kill_on_drop(false)
             .spawn()
             .map_err(|e| EngineError::Runtime(format!("run {}: {e}", runtime.display())))?;
-        Ok(ExecProcess { child, tty: false })
+        let Some(listener) = listener else {
+            return Ok(ExecProcess {
+                child,
+                tty: false,
+                console: None,
+            });
+        };
+        let received = tokio::select! {
+            r = receive_console(&listener) => r,
+            st = child.wait() => {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                Err(EngineError::Runtime(format!(
+                    "exec in container {container} failed ({}): {}",
+                    st.map(|s| s.to_string()).unwrap_or_default(),
+                    err.trim()
+                )))
+            }
+        };
+        drop(listener);
+        let _ = std::fs::remove_file(&sock_path);
+        let master = match received {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = child.start_kill();
+                return Err(e);
+            }
+        };
+        let keep = master
+            .try_clone()
+            .map_err(|e| EngineError::io("duplicate pty master of exec", &sock_path, e))?;
+        if let Some(e) = self.execs().lock().get_mut(id) {
+            e.console = Some(std::sync::Arc::new(keep));
+        }
+        Ok(ExecProcess {
+            child,
+            tty: true,
+            console: Some(master),
+        })
+    }
+
+    /// Resizes the terminal of a terminal exec (`POST /exec/{id}/resize`); a no-op for an
+    /// exec without one, as in Docker.
+    pub fn exec_resize(&self, id: &str, height: u16, width: u16) -> Result<()> {
+        let console = {
+            let m = self.execs().lock();
+            let e = m
+                .get(id)
+                .ok_or_else(|| EngineError::NoSuchExec(id.to_string()))?;
+            e.console.clone()
+        };
+        match console {
+            Some(fd) => set_winsize(&fd, height, width, "exec terminal"),
+            None => Ok(()),
+        }
     }
 
     /// Records the exit code of an exec instance.
@@ -215,6 +305,7 @@ impl Engine {
         if let Some(e) = m.get_mut(id) {
             e.running = false;
             e.exit_code = Some(code);
+            e.console = None;
         }
         let bundle_files = m.get(id).map(|e| self.bundle(&e.container));
         drop(m);
@@ -225,27 +316,85 @@ impl Engine {
     }
 }
 
-/// Resizes the terminal whose slave is the stdin of `pid`.
-pub fn resize_pty_of(pid: i32, height: u16, width: u16) -> Result<()> {
+/// Receives the pty master that the runtime sends on the console socket (one connection,
+/// one message carrying the descriptor).
+async fn receive_console(listener: &tokio::net::UnixListener) -> Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (conn, _) = listener
+        .accept()
+        .await
+        .map_err(|e| EngineError::io("accept on console socket", "exec", e))?;
+    loop {
+        conn.readable()
+            .await
+            .map_err(|e| EngineError::io("wait on console socket", "exec", e))?;
+        let mut buf = [0u8; 4096];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let r = conn.try_io(tokio::io::Interest::READABLE, || {
+            recvmsg::<()>(
+                conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+            )
+            .map(|msg| {
+                let mut fd = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            fd = fds.first().copied();
+                        }
+                    }
+                }
+                (msg.bytes, fd)
+            })
+            .map_err(std::io::Error::from)
+        });
+        match r {
+            Ok((_, Some(fd))) => {
+                // SAFETY: the kernel just installed this descriptor in our table for us
+                // (SCM_RIGHTS); nothing else owns it.
+                return Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+            Ok((0, None)) => {
+                return Err(EngineError::Runtime(
+                    "the runtime sent no pty master on the console socket".into(),
+                ))
+            }
+            Ok((_, None)) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(EngineError::io("receive pty master", "exec", e)),
+        }
+    }
+}
+
+/// Sets the window size of the terminal `fd` (a pty master or slave).
+fn set_winsize(fd: &impl std::os::fd::AsRawFd, height: u16, width: u16, what: &str) -> Result<()> {
     nix::ioctl_write_ptr_bad!(tiocswinsz, libc::TIOCSWINSZ, libc::winsize);
-    let path = format!("/proc/{pid}/fd/0");
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| EngineError::io("open terminal", &path, e))?;
     let ws = libc::winsize {
         ws_row: height,
         ws_col: width,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    use std::os::fd::AsRawFd;
     // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which is valid for the
     // duration of the call; the descriptor is open for that duration too.
-    unsafe { tiocswinsz(f.as_raw_fd(), &ws) }
-        .map_err(|e| EngineError::io("resize terminal", &path, e.into()))?;
+    unsafe { tiocswinsz(fd.as_raw_fd(), &ws) }
+        .map_err(|e| EngineError::io("resize terminal", what, e.into()))?;
     Ok(())
+}
+
+/// Resizes the terminal whose slave is the stdin of `pid`.
+pub fn resize_pty_of(pid: i32, height: u16, width: u16) -> Result<()> {
+    let path = format!("/proc/{pid}/fd/0");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EngineError::io("open terminal", &path, e))?;
+    set_winsize(&f, height, width, &path)
 }
 
 /// The pids of the processes in the same pid namespace as `init` (host view).

@@ -31,6 +31,7 @@ pub mod logs;
 pub mod monitor;
 pub mod network;
 pub mod spec;
+pub mod stats;
 pub mod volumes;
 
 mod engine;

@@ -270,6 +270,11 @@ pub fn parse_signal(s: &str) -> Result<i32> {
         .map_err(|_| EngineError::Invalid(format!("invalid signal: {s}")))
 }
 
+/// The spec annotation asking `berth-runtime` to run the container's program under its
+/// built-in init (pid 1 reaps zombies and forwards signals: `HostConfig.Init`). Other
+/// runtimes ignore it.
+pub const INIT_ANNOTATION: &str = "run.berth.init";
+
 /// The inputs of [`build`] besides the configuration.
 pub struct SpecInputs<'a> {
     /// The container id.
@@ -557,6 +562,10 @@ pub fn build(cfg: &ContainerConfig, hc: &HostConfig, inp: SpecInputs<'_>) -> Res
     });
     if inp.netns.is_some() || hc.uts_mode != "host" {
         spec["hostname"] = json!(hostname);
+    }
+    if hc.init == Some(true) && inp.init.is_none() {
+        // No init binary to mount: ask berth-runtime for its built-in one.
+        spec["annotations"] = json!({INIT_ANNOTATION: "true"});
     }
     // Validate against the OCI types (the runtime boundary).
     let typed: oci_spec::runtime::Spec = serde_json::from_value(spec)

@@ -300,6 +300,10 @@ struct Ready {
     env: Vec<std::ffi::CString>,
     filter: Option<seccomp::Filter>,
     no_new_privs: bool,
+    /// Run the program under the container's own init (`--init`, see [`crate::reaper`]).
+    init: bool,
+    /// The process has a terminal.
+    terminal: bool,
 }
 
 impl Ready {
@@ -313,6 +317,9 @@ impl Ready {
         }
         if let Some(f) = &self.filter {
             f.load().ctx(|| "load the seccomp filter".into())?;
+        }
+        if self.init {
+            crate::reaper::fork_init(self.terminal, &self.argv)?;
         }
         let e = nix::unistd::execve(&self.path, &self.argv, &self.env).unwrap_err();
         Err(format!("exec {:?}: {e}", self.path))
@@ -360,6 +367,8 @@ fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
         env,
         filter,
         no_new_privs,
+        init: !a.exec && crate::reaper::wanted(a.spec),
+        terminal: p.terminal() == Some(true),
     })
 }
 

@@ -1,0 +1,447 @@
+//! End to end: container stats, `--init`, terminal exec and healthchecks, through the
+//! API, the berth CLI and the real docker CLI.
+
+mod engine_support;
+
+use engine_support::{host_ok, Daemon};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn berth(d: &Daemon, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth")
+}
+
+fn start(d: &Daemon, name: &str, body: Value) -> String {
+    let id = d.create(name, body);
+    let (st, v) = d.request("POST", &format!("/containers/{id}/start"), None);
+    assert_eq!(st, 204, "start {name}: {v}; {}", d.log());
+    id
+}
+
+/// Reads the first `n` lines of a streamed (chunked) response.
+fn stream_lines(d: &Daemon, path: &str, n: usize) -> Vec<Value> {
+    let mut s = UnixStream::connect(&d.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: berth\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let k = s.read(&mut buf).unwrap();
+        assert!(
+            k > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..k]);
+        let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let body = engine_support::dechunk(&raw[p + 4..]);
+        let lines: Vec<Value> = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "timed out reading the stream");
+    }
+}
+
+#[test]
+fn stats_api_berth_and_docker_cli() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    // Some CPU, some memory, a few processes.
+    let id = start(
+        &d,
+        "st1",
+        json!({"Image": "busybox", "Cmd": ["sh", "-c", "sleep 1000 & i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 1000"],
+               "HostConfig": {"Memory": 64 << 20, "PidsLimit": 50}}),
+    );
+    // One-shot: at once, no previous reading.
+    let (st, v) = d.request(
+        "GET",
+        "/containers/st1/stats?stream=false&one-shot=true",
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["name"], "/st1");
+    assert_eq!(v["preread"], "0001-01-01T00:00:00Z");
+    assert!(
+        v["cpu_stats"]["cpu_usage"]["total_usage"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(
+        v["cpu_stats"]["system_cpu_usage"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(v["cpu_stats"]["online_cpus"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["memory_stats"]["usage"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["memory_stats"]["limit"], 64 << 20, "{v}");
+    assert!(
+        v["memory_stats"]["stats"].as_object().unwrap().len() > 3,
+        "{v}"
+    );
+    assert!(v["pids_stats"]["current"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["pids_stats"]["limit"], 50, "{v}");
+    assert!(
+        v["blkio_stats"]["io_service_bytes_recursive"].is_array(),
+        "{v}"
+    );
+    assert!(v["networks"]["eth0"]["rx_bytes"].is_u64(), "{v}");
+    assert!(v["networks"].get("lo").is_none(), "{v}");
+    // Non-streamed: two readings a second apart.
+    let t = Instant::now();
+    let (_, v) = d.request("GET", "/containers/st1/stats?stream=false", None);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert_ne!(v["preread"], "0001-01-01T00:00:00Z", "{v}");
+    assert!(
+        v["cpu_stats"]["system_cpu_usage"].as_u64()
+            > v["precpu_stats"]["system_cpu_usage"].as_u64(),
+        "{v}"
+    );
+    // Streamed (the default): one object per line, each with the previous as precpu.
+    let lines = stream_lines(&d, "/containers/st1/stats", 2);
+    assert_eq!(lines[0]["name"], "/st1");
+    assert_eq!(lines[1]["preread"], lines[0]["read"]);
+    // The berth CLI's table.
+    let out = berth(&d, &["stats", "--no-stream", "st1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let head = lines.next().unwrap();
+    for col in [
+        "CONTAINER ID",
+        "NAME",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "MEM %",
+        "NET I/O",
+        "BLOCK I/O",
+        "PIDS",
+    ] {
+        assert!(head.contains(col), "{text}");
+    }
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id[..12]) && row.contains("st1"), "{text}");
+    assert!(row.contains(" / 64MiB"), "{text}");
+    let out = berth(
+        &d,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            "st1",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("st1 ") && !text.trim().ends_with(" 0"),
+        "{text}"
+    );
+    // The real docker CLI.
+    let out = d.docker(&["stats", "--no-stream", "--no-trunc", "st1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("MEM USAGE / LIMIT") && text.contains(&id),
+        "{text}"
+    );
+    assert!(text.contains("64MiB"), "{text}");
+    // A stopped container: one all-zero object.
+    let (st, _) = d.request("POST", "/containers/st1/kill", None);
+    assert_eq!(st, 204);
+    d.wait_for("st1", "exit", |v| v["State"]["Running"] == false);
+    let (st, v) = d.request("GET", "/containers/st1/stats?stream=true", None);
+    assert_eq!(st, 200);
+    assert_eq!(v["read"], "0001-01-01T00:00:00Z", "{v}");
+    let (st, _) = d.request("GET", "/containers/nope/stats?stream=false", None);
+    assert_eq!(st, 404);
+}
+
+/// Host pids of the processes in the pid namespace of `pid`, with their state letters.
+fn procs_in_ns_of(pid: i64) -> Vec<(i32, char)> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|n| n == ns) {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+                .unwrap_or('?');
+            out.push((p, state));
+        }
+    }
+    out
+}
+
+fn exec_output(d: &Daemon, c: &str, cmd: &[&str]) -> String {
+    let (st, v) = d.request(
+        "POST",
+        &format!("/containers/{c}/exec"),
+        Some(&json!({"Cmd": cmd, "AttachStdout": true, "AttachStderr": true}).to_string()),
+    );
+    assert_eq!(st, 201, "{v}");
+    let eid = v["Id"].as_str().unwrap();
+    let (st, body) = d
+        .try_request("POST", &format!("/exec/{eid}/start"), Some(b"{}"))
+        .unwrap();
+    assert_eq!(st, 200);
+    engine_support::demux(&body).0
+}
+
+#[test]
+fn init_reaps_zombies_forwards_signals_and_keeps_exit_codes() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    // An orphan that exits: re-parented to pid 1, which must reap it.
+    let orphan = "(sleep 0.2 &); exec sleep 1000";
+    start(
+        &d,
+        "in1",
+        json!({"Image": "busybox", "Cmd": ["sh", "-c", orphan], "HostConfig": {"Init": true}}),
+    );
+    start(
+        &d,
+        "noinit",
+        json!({"Image": "busybox", "Cmd": ["sh", "-c", orphan]}),
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let with = procs_in_ns_of(d.inspect("in1")["State"]["Pid"].as_i64().unwrap());
+    let without = procs_in_ns_of(d.inspect("noinit")["State"]["Pid"].as_i64().unwrap());
+    assert!(
+        with.iter().all(|(_, s)| *s != 'Z'),
+        "zombie under --init: {with:?}"
+    );
+    assert_eq!(with.len(), 2, "init + sleep: {with:?}");
+    assert!(
+        without.iter().any(|(_, s)| *s == 'Z'),
+        "control: without an init the orphan stays a zombie: {without:?}"
+    );
+    assert_eq!(d.inspect("in1")["HostConfig"]["Init"], true);
+    // Pid 1 is the init, not the program.
+    let cmdline = exec_output(&d, "in1", &["cat", "/proc/1/cmdline"]);
+    assert!(
+        cmdline.starts_with("/sbin/docker-init\0--\0sh\0"),
+        "{cmdline:?}"
+    );
+    let ps = exec_output(&d, "in1", &["ps", "-o", "pid,comm"]);
+    assert!(ps.lines().any(|l| l.trim() == "1 docker-init"), "{ps}");
+    // Stop: SIGTERM reaches `sleep` (which as pid 1 would ignore it) at once.
+    let t = Instant::now();
+    let (st, _) = d.request("POST", "/containers/in1/stop?t=20", None);
+    assert_eq!(st, 204);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(d.inspect("in1")["State"]["ExitCode"], 143);
+    // The program's exit code is the container's.
+    start(
+        &d,
+        "in2",
+        json!({"Image": "busybox", "Cmd": ["sh", "-c", "exit 7"], "HostConfig": {"Init": true}}),
+    );
+    let (_, v) = d.request("POST", "/containers/in2/wait", None);
+    assert_eq!(v["StatusCode"], 7, "{v}");
+    // docker run --init with the real CLI.
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/1/comm; exit 4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "docker-init\n");
+}
+
+/// A pseudo-terminal pair of `rows` x `cols`: (master, slave).
+fn openpty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
+    let (mut m, mut s) = (0, 0);
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two descriptors to the given locals; the name pointer may be
+    // null, the termios pointer too, and the winsize is read from a live local.
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: openpty returned two fresh descriptors we now own.
+    unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+}
+
+/// Runs `cmd` with a terminal as stdio, types `input`, and returns (exit code, output).
+fn run_in_pty(mut cmd: Command, input: &[u8]) -> (Option<i32>, String) {
+    let (master, slave) = openpty(33, 101);
+    let s = || std::fs::File::from(slave.try_clone().unwrap());
+    // SAFETY: setsid and TIOCSCTTY in the child before exec only affect the child.
+    let fd = slave.as_raw_fd();
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::ioctl(fd, libc::TIOCSCTTY, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.stdin(s()).stdout(s()).stderr(s()).spawn().unwrap();
+    // The command holds copies of the slave until dropped: the master sees EIO only once
+    // every copy is closed.
+    drop(cmd);
+    drop(slave);
+    let mut m = std::fs::File::from(master);
+    std::thread::sleep(Duration::from_millis(500));
+    m.write_all(input).unwrap();
+    let reader = {
+        let mut m = m.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            // EIO once the child and everything it started closed the terminal.
+            while let Ok(k) = m.read(&mut buf) {
+                if k == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..k]);
+            }
+            String::from_utf8_lossy(&out).to_string()
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(m);
+    (code, reader.join().unwrap())
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    start(
+        &d,
+        "tt1",
+        json!({"Image": "busybox", "Cmd": ["sleep", "1000"]}),
+    );
+    // berth exec -it: raw mode, a real terminal inside, the size of ours, the exit code.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .args(["exec", "-it", "tt1", "sh"]);
+    let (code, out) = run_in_pty(cmd, b"tty; stty size; echo h''i; exit 3\n");
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    assert!(out.contains("33 101"), "window size: {out}");
+    assert!(out.contains("hi\r\n"), "{out}");
+    // The real docker CLI.
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .args([
+            "exec",
+            "-it",
+            "tt1",
+            "sh",
+            "-c",
+            "stty size; read x; echo got $x; exit 5",
+        ]);
+    let (code, out) = run_in_pty(cmd, b"abc\n");
+    assert_eq!(code, Some(5), "{out}");
+    assert!(out.contains("33 101") && out.contains("got abc"), "{out}");
+    // Through the API: a raw (not multiplexed) stream, resize, exit code in inspect.
+    let (st, v) = d.request(
+        "POST",
+        "/containers/tt1/exec",
+        Some(&json!({"Cmd": ["sh", "-c", "sleep 0.5; stty size; exit 2"], "Tty": true, "AttachStdout": true}).to_string()),
+    );
+    assert_eq!(st, 201, "{v}");
+    let eid = v["Id"].as_str().unwrap().to_string();
+    let sock = d.sock.clone();
+    let e2 = eid.clone();
+    let t = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = r#"{"Tty":true}"#;
+        write!(s, "POST /exec/{e2}/start HTTP/1.1\r\nHost: b\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        String::from_utf8_lossy(&raw).to_string()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (st, _) = d.request("POST", &format!("/exec/{eid}/resize?h=12&w=34"), None);
+    assert_eq!(st, 200);
+    let raw = t.join().unwrap();
+    assert!(raw.starts_with("HTTP/1.1 101"), "{raw}");
+    assert!(
+        raw.contains("raw-stream") && raw.contains("12 34\r\n"),
+        "{raw}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, v) = d.request("GET", &format!("/exec/{eid}/json"), None);
+        if v["Running"] == false {
+            assert_eq!(v["ExitCode"], 2, "{v}");
+            assert_eq!(v["ProcessConfig"]["tty"], true, "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (st, _) = d.request("POST", "/exec/nope/resize?h=1&w=1", None);
+    assert_eq!(st, 404);
+}
