@@ -384,3 +384,94 @@ fn which(bin: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// Writes a fake `docker-credential-<name>` into `bin` that keeps one JSON entry per server
+/// under `bin/store` (docker's helper protocol: get / store / erase on stdin).
+fn fake_helper(bin: &Path, name: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let store = bin.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+store={store}
+read -r input || true
+key=$(printf '%s' "$input" | sed 's/[^A-Za-z0-9]/_/g')
+case "$1" in
+get) if [ -f "$store/$key" ]; then cat "$store/$key"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+store) server=$(printf '%s' "$input" | sed 's/.*"ServerURL":"\([^"]*\)".*/\1/')
+       printf '%s' "$input" > "$store/$(printf '%s' "$server" | sed 's/[^A-Za-z0-9]/_/g')" ;;
+erase) rm -f "$store/$key" ;;
+*) exit 2 ;;
+esac
+"#,
+        store = store.display()
+    );
+    let p = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `credsStore`: `berth login` puts the secret into the helper (config.json keeps an empty
+/// `auths` entry), `berth push` / `pull` get it from the helper, `berth logout` erases it.
+#[test]
+fn credential_helper_login_push_logout() {
+    if !prerequisites() {
+        return;
+    }
+    let reg = Registry::start();
+    let d = Daemon::start();
+    let cfg = d.dir.path().join("helper-config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(cfg.join("config.json"), r#"{"credsStore":"berthtest"}"#).unwrap();
+    let bin = d.dir.path().join("helper-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    fake_helper(&bin, "berthtest");
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.sock.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", &cfg)
+            .env("PATH", &path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    };
+    d.import_busybox("helpersrc:latest");
+    let name = format!("{}/helper/bb:1", reg.host);
+    ok(&run(&["tag", "helpersrc:latest", &name]), "tag");
+    let out = ok(
+        &run(&["login", &reg.host, "-u", USER, "-p", PASSWORD]),
+        "login",
+    );
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let raw = std::fs::read_to_string(cfg.join("config.json")).unwrap();
+    assert!(
+        !raw.contains(PASSWORD) && !raw.contains("\"auth\""),
+        "secret in config.json: {raw}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["auths"][&reg.host], serde_json::json!({}), "{raw}");
+    assert_eq!(v["credsStore"], "berthtest");
+    let out = ok(&run(&["push", &name]), "push with helper credentials");
+    assert_eq!(
+        reg.manifest_digest("helper/bb", "1"),
+        pushed_digest(&out),
+        "{out}"
+    );
+    ok(&run(&["rmi", &name]), "rmi");
+    ok(&run(&["pull", &name]), "pull with helper credentials");
+    let out = ok(&run(&["logout", &reg.host]), "logout");
+    assert!(out.contains("Removing login credentials"), "{out}");
+    assert_eq!(
+        std::fs::read_dir(bin.join("store")).unwrap().count(),
+        0,
+        "helper still holds credentials"
+    );
+    let o = run(&["push", &name]);
+    assert!(!o.status.success(), "push after logout: {o:?}");
+}
