@@ -475,3 +475,188 @@ fn credential_helper_login_push_logout() {
     let o = run(&["push", &name]);
     assert!(!o.status.success(), "push after logout: {o:?}");
 }
+
+/// A TCP proxy to `upstream` that slows responses to about `bytes_per_sec` and records
+/// every request byte it forwards (to see the `Range` headers of resumed downloads).
+struct SlowProxy {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl SlowProxy {
+    fn start(upstream: String, bytes_per_sec: u64) -> SlowProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reqs = requests.clone();
+        std::thread::spawn(move || {
+            for down in l.incoming().flatten() {
+                let Ok(up) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut d_r, mut u_w) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let reqs = reqs.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = d_r.read(&mut buf) {
+                        if n == 0 || u_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        reqs.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = u_w.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut u_r, mut d_w) = (up, down);
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = u_r.read(&mut buf) {
+                        if n == 0 || d_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_micros(
+                            n as u64 * 1_000_000 / bytes_per_sec,
+                        ));
+                    }
+                    let _ = d_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        SlowProxy { port, requests }
+    }
+
+    /// The byte offsets of every `Range: bytes=N-` request seen.
+    fn range_starts(&self) -> Vec<u64> {
+        let raw = String::from_utf8_lossy(&self.requests.lock().unwrap()).to_ascii_lowercase();
+        raw.match_indices("range: bytes=")
+            .filter_map(|(i, m)| {
+                raw[i + m.len()..]
+                    .split('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+            })
+            .collect()
+    }
+}
+
+/// The daemon is killed with SIGKILL halfway through a pull; after a restart the next pull
+/// resumes the partly downloaded layer (a `Range` request from where it stopped) and ends
+/// with the identical image.
+#[test]
+fn pull_killed_halfway_resumes_after_daemon_restart() {
+    if !prerequisites() {
+        return;
+    }
+    let reg = Registry::start();
+    // Pushes and pulls go through a proxy that serves about 4 MB/s.
+    let proxy = SlowProxy::start(reg.host.clone(), 4 << 20);
+    let host = format!("127.0.0.1:{}", proxy.port);
+    let mut d = Daemon::start();
+    let cfg = d.dir.path().join("resume-config");
+    // A busybox image with 12 MiB of random bytes (gzip cannot shrink them).
+    let rootfs = d.dir.path().join("big-rootfs");
+    testutil::busybox_rootfs(&rootfs).unwrap();
+    let big: Vec<u8> = {
+        use std::io::Read;
+        let mut b = vec![0u8; 12 << 20];
+        std::fs::File::open("/dev/urandom")
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        b
+    };
+    std::fs::write(rootfs.join("big"), &big).unwrap();
+    let want = Command::new("sha256sum")
+        .arg(rootfs.join("big"))
+        .output()
+        .unwrap();
+    let want = String::from_utf8_lossy(&want.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let tar = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(&rootfs)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let name = format!("{host}/big/img:1");
+    let (st, body) = d
+        .try_request(
+            "POST",
+            &format!("/images/create?fromSrc=-&repo={host}/big/img&tag=1"),
+            Some(&tar.stdout),
+        )
+        .unwrap();
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let id = image_inspect(&d, &name)["Id"].as_str().unwrap().to_string();
+    ok(
+        &berth(&d, &cfg, &["login", &host, "-u", USER, "-p", PASSWORD]),
+        "login",
+    );
+    let t = Instant::now();
+    ok(&berth(&d, &cfg, &["push", &name]), "push");
+    eprintln!("push: {:?}", t.elapsed());
+    ok(&berth(&d, &cfg, &["rmi", &name]), "rmi");
+    let digest = reg.manifest_digest("big/img", "1");
+
+    // Pull, and kill the daemon once part of the big layer is on disk.
+    let mut pull = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .args(["pull", &name])
+        .env("DOCKER_CONFIG", &cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ingest = d.root.join("image/ingest");
+    let partial = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "data"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = 0;
+    while seen < (3 << 20) {
+        assert!(Instant::now() < deadline, "the pull never got going");
+        std::thread::sleep(Duration::from_millis(5));
+        seen = partial(&ingest);
+    }
+    d.kill9();
+    let _ = pull.wait();
+    let left = partial(&ingest);
+    assert!(
+        left >= (3 << 20) && left < (12 << 20),
+        "expected a partial layer on disk, found {left} bytes"
+    );
+
+    // Restart and pull again: it resumes where it stopped.
+    d.spawn();
+    let t = Instant::now();
+    let out = ok(&berth(&d, &cfg, &["pull", &name]), "pull after restart");
+    eprintln!("resumed pull: {:?}", t.elapsed());
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    let starts = proxy.range_starts();
+    assert!(
+        starts.iter().any(|&s| s > 0 && s <= left),
+        "no resumed (Range) request up to {left} bytes: {starts:?}"
+    );
+    let img = image_inspect(&d, &name);
+    assert_eq!(img["Id"].as_str(), Some(id.as_str()));
+    let out = ok(
+        &berth(&d, &cfg, &["run", "--rm", &name, "sha256sum", "/big"]),
+        "run",
+    );
+    assert!(out.starts_with(&want), "content differs: {out} vs {want}");
+}
