@@ -445,3 +445,177 @@ fn exec_with_a_terminal() {
     let (st, _) = d.request("POST", "/exec/nope/resize?h=1&w=1", None);
     assert_eq!(st, 404);
 }
+
+/// Polls the container's `State.Health` until `f` holds (max 20 s).
+fn wait_health(d: &Daemon, c: &str, f: impl Fn(&Value) -> bool) -> Value {
+    d.wait_for(c, "health", |v| f(&v["State"]["Health"]))["State"]["Health"].clone()
+}
+
+#[test]
+fn healthchecks_from_flags_api_and_image() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    // Watch the events from the start.
+    let sock = d.sock.clone();
+    let events = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
+        write!(s, "GET /events HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..k]);
+            let text = String::from_utf8_lossy(&raw);
+            if text.contains("health_status: unhealthy") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&raw).to_string()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // Through the API: healthy while the file exists, unhealthy after `Retries` failures.
+    let id = start(
+        &d,
+        "hc1",
+        json!({"Image": "busybox", "Cmd": ["sh", "-c", "touch /tmp/ok; exec sleep 1000"],
+               "Healthcheck": {"Test": ["CMD-SHELL", "echo probing; test -e /tmp/ok"],
+                               "Interval": 300_000_000, "Timeout": 5_000_000_000u64, "Retries": 2}}),
+    );
+    let v = d.inspect("hc1");
+    assert_eq!(v["Config"]["Healthcheck"]["Retries"], 2);
+    let h = wait_health(&d, "hc1", |h| h["Status"] == "healthy");
+    assert_eq!(h["FailingStreak"], 0);
+    let last = h["Log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["ExitCode"], 0, "{h}");
+    assert_eq!(last["Output"], "probing\n", "{h}");
+    let (_, list) = d.request("GET", "/containers/json", None);
+    let st = list[0]["Status"].as_str().unwrap();
+    assert!(st.starts_with("Up ") && st.ends_with(" (healthy)"), "{st}");
+    let out = berth(&d, &["ps"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(healthy)"));
+    let _ = exec_output(&d, "hc1", &["rm", "/tmp/ok"]);
+    let h = wait_health(&d, "hc1", |h| h["Status"] == "unhealthy");
+    assert!(h["FailingStreak"].as_i64().unwrap() >= 2, "{h}");
+    assert_eq!(h["Log"].as_array().unwrap().last().unwrap()["ExitCode"], 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let h = d.inspect("hc1")["State"]["Health"].clone();
+    assert!(h["Log"].as_array().unwrap().len() <= 5, "{h}");
+    let out = d.docker(&[
+        "ps",
+        "--filter",
+        "health=unhealthy",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("hc1 Up ") && text.trim_end().ends_with("(unhealthy)"),
+        "{text}"
+    );
+    let out = d.docker(&["ps", "-q", "--filter", "health=healthy"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+    let ev = events.join().unwrap();
+    let healthy = ev.find("health_status: healthy").expect("healthy event");
+    let unhealthy = ev
+        .find("health_status: unhealthy")
+        .expect("unhealthy event");
+    assert!(healthy < unhealthy && ev.contains(&id));
+    // The berth CLI flags; a probe that overruns its timeout.
+    let out = berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hc2",
+            "--health-cmd",
+            "sleep 5",
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "300ms",
+            "--health-retries",
+            "1",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h = wait_health(&d, "hc2", |h| h["Status"] == "unhealthy");
+    let last = h["Log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["ExitCode"], -1, "{h}");
+    assert_eq!(
+        last["Output"], "Health check exceeded timeout (300ms)",
+        "{h}"
+    );
+    // A failing probe during the start period does not count.
+    start(
+        &d,
+        "hc4",
+        json!({"Image": "busybox", "Cmd": ["sleep", "1000"],
+               "Healthcheck": {"Test": ["CMD", "false"], "Interval": 200_000_000,
+                               "StartPeriod": 60_000_000_000u64, "StartInterval": 200_000_000, "Retries": 1}}),
+    );
+    let h = wait_health(&d, "hc4", |h| {
+        h["Log"].as_array().is_some_and(|l| l.len() >= 3)
+    });
+    assert_eq!(
+        (h["Status"].as_str(), h["FailingStreak"].as_i64()),
+        (Some("starting"), Some(0)),
+        "{h}"
+    );
+    // HEALTHCHECK of the image, and --no-healthcheck.
+    let ctx = d.dir.path().join("hc-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nHEALTHCHECK --interval=300ms --retries=1 CMD [\"true\"]\n",
+    )
+    .unwrap();
+    let out = berth(&d, &["build", "-q", "-t", "hcimg", ctx.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    start(
+        &d,
+        "hc5",
+        json!({"Image": "hcimg", "Cmd": ["sleep", "1000"]}),
+    );
+    let h = wait_health(&d, "hc5", |h| h["Status"] == "healthy");
+    assert_eq!(h["Log"][0]["ExitCode"], 0);
+    let out = berth(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hc6",
+            "--no-healthcheck",
+            "hcimg",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let v = d.inspect("hc6");
+    assert!(v["State"].get("Health").is_none(), "{v}");
+    assert_eq!(v["Config"]["Healthcheck"]["Test"][0], "NONE");
+}

@@ -471,6 +471,35 @@ pub struct ContainerState {
     pub started_at: String,
     /// When it last finished (RFC 3339).
     pub finished_at: String,
+    /// The healthcheck's state (containers with a healthcheck that have started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// `State.Health` of an inspected container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
+    /// Consecutive failed probes.
+    pub failing_streak: i64,
+    /// The last probes (at most 5), oldest first.
+    pub log: Vec<HealthcheckResult>,
+}
+
+/// One probe of a healthcheck.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HealthcheckResult {
+    /// When it started (RFC 3339).
+    pub start: String,
+    /// When it ended (RFC 3339).
+    pub end: String,
+    /// Its exit code (0 healthy, 1 unhealthy, -1 could not run or timed out).
+    pub exit_code: i64,
+    /// The start of its output.
+    pub output: String,
 }
 
 /// A mount as inspect and list report it.

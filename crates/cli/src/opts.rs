@@ -82,6 +82,27 @@ pub struct ContainerOpts {
     /// Run an init inside the container
     #[arg(long)]
     pub init: bool,
+    /// Command to run to check health
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<i64>,
+    /// Start period for the container to initialize before starting health-retries countdown (ms|s|m|h)
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h)
+    #[arg(long = "health-start-interval")]
+    pub health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Signal to stop the container
     #[arg(long = "stop-signal")]
     pub stop_signal: Option<String>,
@@ -456,6 +477,85 @@ pub fn parse_restart(spec: &str) -> Result<Value> {
     }
 }
 
+/// A Go duration (`1h2m3.5s`, `300ms`, `10us`) in nanoseconds.
+pub fn parse_go_duration(s: &str) -> Result<i64> {
+    let bad = || anyhow!("invalid duration {s:?}");
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let v: f64 = rest[..n].parse().map_err(|_| bad())?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let mult = match &rest[..u] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += v * mult;
+        rest = &rest[u..];
+    }
+    Ok(total as i64)
+}
+
+/// `Config.Healthcheck` from the `--health-*` flags (None: keep the image's).
+fn healthcheck(opts: &ContainerOpts) -> Result<Option<Value>> {
+    let any = opts.health_cmd.is_some()
+        || opts.health_interval.is_some()
+        || opts.health_timeout.is_some()
+        || opts.health_retries.is_some()
+        || opts.health_start_period.is_some()
+        || opts.health_start_interval.is_some();
+    if opts.no_healthcheck {
+        if any {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        return Ok(Some(json!({"Test": ["NONE"]})));
+    }
+    if !any {
+        return Ok(None);
+    }
+    let mut h = Map::new();
+    if let Some(c) = &opts.health_cmd {
+        h.insert("Test".into(), json!(["CMD-SHELL", c]));
+    }
+    for (key, v) in [
+        ("Interval", &opts.health_interval),
+        ("Timeout", &opts.health_timeout),
+        ("StartPeriod", &opts.health_start_period),
+        ("StartInterval", &opts.health_start_interval),
+    ] {
+        if let Some(v) = v {
+            let ns = parse_go_duration(v)?;
+            if ns < 0 {
+                bail!("--health-{} cannot be negative", key.to_ascii_lowercase());
+            }
+            h.insert(key.into(), json!(ns));
+        }
+    }
+    if let Some(r) = opts.health_retries {
+        if r < 0 {
+            bail!("--health-retries cannot be negative");
+        }
+        h.insert("Retries".into(), json!(r));
+    }
+    Ok(Some(Value::Object(h)))
+}
+
 fn key_values(vals: &[String]) -> Map<String, Value> {
     let mut m = Map::new();
     for l in vals {
@@ -561,6 +661,9 @@ pub fn create_body(
     }
     if let Some(t) = opts.stop_timeout {
         config.insert("StopTimeout".into(), json!(t));
+    }
+    if let Some(h) = healthcheck(opts)? {
+        config.insert("Healthcheck".into(), h);
     }
 
     let mut host = Map::new();
@@ -687,6 +790,33 @@ mod tests {
     struct T {
         #[command(flatten)]
         o: ContainerOpts,
+    }
+
+    #[test]
+    fn health_flags() {
+        assert_eq!(parse_go_duration("1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(parse_go_duration("250ms").unwrap(), 250_000_000);
+        assert_eq!(parse_go_duration("1.5s").unwrap(), 1_500_000_000);
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("1x").is_err());
+        let b = body(&[
+            "--health-cmd",
+            "true || false",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "2",
+            "img",
+        ])
+        .unwrap();
+        assert_eq!(
+            b["Healthcheck"],
+            json!({"Test": ["CMD-SHELL", "true || false"], "Interval": 1_000_000_000u64, "Retries": 2})
+        );
+        let b = body(&["--no-healthcheck", "img"]).unwrap();
+        assert_eq!(b["Healthcheck"], json!({"Test": ["NONE"]}));
+        assert!(body(&["img"]).unwrap().get("Healthcheck").is_none());
+        assert!(body(&["--no-healthcheck", "--health-retries", "1", "img"]).is_err());
     }
 
     fn body(args: &[&str]) -> Result<Value> {

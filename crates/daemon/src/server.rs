@@ -6,8 +6,8 @@
 //! `{"message": ...}` bodies with the status of [`api::ApiError::status`].
 
 mod build_route;
-mod exec_tty;
 mod commit_export;
+mod exec_tty;
 mod images_archive;
 pub(crate) mod netvol;
 mod registry;

@@ -64,6 +64,7 @@ struct Inner {
     events: Events,
     state: Mutex<State>,
     execs: crate::exec::Execs,
+    health: crate::health::HealthStates,
     net: crate::network::NetService,
     volumes: volume::VolumeStore,
 }
@@ -138,11 +139,13 @@ impl Engine {
                 events: Events::new(),
                 state: Mutex::new(State::default()),
                 execs: crate::exec::Execs::default(),
+                health: Default::default(),
                 cfg,
             }),
         };
         engine.load()?;
         engine.restore_netvol();
+        engine.spawn_health_checker();
         Ok(engine)
     }
 
@@ -195,6 +198,20 @@ impl Engine {
 
     pub(crate) fn execs(&self) -> &crate::exec::Execs {
         &self.inner.execs
+    }
+
+    pub(crate) fn health_states(&self) -> &crate::health::HealthStates {
+        &self.inner.health
+    }
+
+    /// Ids and `StartedAt` of the running containers that have a healthcheck.
+    pub(crate) fn health_candidates(&self) -> Vec<(String, String)> {
+        self.lock()
+            .by_id
+            .values()
+            .filter(|e| e.rec.state.status.is_running() && e.rec.config.healthcheck.is_some())
+            .map(|e| (e.rec.id.clone(), e.rec.state.started_at.clone()))
+            .collect()
     }
 
     fn paths(&self, id: &str) -> Paths {
@@ -1391,6 +1408,7 @@ impl Engine {
         let paths = self.paths(&rec.id);
         let exec_ids = self.inner.execs.ids_of(&rec.id);
         let mut out = inspect_of(&rec, &paths, exec_ids);
+        out.state.health = self.health_of(&rec.id);
         self.net_inspect(&rec, &mut out);
         Ok(out)
     }
@@ -1498,7 +1516,17 @@ impl Engine {
                     continue;
                 }
             }
+            if let Some(v) = f.get("health") {
+                if !v.contains(&self.health_status(&r.id)) {
+                    continue;
+                }
+            }
             let mut s = summary_of(r);
+            if r.state.status == Status::Running {
+                if let Some(h) = self.health_of(&r.id) {
+                    s.status.push_str(crate::health::status_suffix(&h.status));
+                }
+            }
             s.ports = self.inner.net.ports(&r.id);
             s.network_settings.networks = self
                 .inner
@@ -1836,6 +1864,7 @@ fn merge_image_config(cfg: &mut api::ContainerConfig, img: &api::ContainerConfig
     if cfg.stop_signal.is_none() {
         cfg.stop_signal = img.stop_signal.clone();
     }
+    crate::health::merge(&mut cfg.healthcheck, img.healthcheck.as_ref());
     if let Some(ports) = &img.exposed_ports {
         let e = cfg.exposed_ports.get_or_insert_with(Default::default);
         for k in ports.keys() {
@@ -1979,6 +2008,7 @@ fn inspect_of(r: &ContainerRecord, p: &Paths, exec_ids: Vec<String>) -> Containe
             } else {
                 s.finished_at.clone()
             },
+            health: None,
         },
         image: r.image_id.clone(),
         resolv_conf_path: p.dir.join("resolv.conf").display().to_string(),

@@ -151,7 +151,12 @@ impl Engine {
         res
     }
 
-    async fn spawn_exec(&self, id: &str, container: &str, cfg: &ExecConfig) -> Result<ExecProcess> {
+    pub(crate) async fn spawn_exec(
+        &self,
+        id: &str,
+        container: &str,
+        cfg: &ExecConfig,
+    ) -> Result<ExecProcess> {
         let rec = self.record(container)?;
         if !rec.state.status.is_running() {
             return Err(EngineError::Conflict(format!(

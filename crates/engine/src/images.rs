@@ -116,6 +116,10 @@ pub fn docker_config(c: Option<&store::image::ContainerConfig>) -> ContainerConf
         on_build: c.on_build.clone(),
         shell: c.shell.clone(),
         args_escaped: c.args_escaped,
+        healthcheck: c
+            .healthcheck
+            .as_ref()
+            .and_then(|h| serde_json::to_value(h).ok()),
         ..Default::default()
     }
 }

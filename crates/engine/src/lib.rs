@@ -26,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod fsutil;
+pub mod health;
 pub mod images;
 pub mod logs;
 pub mod monitor;
