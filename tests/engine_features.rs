@@ -315,7 +315,12 @@ fn openpty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
 }
 
 /// Runs `cmd` with a terminal as stdio, types `input`, and returns (exit code, output).
-fn run_in_pty(mut cmd: Command, input: &[u8]) -> (Option<i32>, String) {
+fn run_in_pty(cmd: Command, input: &[u8]) -> (Option<i32>, String) {
+    run_in_pty_steps(cmd, &[input])
+}
+
+/// Like [`run_in_pty`], typing each step half a second after the one before.
+fn run_in_pty_steps(mut cmd: Command, steps: &[&[u8]]) -> (Option<i32>, String) {
     let (master, slave) = openpty(33, 101);
     let s = || std::fs::File::from(slave.try_clone().unwrap());
     // SAFETY: setsid and TIOCSCTTY in the child before exec only affect the child.
@@ -334,8 +339,10 @@ fn run_in_pty(mut cmd: Command, input: &[u8]) -> (Option<i32>, String) {
     drop(cmd);
     drop(slave);
     let mut m = std::fs::File::from(master);
-    std::thread::sleep(Duration::from_millis(500));
-    m.write_all(input).unwrap();
+    for input in steps {
+        std::thread::sleep(Duration::from_millis(500));
+        m.write_all(input).unwrap();
+    }
     let reader = {
         let mut m = m.try_clone().unwrap();
         std::thread::spawn(move || {
@@ -444,6 +451,37 @@ fn exec_with_a_terminal() {
     }
     let (st, _) = d.request("POST", "/exec/nope/resize?h=1&w=1", None);
     assert_eq!(st, 404);
+}
+
+#[test]
+fn init_with_a_terminal_forwards_ctrl_c_to_the_program() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .args(["run", "--rm", "-it", "--init", "busybox", "sh"]);
+    // ^C ends the foreground `sleep` once (the shell survives), then the shell exits.
+    let t = Instant::now();
+    let (code, out) = run_in_pty_steps(
+        cmd,
+        &[
+            b"cat /proc/1/comm; echo me=$$; sleep 30\n",
+            b"\x03",
+            b"echo after; exit 6\n",
+        ],
+    );
+    assert_eq!(code, Some(6), "{out}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "^C did not stop sleep: {out}"
+    );
+    assert!(out.contains("docker-init\r\n"), "{out}");
+    assert!(!out.contains("me=1\r\n"), "the shell is not pid 1: {out}");
+    assert!(out.contains("after\r\n"), "{out}");
 }
 
 /// Polls the container's `State.Health` until `f` holds (max 20 s).
