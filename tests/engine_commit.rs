@@ -310,7 +310,7 @@ fn export_stopped_and_running_containers() {
                 "ebase",
                 "sh",
                 "-c",
-                "echo exported > /exported.txt",
+                "echo exported > /exported.txt && ln /exported.txt /hardlink.txt",
             ],
         ),
         "create",
@@ -337,6 +337,15 @@ fn export_stopped_and_running_containers() {
         tar_file(&o.stdout, "exported.txt").as_deref(),
         Some("exported\n")
     );
+    // A hard link is a link entry, as docker writes it.
+    let verbose = tar_cmd(&o.stdout, &["-tvf", "-"]).unwrap();
+    assert!(
+        verbose
+            .lines()
+            .any(|l| l.contains("hardlink.txt link to exported.txt")),
+        "hard link not kept: {verbose}"
+    );
+
     // The stopped container's rootfs was unmounted again.
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     let prefix = d.dir.path().display().to_string();

@@ -138,7 +138,8 @@ impl Engine {
             let mut b = tar::Builder::new(out);
             b.follow_symlinks(false);
             b.mode(tar::HeaderMode::Complete);
-            append_tree(&mut b, root, root).map_err(|e| EngineError::io("export", root, e))?;
+            append_tree(&mut b, root, root, &mut Links::new())
+                .map_err(|e| EngineError::io("export", root, e))?;
             b.into_inner()
                 .and_then(|mut w| w.flush())
                 .map_err(|e| EngineError::io("export", root, e))?;
@@ -202,9 +203,19 @@ fn commit_err(id: &str) -> impl FnOnce(store::StoreError) -> EngineError + '_ {
     }
 }
 
-/// Appends everything below `dir` to `b`, named relative to `root` (directories with a
-/// trailing `/`), in sorted order, without following symlinks.
-fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, dir: &Path) -> std::io::Result<()> {
+/// Hard-linked files already written to an export: (device, inode) → their name.
+type Links = std::collections::HashMap<(u64, u64), std::path::PathBuf>;
+
+/// Appends everything below `dir` to `b`, named relative to `root`, in sorted order,
+/// without following symlinks; a file hard-linked to one already written becomes a link
+/// entry (as docker writes them), not a second copy of its content.
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    dir: &Path,
+    links: &mut Links,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let mut entries: Vec<_> = std::fs::read_dir(dir)?
         .collect::<std::io::Result<Vec<_>>>()?
         .into_iter()
@@ -218,10 +229,22 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, dir: &Path) -> st
         let m = std::fs::symlink_metadata(&p)?;
         if m.is_dir() {
             b.append_dir(rel, &p)?;
-            append_tree(b, root, &p)?;
+            append_tree(b, root, &p, links)?;
         } else if m.file_type().is_socket() {
             // Sockets cannot be archived (docker's export skips them too).
             continue;
+        } else if m.is_file() && m.nlink() > 1 {
+            let key = (m.dev(), m.ino());
+            if let Some(first) = links.get(&key) {
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                b.append_link(&mut h, rel, first)?;
+            } else {
+                b.append_path_with_name(&p, rel)?;
+                links.insert(key, rel.to_path_buf());
+            }
         } else {
             b.append_path_with_name(&p, rel)?;
         }
