@@ -161,6 +161,44 @@ fn stats_api_berth_and_docker_cli() {
         text.starts_with("st1 ") && !text.trim().ends_with(" 0"),
         "{text}"
     );
+    // CPU % of a busy container held to a fifth of a CPU, from two readings.
+    start(
+        &d,
+        "st2",
+        json!({"Image": "busybox", "Cmd": ["sh", "-c", "while :; do :; done"],
+               "HostConfig": {"NanoCpus": 200_000_000}}),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let out = berth(
+        &d,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.CPUPerc}}",
+            "st1",
+            "st2",
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let cpu = |name: &str| -> f64 {
+        let l = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap();
+        l.rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    assert!(cpu("st2") > 5.0 && cpu("st2") < 40.0, "{text}");
+    assert!(cpu("st1") < 5.0, "{text}");
+    let (st, _) = d.request("POST", "/containers/st2/kill", None);
+    assert_eq!(st, 204);
     // The real docker CLI.
     let out = d.docker(&["stats", "--no-stream", "--no-trunc", "st1"]);
     let text = String::from_utf8_lossy(&out.stdout);

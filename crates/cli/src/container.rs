@@ -1480,6 +1480,7 @@ pub async fn stats(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
     let fmt = a.format.clone().unwrap_or_else(|| {
         "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}".into()
     });
+    let mut prev: std::collections::HashMap<String, Value> = Default::default();
     loop {
         let names: Vec<String> = if a.containers.is_empty() {
             let q = if a.all { "?all=1" } else { "" };
@@ -1494,14 +1495,37 @@ pub async fn stats(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
         } else {
             a.containers.clone()
         };
+        // One-shot readings of every container, a second apart; each row's CPU % is
+        // from the reading before (so N containers take one second, not N).
         let mut rows = Vec::new();
         for n in &names {
-            let s = ctx
+            let mut s = ctx
                 .client
-                .get_json(&format!("/containers/{}/stats?stream=false", path_of(n)))
+                .get_json(&format!(
+                    "/containers/{}/stats?stream=false&one-shot=true",
+                    path_of(n)
+                ))
                 .await?;
-            rows.push(stats_row(n, &s, a.no_trunc));
+            let id = s["id"].as_str().unwrap_or(n).to_string();
+            if let Some(p) = prev.get(&id) {
+                s["precpu_stats"] = p["cpu_stats"].clone();
+                s["preread"] = p["read"].clone();
+            }
+            rows.push((id, n, s));
         }
+        let first = prev.is_empty() && !rows.is_empty();
+        prev = rows
+            .iter()
+            .map(|(id, _, s)| (id.clone(), s.clone()))
+            .collect();
+        if first {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(_, n, s)| stats_row(n, s, a.no_trunc))
+            .collect();
         if !a.no_stream {
             print!("\x1b[2J\x1b[H");
         }
@@ -1509,7 +1533,7 @@ pub async fn stats(ctx: &Ctx, a: StatsArgs) -> Result<i32> {
         if a.no_stream {
             return Ok(0);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
