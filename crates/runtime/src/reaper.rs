@@ -80,6 +80,10 @@ pub(crate) fn fork_init(terminal: bool, argv: &[CString]) -> CResult<()> {
         Ok(ForkResult::Parent { child }) => {
             close_from(3);
             set_title(argv);
+            // Give back the free heap of the runtime it was forked from (it counts
+            // against the container's memory).
+            // SAFETY: malloc_trim only returns free memory to the kernel.
+            unsafe { libc::malloc_trim(0) };
             reap(child, &set)
         }
     }
