@@ -532,7 +532,7 @@ fn healthchecks_from_flags_api_and_image() {
     if !host_ok() {
         return;
     }
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.import_busybox("busybox:latest");
     // Watch the events from the start.
     let sock = d.sock.clone();
@@ -602,6 +602,17 @@ fn healthchecks_from_flags_api_and_image() {
         .find("health_status: unhealthy")
         .expect("unhealthy event");
     assert!(healthy < unhealthy && ev.contains(&id));
+    // A restarted daemon carries on with the health of a running container.
+    let before = d.inspect("hc1")["State"]["Health"].clone();
+    d.kill9();
+    d.spawn();
+    std::thread::sleep(Duration::from_millis(600));
+    let after = d.inspect("hc1")["State"]["Health"].clone();
+    assert_eq!(after["Status"], "unhealthy", "{after}");
+    assert!(
+        after["FailingStreak"].as_i64() >= before["FailingStreak"].as_i64(),
+        "{before} {after}"
+    );
     // The berth CLI flags; a probe that overruns its timeout.
     let out = berth(
         &d,

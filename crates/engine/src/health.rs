@@ -12,8 +12,10 @@
 //! exit 0 makes it `healthy` and resets `FailingStreak`; any other result (or a timeout)
 //! adds to the streak (except while `starting` within `StartPeriod`), and `Retries`
 //! failures in a row make it `unhealthy`. Each status change publishes a
-//! `health_status: <status>` event. The state lives in memory: after a daemon restart a
-//! running container's health starts again at `starting`.
+//! `health_status: <status>` event. The state lives in memory and, after each probe, in
+//! `<bundle>/health.json` with the run it belongs to, so a restarted daemon that
+//! re-adopts a running container carries on with its health (a new run starts at
+//! `starting`).
 
 use crate::error::Result;
 use crate::Engine;
@@ -28,6 +30,8 @@ use tokio::io::AsyncReadExt;
 pub const SCAN: Duration = Duration::from_millis(250);
 /// Docker keeps this many probe results.
 const MAX_LOG: usize = 5;
+/// The file in a container's bundle that keeps its health.
+const HEALTH_FILE: &str = "health.json";
 /// Docker keeps this much of a probe's output.
 const MAX_OUTPUT: usize = 4096;
 
@@ -187,10 +191,12 @@ impl Engine {
             let enabled = self
                 .record(&id)
                 .is_ok_and(|r| parse(r.config.healthcheck.as_ref()).is_some());
-            let health = enabled.then(|| Health {
-                status: "starting".into(),
-                failing_streak: 0,
-                log: Vec::new(),
+            let health = enabled.then(|| {
+                self.load_health(&id, &run).unwrap_or_else(|| Health {
+                    status: "starting".into(),
+                    failing_streak: 0,
+                    log: Vec::new(),
+                })
             });
             self.health_states().lock().insert(
                 id.clone(),
@@ -284,6 +290,7 @@ impl Engine {
                 let extra = h.log.len() - MAX_LOG;
                 h.log.drain(..extra);
             }
+            self.save_health(&rec.id, run, h);
             (h.status != old).then(|| h.status.clone())
         };
         if let Some(status) = changed {
@@ -297,6 +304,24 @@ impl Engine {
                 attrs,
             );
         }
+    }
+
+    /// Writes the health of run `run` of container `id` to its bundle (best effort).
+    fn save_health(&self, id: &str, run: &str, h: &Health) {
+        let v = serde_json::json!({"Run": run, "Health": h});
+        if let Ok(data) = serde_json::to_vec(&v) {
+            let _ = crate::fsutil::write_atomic(&self.bundle(id).join(HEALTH_FILE), &data, false);
+        }
+    }
+
+    /// The saved health of run `run` of container `id`, if any.
+    fn load_health(&self, id: &str, run: &str) -> Option<Health> {
+        let data = std::fs::read(self.bundle(id).join(HEALTH_FILE)).ok()?;
+        let v: Value = serde_json::from_slice(&data).ok()?;
+        if v["Run"].as_str() != Some(run) {
+            return None;
+        }
+        serde_json::from_value(v["Health"].clone()).ok()
     }
 
     /// Runs the probe once in the container.
