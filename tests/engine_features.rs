@@ -470,6 +470,9 @@ fn exec_with_a_terminal() {
     std::thread::sleep(Duration::from_millis(200));
     let (st, _) = d.request("POST", &format!("/exec/{eid}/resize?h=12&w=34"), None);
     assert_eq!(st, 200);
+    let (_, v) = d.request("GET", &format!("/exec/{eid}/json"), None);
+    assert_eq!(v["Running"], true, "{v}");
+    assert!(v["Pid"].as_i64().unwrap() > 1, "{v}");
     let raw = t.join().unwrap();
     assert!(raw.starts_with("HTTP/1.1 101"), "{raw}");
     assert!(
@@ -489,6 +492,29 @@ fn exec_with_a_terminal() {
     }
     let (st, _) = d.request("POST", "/exec/nope/resize?h=1&w=1", None);
     assert_eq!(st, 404);
+    // Detaching (^P^Q) leaves the process running, and its output is drained: a process
+    // writing far more than a terminal buffers still finishes.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    cmd.arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .args([
+        "exec",
+        "-it",
+        "tt1",
+        "sh",
+        "-c",
+        "sleep 1; i=0; while [ $i -lt 30000 ]; do echo line $i; i=$((i+1)); done; touch /tmp/done",
+    ]);
+    let (code, out) = run_in_pty(cmd, b"\x10\x11");
+    assert_eq!(code, Some(0), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !exec_output(&d, "tt1", &["ls", "/tmp"]).contains("done") {
+        assert!(
+            Instant::now() < deadline,
+            "the detached exec did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -106,6 +106,15 @@ impl Engine {
             .get(id)
             .ok_or_else(|| EngineError::NoSuchExec(id.to_string()))?;
         let cmd = e.config.cmd.clone().unwrap_or_default();
+        // The host pid, from the runtime's pid file while the process runs.
+        let pid = if e.running && e.pid == 0 {
+            std::fs::read_to_string(self.bundle(&e.container).join(format!("exec-{id}.pid")))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(0)
+        } else {
+            e.pid
+        };
         Ok(ExecInspect {
             can_remove: false,
             id: id.to_string(),
@@ -122,7 +131,7 @@ impl Engine {
             open_stderr: e.config.attach_stderr,
             open_stdout: e.config.attach_stdout,
             container_id: e.container.clone(),
-            pid: e.pid,
+            pid,
             detach_keys: e.config.detach_keys.clone(),
         })
     }

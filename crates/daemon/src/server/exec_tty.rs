@@ -94,7 +94,8 @@ pub(super) fn serve(
 
 /// Copies the terminal's output to `out` until the terminal closes (EIO once every slave
 /// is closed) or, after the process exited, until [`DRAIN`] passes with no more output;
-/// then records the exit code and closes `out`.
+/// then records the exit code and closes `out`. When `out` fails (the client detached),
+/// the output is still read and dropped until then.
 async fn relay_out<W: AsyncWrite + Unpin>(
     mut reader: tokio::fs::File,
     mut out: W,
@@ -104,6 +105,9 @@ async fn relay_out<W: AsyncWrite + Unpin>(
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut code = None;
+    // Once the client is gone (detached), the output is drained and dropped so the
+    // process never blocks on a full terminal.
+    let mut client_gone = false;
     loop {
         let n = if code.is_some() {
             match tokio::time::timeout(DRAIN, reader.read(&mut buf)).await {
@@ -122,10 +126,12 @@ async fn relay_out<W: AsyncWrite + Unpin>(
         match n {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if out.write_all(&buf[..n]).await.is_err() {
-                    break;
+                if !client_gone && out.write_all(&buf[..n]).await.is_err() {
+                    client_gone = true;
                 }
-                let _ = out.flush().await;
+                if !client_gone {
+                    let _ = out.flush().await;
+                }
             }
         }
     }
