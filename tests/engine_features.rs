@@ -492,6 +492,25 @@ fn exec_with_a_terminal() {
     }
     let (st, _) = d.request("POST", "/exec/nope/resize?h=1&w=1", None);
     assert_eq!(st, 404);
+    // The start request's ConsoleSize, without an upgrade: the raw terminal as the body.
+    let (st, v) = d.request(
+        "POST",
+        "/containers/tt1/exec",
+        Some(&json!({"Cmd": ["stty", "size"], "Tty": true, "AttachStdout": true}).to_string()),
+    );
+    assert_eq!(st, 201, "{v}");
+    let eid = v["Id"].as_str().unwrap();
+    let (st, body) = d
+        .try_request(
+            "POST",
+            &format!("/exec/{eid}/start"),
+            Some(br#"{"Tty": true, "ConsoleSize": [20, 40]}"#),
+        )
+        .unwrap();
+    assert_eq!(
+        (st, String::from_utf8_lossy(&body).as_ref()),
+        (200, "20 40\r\n")
+    );
     // Detaching (^P^Q) leaves the process running, and its output is drained: a process
     // writing far more than a terminal buffers still finishes.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));

@@ -857,6 +857,8 @@ async fn exec_start(State(s): State<AppState>, Path(id): Path<String>, mut req: 
         .map_err(|e| Error(ApiError::invalid(format!("read body: {e}"))))?;
     let sc: api::ExecStartConfig = json_body(&body)?;
     let info = s.engine.exec_inspect(&id)?;
+    s.engine
+        .exec_set_console_size(&id, sc.console_size.as_deref());
     let mut proc = s.engine.exec_start(&id).await?;
     let engine = s.engine.clone();
     if let Some(master) = proc.console.take() {

@@ -136,6 +136,18 @@ impl Engine {
         })
     }
 
+    /// Sets the initial terminal size of a not yet started exec (`ConsoleSize` of
+    /// `POST /exec/{id}/start`, which overrides the one given at create).
+    pub fn exec_set_console_size(&self, id: &str, size: Option<&[u16]>) {
+        if let Some([h, w]) = size {
+            if *h > 0 && *w > 0 {
+                if let Some(e) = self.execs().lock().get_mut(id).filter(|e| !e.started) {
+                    e.config.console_size = Some(vec![*h, *w]);
+                }
+            }
+        }
+    }
+
     /// Starts an exec instance; the caller streams the child's stdio and reports its exit
     /// with [`Engine::exec_finished`].
     pub async fn exec_start(&self, id: &str) -> Result<ExecProcess> {
