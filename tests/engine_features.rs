@@ -750,4 +750,33 @@ fn healthchecks_from_flags_api_and_image() {
     let v = d.inspect("hc6");
     assert!(v["State"].get("Health").is_none(), "{v}");
     assert_eq!(v["Config"]["Healthcheck"]["Test"][0], "NONE");
+    // The real docker CLI's flags.
+    let out = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hc7",
+        "--health-cmd",
+        "exit 1",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h = wait_health(&d, "hc7", |h| h["Status"] == "unhealthy");
+    assert_eq!(
+        h["FailingStreak"].as_i64().map(|n| n >= 2),
+        Some(true),
+        "{h}"
+    );
+    let out = d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc7"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unhealthy");
 }
