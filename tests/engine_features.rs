@@ -423,6 +423,7 @@ fn exec_with_a_terminal() {
         "tt1",
         json!({"Image": "busybox", "Cmd": ["sleep", "1000"]}),
     );
+    let events = watch_events(&d, "\"exec_die\"");
     // berth exec -it: raw mode, a real terminal inside, the size of ours, the exit code.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     cmd.arg("-H")
@@ -433,6 +434,15 @@ fn exec_with_a_terminal() {
     assert!(out.contains("/dev/pts/"), "{out}");
     assert!(out.contains("33 101"), "window size: {out}");
     assert!(out.contains("hi\r\n"), "{out}");
+    // Docker's exec events, the exit code on exec_die.
+    let ev = events.join().unwrap();
+    for a in ["exec_create: sh", "exec_start: sh", "exec_die"] {
+        assert!(ev.contains(&format!("\"Action\":\"{a}\"")), "{a}: {ev}");
+    }
+    assert!(
+        ev.contains("\"exitCode\":\"3\"") && ev.contains("\"execID\""),
+        "{ev}"
+    );
     // The real docker CLI.
     let mut cmd = Command::new("docker");
     cmd.env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
@@ -567,6 +577,32 @@ fn init_with_a_terminal_forwards_ctrl_c_to_the_program() {
     assert!(out.contains("after\r\n"), "{out}");
 }
 
+/// Streams `GET /events` in a thread until `until` shows up (or 25 s pass); returns the
+/// text read.
+fn watch_events(d: &Daemon, until: &str) -> std::thread::JoinHandle<String> {
+    let sock = d.sock.clone();
+    let until = until.to_string();
+    let h = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
+        write!(s, "GET /events HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..k]);
+            if String::from_utf8_lossy(&raw).contains(&until) {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&raw).to_string()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    h
+}
+
 /// Polls the container's `State.Health` until `f` holds (max 20 s).
 fn wait_health(d: &Daemon, c: &str, f: impl Fn(&Value) -> bool) -> Value {
     d.wait_for(c, "health", |v| f(&v["State"]["Health"]))["State"]["Health"].clone()
@@ -580,26 +616,7 @@ fn healthchecks_from_flags_api_and_image() {
     let mut d = Daemon::start();
     d.import_busybox("busybox:latest");
     // Watch the events from the start.
-    let sock = d.sock.clone();
-    let events = std::thread::spawn(move || {
-        let mut s = UnixStream::connect(&sock).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
-        write!(s, "GET /events HTTP/1.1\r\nHost: b\r\n\r\n").unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(k) = s.read(&mut buf) {
-            if k == 0 {
-                break;
-            }
-            raw.extend_from_slice(&buf[..k]);
-            let text = String::from_utf8_lossy(&raw);
-            if text.contains("health_status: unhealthy") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&raw).to_string()
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    let events = watch_events(&d, "health_status: unhealthy");
     // Through the API: healthy while the file exists, unhealthy after `Retries` failures.
     let id = start(
         &d,

@@ -84,6 +84,8 @@ impl Engine {
             return Err(EngineError::Invalid("No exec command specified".into()));
         }
         let id = crate::containers::new_id();
+        let cmd = cfg.cmd.clone().unwrap_or_default().join(" ");
+        self.exec_event(&rec.id, &format!("exec_create: {cmd}"), &id, None);
         self.execs().lock().insert(
             id.clone(),
             ExecEntry {
@@ -165,6 +167,8 @@ impl Engine {
             e.running = true;
             (e.container.clone(), e.config.clone())
         };
+        let cmd = cfg.cmd.clone().unwrap_or_default().join(" ");
+        self.exec_event(&container, &format!("exec_start: {cmd}"), id, None);
         let res = self.spawn_exec(id, &container, &cfg).await;
         if res.is_err() {
             self.exec_finished(id, 126);
@@ -325,6 +329,25 @@ impl Engine {
         }
     }
 
+    /// Publishes a container event about an exec instance, with Docker's attributes
+    /// (`execID`, and `exitCode` for `exec_die`).
+    fn exec_event(&self, container: &str, action: &str, exec_id: &str, code: Option<i64>) {
+        if self.events().listeners() == 0 {
+            return;
+        }
+        let Ok(rec) = self.record(container) else {
+            return;
+        };
+        let mut attrs = rec.config.labels.clone();
+        attrs.insert("name".into(), rec.name.clone());
+        attrs.insert("image".into(), rec.image.clone());
+        attrs.insert("execID".into(), exec_id.to_string());
+        if let Some(c) = code {
+            attrs.insert("exitCode".into(), c.to_string());
+        }
+        self.events().publish("container", action, &rec.id, attrs);
+    }
+
     /// Records the exit code of an exec instance.
     pub fn exec_finished(&self, id: &str, code: i64) {
         let mut m = self.execs().lock();
@@ -333,9 +356,11 @@ impl Engine {
             e.exit_code = Some(code);
             e.console = None;
         }
-        let bundle_files = m.get(id).map(|e| self.bundle(&e.container));
+        let container = m.get(id).map(|e| e.container.clone());
         drop(m);
-        if let Some(b) = bundle_files {
+        if let Some(c) = container {
+            self.exec_event(&c, "exec_die", id, Some(code));
+            let b = self.bundle(&c);
             let _ = std::fs::remove_file(b.join(format!("exec-{id}.json")));
             let _ = std::fs::remove_file(b.join(format!("exec-{id}.pid")));
         }
