@@ -150,7 +150,7 @@ pub fn lock_root(root: &Path) -> Result<RootLock, DaemonError> {
 pub fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     if opts.debug {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug")
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()))
             .with_writer(std::io::stderr)
             .try_init();
     }

@@ -348,6 +348,7 @@ impl Engine {
         name: Option<&str>,
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>)> {
+        let mut t = crate::timing::Phases::new("create");
         let warnings = Vec::new();
         let ContainerCreateBody {
             config: mut cfg,
@@ -397,11 +398,22 @@ impl Engine {
             st.index.rename(&id, "", &name);
             name
         };
-        let result = self.create_files(&id, &name, &cfg, &hc, &image, args);
-        let result = result.and_then(|rec| {
-            crate::network::save_networking(&self.paths(&id).dir, &networking_config)?;
-            Ok(rec)
-        });
+        t.lap("validate");
+        let path = args.remove(0);
+        let rec = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            created: now(),
+            image: cfg.image.clone(),
+            image_id: image.id.clone(),
+            config: cfg,
+            host_config: hc,
+            path,
+            args,
+            state: RunState::default(),
+        };
+        let result = self.create_files(rec, &networking_config);
+        t.lap("files");
         match result {
             Ok(rec) => {
                 self.publish("create", &rec, &[]);
@@ -417,44 +429,38 @@ impl Engine {
 
     fn create_files(
         &self,
-        id: &str,
-        name: &str,
-        cfg: &api::ContainerConfig,
-        hc: &api::HostConfig,
-        image: &ResolvedImage,
-        mut args: Vec<String>,
+        rec: ContainerRecord,
+        networking: &api::NetworkingConfig,
     ) -> Result<ContainerRecord> {
+        let id = rec.id.as_str();
         let paths = self.paths(id);
         let cdir = self.inner.cfg.root.join("containers");
         let tmp = cdir.join(format!(".creating-{id}"));
         std::fs::create_dir_all(&tmp).map_err(|e| EngineError::io("create directory", &tmp, e))?;
-        let path = args.remove(0);
-        let rec = ContainerRecord {
-            id: id.to_string(),
-            name: name.to_string(),
-            created: now(),
-            image: cfg.image.clone(),
-            image_id: image.id.clone(),
-            config: cfg.clone(),
-            host_config: hc.clone(),
-            path,
-            args,
-            state: RunState::default(),
-        };
         let res = (|| {
             let data = serde_json::to_vec(&rec)
                 .map_err(|e| EngineError::Runtime(format!("serialize container record: {e}")))?;
-            write_atomic(&tmp.join("config.v2.json"), &data, true)?;
-            self.inner.images.prepare_rootfs(id, &image.id)?;
-            std::fs::rename(&tmp, &paths.dir)
-                .map_err(|e| EngineError::io("rename", &paths.dir, e))?;
-            crate::fsutil::sync_dir(&cdir)
+            write_atomic(&tmp.join("config.v2.json"), &data, false)?;
+            crate::network::write_networking(&tmp, networking, false)?;
+            self.inner.images.prepare_rootfs(id, &rec.image_id)?;
+            std::fs::rename(&tmp, &paths.dir).map_err(|e| EngineError::io("rename", &paths.dir, e))
         })();
         if let Err(e) = res {
             let _ = self.inner.images.remove_rootfs(id);
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
+        // The record is whole and in place (rename is atomic, and the page cache outlives
+        // a killed daemon); making it survive a host crash too is done off the request
+        // path, so a create does not wait for the disk.
+        let dir = paths.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            for f in ["config.v2.json", crate::network::NETWORKING_FILE] {
+                let _ = std::fs::File::open(dir.join(f)).and_then(|f| f.sync_all());
+            }
+            let _ = crate::fsutil::sync_dir(&dir);
+            let _ = crate::fsutil::sync_dir(&cdir);
+        });
         Ok(rec)
     }
 
@@ -563,6 +569,7 @@ impl Engine {
         rec: &ContainerRecord,
         attachers: Vec<oneshot::Sender<UnixStream>>,
     ) -> Result<(i32, i32)> {
+        let mut t = crate::timing::Phases::new("start");
         let id = &rec.id;
         let paths = self.paths(id);
         let rootfs = paths.rootfs();
@@ -575,7 +582,8 @@ impl Engine {
         }
         let mounts = self.inner.images.rootfs_mounts(id)?;
         mount_rootfs(&rootfs, &mounts)?;
-        let started = self.start_mounted(rec, &paths, attachers).await;
+        t.lap("mount");
+        let started = self.start_mounted(rec, &paths, attachers, &mut t).await;
         if started.is_err() {
             self.inner.net.detach(id);
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
@@ -588,6 +596,7 @@ impl Engine {
         rec: &ContainerRecord,
         paths: &Paths,
         mut attachers: Vec<oneshot::Sender<UnixStream>>,
+        t: &mut crate::timing::Phases,
     ) -> Result<(i32, i32)> {
         let id = &rec.id;
         let hc = &rec.host_config;
@@ -627,7 +636,9 @@ impl Engine {
         if !hc.dns_options.is_empty() {
             resolv.push_str(&format!("options {}\n", hc.dns_options.join(" ")));
         }
+        t.lap("etc");
         let attached = self.net_attach(rec, &paths.dir, &hostname)?;
+        t.lap("net");
         if let Some(h) = &attached.hosts {
             write_atomic(&hosts_file, h.as_bytes(), false)?;
         }
@@ -647,6 +658,7 @@ impl Engine {
         let mut args = vec![rec.path.clone()];
         args.extend(rec.args.iter().cloned());
         let user_mounts = self.user_mounts(rec)?;
+        t.lap("volumes");
         let spec = spec::build(
             &cfg,
             hc,
@@ -660,6 +672,7 @@ impl Engine {
                 init: None,
             },
         )?;
+        t.lap("spec");
         let spec_path = paths.bundle.join("config.json");
         write_atomic(
             &spec_path,
@@ -717,6 +730,7 @@ impl Engine {
                     self.inner.cfg.monitor.display()
                 ))
             })?;
+        t.lap("write+spawn");
         let monitor_pid = child.id().unwrap_or(0) as i32;
         let mut control = child.stdin.take();
         let Some(stdout) = child.stdout.take() else {
@@ -737,6 +751,7 @@ impl Engine {
             };
             match serde_json::from_str::<StatusLine>(&line) {
                 Ok(StatusLine::Created { pid: p }) => {
+                    t.lap("runtime-create");
                     pid = p;
                     if mcfg_wait_go {
                         for tx in std::mem::take(&mut attachers) {
@@ -750,6 +765,7 @@ impl Engine {
                     }
                 }
                 Ok(StatusLine::Started { pid: p }) => {
+                    t.lap("runtime-start");
                     pid = if p > 0 { p } else { pid };
                     break;
                 }
@@ -841,6 +857,7 @@ impl Engine {
     /// Applies the end of a run: reads the exit record, updates the state, notifies
     /// waiters, then applies the restart policy or auto-removal.
     async fn on_exit(&self, id: &str) {
+        let mut t = crate::timing::Phases::new("exit");
         let paths = self.paths(id);
         let rec_file = std::fs::read(paths.exit_file())
             .ok()
@@ -861,7 +878,9 @@ impl Engine {
                 (255, false, now())
             }
         };
+        t.lap("read");
         self.inner.net.detach(id);
+        t.lap("net-detach");
         let (rec, restart_delay) = {
             let mut st = self.lock();
             let Some(e) = st.by_id.get_mut(id) else {
@@ -919,6 +938,7 @@ impl Engine {
             (rec, delay)
         };
         let _ = self.persist(&rec, false);
+        t.lap("persist");
         let extra = vec![("exitCode", exit_code.to_string())];
         if oom {
             self.publish("oom", &rec, &[]);
@@ -1248,6 +1268,7 @@ impl Engine {
             e.rec.state.status = Status::Removing;
             e.rec.clone()
         };
+        let mut t = crate::timing::Phases::new("remove");
         let paths = self.paths(&id);
         let gone = self
             .inner
@@ -1259,11 +1280,22 @@ impl Engine {
             tracing::warn!("rename {}: {e}", paths.dir.display());
         }
         let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
+        t.lap("rename+umount");
         self.inner.net.detach(&id);
+        t.lap("net-detach");
         crate::volumes::release_volumes(&self.inner.volumes, &rec, &gone, remove_volumes);
-        let _ = self.inner.images.remove_rootfs(&id);
-        let _ = std::fs::remove_dir_all(&paths.bundle);
-        let _ = std::fs::remove_dir_all(&gone);
+        t.lap("volumes");
+        // The container is gone from the API once its directory is renamed; deleting its
+        // files (upper dir, bundle, logs) is slow on a busy disk and done off the request
+        // path. A daemon stopped before it finishes redoes it at start (`load`).
+        let engine = self.clone();
+        let bundle = paths.bundle.clone();
+        let (rid, rgone) = (id.clone(), gone.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = engine.inner.images.remove_rootfs(&rid);
+            let _ = std::fs::remove_dir_all(&bundle);
+            let _ = std::fs::remove_dir_all(&rgone);
+        });
         {
             let mut st = self.lock();
             if let Some(e) = st.by_id.remove(&id) {

@@ -36,6 +36,7 @@ pub mod stats;
 pub mod volumes;
 
 mod engine;
+mod timing;
 
 pub use engine::{AttachStream, Engine, EngineConfig, ListOptions, WaitCondition};
 pub use error::{EngineError, Result};

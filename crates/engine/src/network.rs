@@ -291,10 +291,9 @@ impl NetService {
     /// Tears down a container's networking after its run: disconnects every endpoint
     /// (releasing addresses and ports) and removes its namespace. Idempotent.
     pub fn detach(&self, id: &str) {
-        for ep in self.mgr.endpoints(id) {
-            if let Err(e) = self.mgr.disconnect(id, &ep.network_id) {
-                tracing::warn!("disconnect {id} from {}: {e}", ep.network_name);
-            }
+        // The veths go with the namespace, below: only addresses and ports to release.
+        if let Err(e) = self.mgr.release_container(id) {
+            tracing::warn!("release the network endpoints of {id}: {e}");
         }
         let _ = self.mgr.unpublish_ports(id);
         let path = self.netns_path(id);
@@ -431,9 +430,18 @@ pub fn container_net(
 
 /// Saves a container's `NetworkingConfig` into its directory.
 pub fn save_networking(cdir: &Path, cfg: &api::NetworkingConfig) -> Result<()> {
+    write_networking(cdir, cfg, true)
+}
+
+/// Writes a container's `NetworkingConfig`, with fsync when `durable`.
+pub(crate) fn write_networking(
+    cdir: &Path,
+    cfg: &api::NetworkingConfig,
+    durable: bool,
+) -> Result<()> {
     let data = serde_json::to_vec(cfg)
         .map_err(|e| EngineError::Runtime(format!("serialize networking config: {e}")))?;
-    crate::fsutil::write_atomic(&cdir.join(NETWORKING_FILE), &data, true)
+    crate::fsutil::write_atomic(&cdir.join(NETWORKING_FILE), &data, durable)
 }
 
 /// Loads a container's `NetworkingConfig` (empty when it has none).

@@ -299,8 +299,19 @@ impl NetworkManager {
         }
     }
 
+    /// Saves the state durably (temporary file, fsync, rename, fsync of the directory):
+    /// for networks, which only their owner creates and removes.
     fn save(&self, inner: &Inner) -> Result<()> {
-        inner.state.save(&self.state_path)
+        inner.state.save(&self.state_path, true)
+    }
+
+    /// Saves the state atomically but without fsync: for endpoints and published ports,
+    /// which change with every container start and stop. A daemon killed at any moment
+    /// leaves a whole file (rename is atomic, the page cache survives the process); after
+    /// a host crash no container runs, and [`Self::reconcile`] drops whatever endpoints
+    /// and ports the file still lists.
+    fn save_endpoints(&self, inner: &Inner) -> Result<()> {
+        inner.state.save(&self.state_path, false)
     }
 
     /// Subnets that a new network must not overlap: other networks and host routes that
@@ -753,7 +764,7 @@ impl NetworkManager {
                 }
             }
         };
-        if let Err(e) = self.save(&inner) {
+        if let Err(e) = self.save_endpoints(&inner) {
             if let Some(b) = before {
                 self.remove_published_tail(&mut inner, &c.container_id, b);
             }
@@ -784,14 +795,47 @@ impl NetworkManager {
                 network: net.name.clone(),
             });
         };
-        self.release_endpoint(&mut inner, idx, &ep)?;
-        self.save(&inner)
+        self.release_endpoint(&mut inner, idx, &ep, true)?;
+        self.save_endpoints(&inner)
+    }
+
+    /// Releases every endpoint of a container whose network namespace is about to be
+    /// destroyed (the container has exited): addresses, DNS names and published ports
+    /// are released, but the veth pairs are left to the kernel, which deletes them with
+    /// the namespace. Deleting a veth synchronously costs tens of milliseconds of RCU
+    /// grace periods, and this is on the path of every container exit.
+    pub fn release_container(&self, container_id: &str) -> Result<()> {
+        let mut inner = self.lock();
+        let mut changed = false;
+        for idx in 0..inner.state.networks.len() {
+            let ep = inner.state.networks[idx]
+                .network
+                .endpoints
+                .get(container_id)
+                .cloned();
+            if let Some(ep) = ep {
+                self.release_endpoint(&mut inner, idx, &ep, false)?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.save_endpoints(&inner)?;
+        }
+        Ok(())
     }
 
     /// Removes an endpoint from kernel and state (not saved); says whether ports published
     /// to it were released too.
-    fn release_endpoint(&self, inner: &mut Inner, idx: usize, ep: &Endpoint) -> Result<bool> {
-        link::delete(&ep.veth_host)?;
+    fn release_endpoint(
+        &self,
+        inner: &mut Inner,
+        idx: usize,
+        ep: &Endpoint,
+        delete_link: bool,
+    ) -> Result<bool> {
+        if delete_link {
+            link::delete(&ep.veth_host)?;
+        }
         let rec = &mut inner.state.networks[idx];
         rec.network.endpoints.remove(&ep.container_id);
         if let Some(a) = rec.ipam.as_mut() {
@@ -846,7 +890,7 @@ impl NetworkManager {
             &network_id,
             &resolved,
         )?;
-        if let Err(e) = self.save(&inner) {
+        if let Err(e) = self.save_endpoints(&inner) {
             self.remove_published_tail(&mut inner, container_id, before);
             return Err(e);
         }
@@ -978,7 +1022,7 @@ impl NetworkManager {
         let rules = inner.fw_ports(&gone.iter().collect::<Vec<_>>());
         self.change_ports(&inner, &rules, false)?;
         inner.reservations.remove(container_id);
-        self.save(&inner)
+        self.save_endpoints(&inner)
     }
 
     /// After a daemon crash: releases endpoints and ports of containers not in `live`
@@ -996,7 +1040,7 @@ impl NetworkManager {
                 .cloned()
                 .collect();
             for ep in dead {
-                if self.release_endpoint(&mut inner, idx, &ep)?
+                if self.release_endpoint(&mut inner, idx, &ep, true)?
                     && !report.ports_released.contains(&ep.container_id)
                 {
                     report.ports_released.push(ep.container_id.clone());

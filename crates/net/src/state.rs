@@ -216,18 +216,22 @@ impl State {
     }
 
     /// Writes the state file: temporary file, fsync, rename, fsync of the directory.
-    pub(crate) fn save(&self, path: &Path) -> Result<()> {
+    pub(crate) fn save(&self, path: &Path, durable: bool) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self)
             .map_err(|e| NetError::io(path, std::io::Error::other(e)))?;
         let tmp = path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(|e| NetError::io(&tmp, e))?;
         f.write_all(&bytes).map_err(|e| NetError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| NetError::io(&tmp, e))?;
+        if durable {
+            f.sync_all().map_err(|e| NetError::io(&tmp, e))?;
+        }
         drop(f);
         std::fs::rename(&tmp, path).map_err(|e| NetError::io(path, e))?;
-        if let Some(dir) = path.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
+        if durable {
+            if let Some(dir) = path.parent() {
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
             }
         }
         Ok(())

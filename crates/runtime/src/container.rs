@@ -67,6 +67,20 @@ pub struct Runtime {
     systemd_cgroup: bool,
 }
 
+impl Runtime {
+    /// The container's seccomp filter compiled to BPF, from the cache under
+    /// `<root>/.seccomp` when an equal profile was compiled before (see
+    /// `seccomp::Program`). Compiled here, before the fork, so that the child only loads it.
+    fn seccomp_program(&self, spec: &Spec) -> Result<Option<seccomp::Program>> {
+        let Some(s) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(None);
+        };
+        seccomp::Program::compile_cached(s, &self.root.join(".seccomp"))
+            .map(Some)
+            .map_err(Error::Seccomp)
+    }
+}
+
 /// Removes what a failed `create` made, unless disarmed.
 struct Cleanup {
     dir: Option<PathBuf>,
@@ -385,6 +399,7 @@ impl Runtime {
             no_new_keyring: opts.no_new_keyring,
             id,
             exec: false,
+            seccomp: self.seccomp_program(&bundle.spec)?,
         };
         // SAFETY: the runtime is single-threaded (see the module docs), so the child may
         // allocate and run arbitrary code.
@@ -973,6 +988,7 @@ impl Runtime {
             no_new_keyring: true,
             id,
             exec: true,
+            seccomp: self.seccomp_program(&rec.config)?,
         };
         // SAFETY: single-threaded caller, as for create.
         let stage1 = match unsafe { fork() }.map_err(sys_err("fork"))? {

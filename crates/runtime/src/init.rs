@@ -58,6 +58,8 @@ pub(crate) struct ChildArgs<'a> {
     pub id: &'a str,
     /// Exec into an existing container instead of creating one.
     pub exec: bool,
+    /// The seccomp filter, compiled before the fork.
+    pub seccomp: Option<seccomp::Program>,
 }
 
 fn exit(code: i32) -> ! {
@@ -294,11 +296,11 @@ fn enter_cgroup(a: &ChildArgs, new_ns: bool) -> CResult<()> {
 }
 
 /// A process ready to be executed.
-struct Ready {
+struct Ready<'a> {
     path: std::ffi::CString,
     argv: Vec<std::ffi::CString>,
     env: Vec<std::ffi::CString>,
-    filter: Option<seccomp::Filter>,
+    filter: Option<&'a seccomp::Program>,
     no_new_privs: bool,
     /// Run the program under the container's own init (`--init`, see [`crate::reaper`]).
     init: bool,
@@ -306,7 +308,7 @@ struct Ready {
     terminal: bool,
 }
 
-impl Ready {
+impl Ready<'_> {
     /// Sets no_new_privs, loads seccomp and execs. Returns only on failure.
     fn exec(self) -> CResult<Infallible> {
         if self.no_new_privs {
@@ -315,8 +317,8 @@ impl Ready {
                 return Err(format!("set no_new_privs: {}", nix::errno::Errno::last()));
             }
         }
-        if let Some(f) = &self.filter {
-            f.load().ctx(|| "load the seccomp filter".into())?;
+        if let Some(f) = self.filter {
+            load_seccomp(f)?;
         }
         if self.init {
             crate::reaper::fork_init(self.terminal, &self.argv)?;
@@ -326,8 +328,49 @@ impl Ready {
     }
 }
 
+/// Installs a compiled seccomp program on the calling thread (every thread with TSYNC).
+/// Needs no_new_privs or CAP_SYS_ADMIN.
+fn load_seccomp(p: &seccomp::Program) -> CResult<()> {
+    let mut insns: Vec<libc::sock_filter> = p
+        .instructions
+        .chunks_exact(seccomp::INSN_LEN)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let len = u16::try_from(insns.len())
+        .map_err(|_| format!("seccomp filter of {} instructions is too long", insns.len()))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: insns.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points to `len` initialised sock_filter structs in `insns`, which
+    // outlives the call; the kernel copies the program and keeps no pointer to it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            p.flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r != 0 {
+        let e = nix::errno::Errno::last();
+        return Err(match e {
+            nix::errno::Errno::EACCES => {
+                "load the seccomp filter: it needs no_new_privs or CAP_SYS_ADMIN".to_string()
+            }
+            e => format!("load the seccomp filter: {e}"),
+        });
+    }
+    Ok(())
+}
+
 /// Applies everything but no_new_privs and seccomp, and finds the executable.
-fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
+fn prepare_process<'a>(a: &'a ChildArgs, keep: &[RawFd]) -> CResult<Ready<'a>> {
     let p = a.process;
     // Before seccomp and before the capabilities are dropped (RT classes need them).
     crate::sched::apply(p, Some(a.spec))?;
@@ -343,16 +386,13 @@ fn prepare_process(a: &ChildArgs, keep: &[RawFd]) -> CResult<Ready> {
     let mut keep = keep.to_vec();
     keep.push(a.sock.raw());
     process::fix_fds(a.preserve_fds, &keep)?;
-    let mut filter = match a.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(seccomp::Filter::compile(s).ctx(|| "compile the seccomp profile".into())?),
-        None => None,
-    };
+    let mut filter = a.seccomp.as_ref();
     let no_new_privs = p.no_new_privileges() == Some(true);
     if !no_new_privs {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now, while
         // we still have it (the remaining setup must then pass the filter, as with runc).
         if let Some(f) = filter.take() {
-            f.load().ctx(|| "load the seccomp filter".into())?;
+            load_seccomp(f)?;
         }
     }
     process::set_user_and_caps(p)?;

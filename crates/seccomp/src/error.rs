@@ -51,6 +51,13 @@ pub enum SeccompError {
     /// `no_new_privs` first).
     #[error("loading a seccomp filter needs no_new_privs or CAP_SYS_ADMIN")]
     NeedsPrivilege,
+    /// Exporting the compiled filter as BPF failed.
+    #[error("failed to export the seccomp filter as BPF")]
+    Export {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The kernel refused the filter.
     #[error("failed to load the seccomp filter")]
     Load {
@@ -68,6 +75,7 @@ impl HasKind for SeccompError {
             | SeccompError::Arch { .. }
             | SeccompError::Flag { .. } => ErrorKind::Unavailable,
             SeccompError::Libseccomp { .. } => ErrorKind::InvalidArgument,
+            SeccompError::Export { .. } => ErrorKind::Internal,
             SeccompError::Load { .. } | SeccompError::NeedsPrivilege => {
                 ErrorKind::FailedPrecondition
             }

@@ -18,6 +18,9 @@
 //! when the spec asks for it, and otherwise must load the filter while it still holds
 //! `CAP_SYS_ADMIN`.
 //!
+//! [`Program`] is the same filter exported as classic BPF (plain data that survives a
+//! fork), optionally cached on disk by profile: see the `program` module.
+//!
 //! [`docker_default`] builds Docker's default profile for a set of capabilities and an
 //! architecture.
 
@@ -25,6 +28,7 @@
 
 mod docker;
 mod error;
+mod program;
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -35,6 +39,7 @@ use oci_spec::runtime::{
 
 pub use docker::docker_default;
 pub use error::SeccompError;
+pub use program::{Program, FLAG_LOG, FLAG_SPEC_ALLOW, FLAG_TSYNC, INSN_LEN};
 
 /// Number of syscall arguments a condition can test.
 const MAX_ARGS: usize = 6;
