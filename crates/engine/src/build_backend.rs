@@ -5,7 +5,9 @@
 //!
 //! A build state's layers are **diff ids** (`sha256:` of the uncompressed layer tar), so a
 //! state is an image config without the timestamps ([`ImageState::to_image_json`]). Each
-//! layer is known to the store in two forms: a gzip blob in the content store and a
+//! layer is known to the store in two forms: a blob in the content store (layers the
+//! builder makes are uncompressed tars, `application/vnd.oci.image.layer.v1.tar`, as
+//! Docker keeps them locally: compression is most of the cost of a large `COPY`) and a
 //! committed overlay snapshot per chain id (see `store::snapshot`). The backend finds the
 //! blob of a diff id in this order: layers it wrote or resolved during this process, the
 //! persistent map `<store root>/buildcache/layers/<diff id hex>.json` (one OCI descriptor
@@ -21,7 +23,7 @@
 //!   `berth-runtime run` executes it in the foreground, its stdout and stderr (one pipe,
 //!   so their order is kept) copied into the build log. On exit 0 the snapshot is unmounted,
 //!   the mount points the runtime had to create are dropped from the upper dir, and the
-//!   upper dir becomes a gzip layer blob plus a committed snapshot. Whatever happens, the
+//!   upper dir becomes a layer blob plus a committed snapshot. Whatever happens, the
 //!   runtime state, the mount, the active snapshot and the bundle are removed before `run`
 //!   returns.
 //! * **Network of `RUN` steps** (`RUN --network`, else [`BackendConfig::default_network`],
@@ -977,26 +979,21 @@ impl StoreBuildBackend {
             .content()
             .writer(&ref_key)
             .map_err(wrap("opening a layer upload"))?;
-        let mut gz = flate2::write::GzEncoder::new(bw, flate2::Compression::fast());
-        let diff = match store::layer::write_diff(&upper, &mut gz) {
+        // Uncompressed, as Docker keeps build layers locally: compressing is most of the
+        // cost of a large COPY and a push may compress later.
+        let mut bw = bw;
+        let diff = match store::layer::write_diff(&upper, &mut bw) {
             Ok(d) => d,
             Err(e) => {
                 let _ = self.store.content().abort_ingest(&ref_key);
                 return Err(wrap(format!("writing the changes of {key}"))(e));
             }
         };
-        let bw = match gz.finish() {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = self.store.content().abort_ingest(&ref_key);
-                return Err(ioerr("compressing a layer")(e));
-            }
-        };
         let size = bw.offset();
         let digest = bw
-            .commit(Some(size), None)
+            .commit(Some(size), Some(&diff.diff_id))
             .map_err(wrap("storing a layer blob"))?;
-        let desc = Descriptor::new(media_types::OCI_LAYER_GZIP, digest.clone(), size);
+        let desc = Descriptor::new(media_types::OCI_LAYER, digest.clone(), size);
         let diff_id = diff.diff_id.to_string();
         let chain = match parent_top {
             None => diff.diff_id.clone(),
