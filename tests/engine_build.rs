@@ -329,6 +329,19 @@ fn run_steps_use_the_build_network() {
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("nosuchnet"), "{log}");
 
+    // A RUN that fails on the bridge leaves no endpoint behind either.
+    let ctx4 = d.dir.path().join("failctx");
+    write(
+        &ctx4,
+        "Dockerfile",
+        "FROM busybox\nRUN ip route && exit 7\n",
+    );
+    let out = docker_build(&d, &["-t", "failnet", ctx4.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains(&format!("default via {gw}")), "{log}");
+    assert!(log.contains("returned a non-zero code: 7"), "{log}");
+
     // Nothing of the build containers is left on the networks or in the netns dir.
     let o = d.docker(&[
         "network",

@@ -1854,6 +1854,31 @@ mod tests {
     }
 
     #[test]
+    fn network_modes() {
+        for m in ["", "default", "bridge"] {
+            assert_eq!(DefaultNetwork::from_mode(m), DefaultNetwork::Bridge);
+        }
+        assert_eq!(DefaultNetwork::from_mode("host"), DefaultNetwork::Host);
+        assert_eq!(DefaultNetwork::from_mode("none"), DefaultNetwork::None);
+        let named = DefaultNetwork::from_mode("mynet");
+        assert_eq!(named, DefaultNetwork::Named("mynet".into()));
+        assert_eq!(named.bridge_network(), Some("mynet"));
+        assert_eq!(DefaultNetwork::Bridge.bridge_network(), Some("bridge"));
+        assert_eq!(DefaultNetwork::Host.bridge_network(), None);
+        assert_eq!(DefaultNetwork::None.bridge_network(), None);
+    }
+
+    #[test]
+    fn downloads_refuse_other_schemes_and_bad_urls() {
+        let d = std::env::temp_dir().join(format!("berth-bb-dl-{}", unique()));
+        let e = download("ftp://example.invalid/x", &d, 10).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        let e = download("http://[::1", &d, 10).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        assert!(!d.exists());
+    }
+
+    #[test]
     fn cache_keys_must_be_hex() {
         assert!(safe_key("0123abcdef"));
         assert!(!safe_key("../x"));
