@@ -212,6 +212,7 @@ fn run_steps_use_the_build_network() {
          RUN wget -q -O /fetched http://$GW:$PORT/\n\
          RUN --network=none cat /proc/net/dev > /dev-none\n\
          RUN --network=host cat /proc/net/dev > /dev-host\n\
+         RUN grep Seccomp: /proc/self/status > /seccomp\n\
          CMD [\"cat\", \"/addr\", \"/route\", \"/fetched\"]\n",
     );
     let gw_arg = format!("GW={gw}");
@@ -250,6 +251,11 @@ fn run_steps_use_the_build_network() {
     };
     assert_eq!(interfaces(&cat("/dev-default")), ["eth0", "lo"]);
     assert_eq!(interfaces(&cat("/dev-none")), ["lo"]);
+    // RUN steps run under Docker's default seccomp profile (mode 2: filter).
+    assert_eq!(
+        cat("/seccomp").split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "2"]
+    );
     let host = interfaces(&std::fs::read_to_string("/proc/net/dev").unwrap());
     assert!(
         interfaces(&cat("/dev-host")).contains(&d.net.bridge) && host.contains(&d.net.bridge),
@@ -339,7 +345,11 @@ fn run_steps_use_the_build_network() {
     let out = docker_build(&d, &["-t", "failnet", ctx4.to_str().unwrap()]);
     let log = text(&out);
     assert!(!out.status.success(), "{log}");
-    assert!(log.contains(&format!("default via {gw}")), "{log}");
+    assert!(
+        log.contains(&format!("default via {gw}")),
+        "{log}\n{}",
+        d.log()
+    );
     assert!(log.contains("returned a non-zero code: 7"), "{log}");
 
     // Nothing of the build containers is left on the networks or in the netns dir.
@@ -617,4 +627,63 @@ fn seed_demo_debian_nginx_build_serves_a_page() {
         .map(|r| r.count())
         .unwrap_or(0);
     assert_eq!(brif, 0, "a veth is left in the bridge");
+}
+
+/// A client that hangs up before its build answers must not take the daemon down: the
+/// daemon's writes to the closed socket fail with EPIPE instead of killing it with
+/// SIGPIPE (the `berth` binary restores SIGPIPE's default for its CLI commands only).
+#[test]
+fn daemon_survives_clients_that_hang_up_mid_build() {
+    use std::io::Write as _;
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let ctx = d.dir.path().join("hangup");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN for i in $(seq 10); do echo line $i; sleep 0.1; done\n",
+    );
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&ctx)
+        .args(["-cf", "-", "Dockerfile"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    // Several clients send a whole build request and close the connection at once; the
+    // daemon answers (and streams the step's output) into closed sockets.
+    for _ in 0..3 {
+        let mut s = std::os::unix::net::UnixStream::connect(&d.sock).unwrap();
+        let head = format!(
+            "POST /build?t=hangup HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+            tar.stdout.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&tar.stdout).unwrap();
+        drop(s);
+    }
+    // The steps go on writing for a second; then every build has cleaned up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let (st, _) = d
+            .try_request("GET", "/_ping", None)
+            .unwrap_or_else(|e| panic!("daemon gone after clients hung up: {e:?}\n{}", d.log()));
+        assert_eq!(st, 200);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let build_dir = d.root.join("tmp/build");
+        if !mounts.contains(build_dir.to_str().unwrap()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abandoned builds left mounts behind"
+        );
+    }
+    // And the daemon still builds.
+    let out = docker_build(&d, &["-t", "after", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
 }

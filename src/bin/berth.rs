@@ -160,6 +160,14 @@ fn main() {
             std::process::exit(125);
         }
     };
+    // Servers must survive a client that hangs up mid-response (a write to a closed
+    // unix socket raises SIGPIPE): ignore it there, so the write fails with EPIPE.
+    if matches!(args.command, Cmd::Daemon(_) | Cmd::Registry(_)) {
+        // SAFETY: as above; SIG_IGN installs no handler code and no thread runs yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
     let code = match args.command {
         Cmd::Daemon(d) => daemon(d),
         Cmd::Registry(r) => registry(r),

@@ -18,8 +18,8 @@
 //!   and mounted under the scratch directory; an OCI bundle is written next to it (the
 //!   `RunSpec`'s argv, env, workdir and user, Docker's default capabilities, masked and
 //!   read-only paths and device rules, new pid/ipc/uts/mount namespaces, cgroup
-//!   `/berth-build/<container id>`, the host's `/etc/resolv.conf` and a generated
-//!   `/etc/hosts` as private copies; no seccomp filter yet) and
+//!   `/berth-build/<container id>`, private copies of `/etc/resolv.conf` and `/etc/hosts`
+//!   (see the network below), Docker's default seccomp profile) and
 //!   `berth-runtime run` executes it in the foreground, its stdout and stderr (one pipe,
 //!   so their order is kept) copied into the build log. On exit 0 the snapshot is unmounted,
 //!   the mount points the runtime had to create are dropped from the upper dir, and the
@@ -1139,6 +1139,11 @@ impl StoreBuildBackend {
             (None, _) => namespaces.push(serde_json::json!({"type": "network"})),
         }
         let caps = DEFAULT_CAPS;
+        // Docker's default seccomp profile, as for containers.
+        let cap_names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        let seccomp =
+            serde_json::to_value(seccomp::docker_default(&cap_names, std::env::consts::ARCH))
+                .map_err(|e| ioerr("encoding the seccomp profile")(io::Error::other(e)))?;
         let dev = |t: &str, major: i64, minor: Option<i64>| serde_json::json!({"allow": true, "type": t, "major": major, "minor": minor, "access": "rwm"});
         Ok(serde_json::json!({
             "ociVersion": "1.2.0",
@@ -1174,7 +1179,8 @@ impl StoreBuildBackend {
                     dev("c", 10, Some(200))
                 ]},
                 "maskedPaths": MASKED_PATHS,
-                "readonlyPaths": READONLY_PATHS
+                "readonlyPaths": READONLY_PATHS,
+                "seccomp": seccomp
             }
         }))
     }
