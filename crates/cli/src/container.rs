@@ -623,6 +623,11 @@ async fn wait_exit(ctx: &Ctx, id: &str) -> Result<i32> {
         .client
         .post_json(&format!("/containers/{}/wait", path_of(id)), None)
         .await?;
+    Ok(wait_code(&v))
+}
+
+/// The exit code in a wait response, printing its error message if it has one.
+fn wait_code(v: &Value) -> i32 {
     if let Some(e) = v
         .get("Error")
         .and_then(|e| e.get("Message"))
@@ -632,7 +637,7 @@ async fn wait_exit(ctx: &Ctx, id: &str) -> Result<i32> {
             eprintln!("{e}");
         }
     }
-    Ok(v.get("StatusCode").and_then(Value::as_i64).unwrap_or(0) as i32)
+    v.get("StatusCode").and_then(Value::as_i64).unwrap_or(0) as i32
 }
 
 /// `berth run`.
@@ -642,7 +647,9 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         bail!("the input device is not a TTY");
     }
     let keys = detach_keys(&a.detach_keys)?;
-    let id = create_container(ctx, opts, a.detach && opts.rm).await?;
+    // As docker: `--rm` is the daemon's AutoRemove, so the container goes as soon as it
+    // exits, even if this client dies.
+    let id = create_container(ctx, opts, opts.rm).await?;
     let cpath = format!("/containers/{id}");
     if a.detach {
         if let Err(e) = ctx.client.post_json(&format!("{cpath}/start"), None).await {
@@ -667,9 +674,31 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     } else {
         None
     };
+    // With AutoRemove the container may be gone by the time the program's output ends:
+    // register the wait for its removal first (the daemon answers the headers once the
+    // wait is registered), and read its exit code from that.
+    let removed = if opts.rm {
+        let resp = ctx
+            .client
+            .request(
+                Method::POST,
+                &format!("{cpath}/wait?condition=removed"),
+                Body::Empty,
+                &[],
+            )
+            .await?;
+        Some(tokio::spawn(async move {
+            use http_body_util::BodyExt as _;
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok(wait_code(&serde_json::from_slice(&body)?))
+        }))
+    } else {
+        None
+    };
     if let Err(e) = ctx.client.post_json(&format!("{cpath}/start"), None).await {
         drop(_raw);
-        if opts.rm {
+        if let Some(w) = removed {
+            w.abort();
             let _ = ctx.client.delete(&format!("{cpath}?force=1&v=1")).await;
         }
         return Err(map_start_error(e));
@@ -696,11 +725,10 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
     if detached {
         return Ok(0);
     }
-    let code = wait_exit(ctx, &id).await?;
-    if opts.rm {
-        let _ = ctx.client.delete(&format!("{cpath}?v=1&force=1")).await;
+    match removed {
+        Some(w) => w.await?,
+        None => wait_exit(ctx, &id).await,
     }
-    Ok(code)
 }
 
 fn map_start_error(e: anyhow::Error) -> anyhow::Error {

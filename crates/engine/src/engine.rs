@@ -580,7 +580,8 @@ impl Engine {
             // snapshot is an error.
             tracing::debug!("image {} of container {id} no longer tagged", rec.image_id);
         }
-        let mounts = self.inner.images.rootfs_mounts(id)?;
+        let mut mounts = self.inner.images.rootfs_mounts(id)?;
+        volatile_overlay(&mut mounts, rec.host_config.auto_remove);
         mount_rootfs(&rootfs, &mounts)?;
         t.lap("mount");
         let started = self.start_mounted(rec, &paths, attachers, &mut t).await;
@@ -1794,6 +1795,26 @@ async fn connect_streams(sock: &Path) -> Result<UnixStream> {
 }
 
 /// Mounts a container's root filesystem at `target`.
+/// Makes the overlay of an auto-removed container `volatile`: its writable layer never
+/// outlives the container, so overlayfs need not sync the upper filesystem at unmount
+/// (a `syncfs` of the whole host filesystem, on the path of every exit). A volatile mount
+/// leaves `work/incompat/volatile` in its workdir, which makes the next mount of the same
+/// dirs fail; it is removed before every mount (a clean unmount preceded it: the monitor
+/// unmounts before it records the exit).
+fn volatile_overlay(mounts: &mut [store::Mount], volatile: bool) {
+    for m in mounts.iter_mut().filter(|m| m.kind == "overlay") {
+        if let Some(w) = m.options.iter().find_map(|o| o.strip_prefix("workdir=")) {
+            let marker = Path::new(w).join("work/incompat/volatile");
+            if marker.exists() {
+                let _ = std::fs::remove_dir_all(&marker);
+            }
+        }
+        if volatile {
+            m.options.push("volatile".to_string());
+        }
+    }
+}
+
 fn mount_rootfs(target: &Path, mounts: &[store::Mount]) -> Result<()> {
     store::snapshot::mount_all(mounts, target).map_err(EngineError::store)
 }
