@@ -687,3 +687,113 @@ fn daemon_survives_clients_that_hang_up_mid_build() {
     let out = docker_build(&d, &["-t", "after", ctx.to_str().unwrap()]);
     assert!(out.status.success(), "{}\n{}", text(&out), d.log());
 }
+
+/// `berth registry serve` on a free port of 127.0.0.1 (a retry picks another port if the
+/// probed one was taken); killed on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr = format!("127.0.0.1:{port}");
+            let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["registry", "serve", "--addr", &addr, "--root"])
+                .arg(dir.path().join("root"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn berth registry serve");
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < until {
+                if std::net::TcpStream::connect(&addr).is_ok() {
+                    return LocalRegistry {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("berth registry serve did not come up");
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `FROM` image that is not in the store is pulled from its registry (here berth's own
+/// on loopback), as `docker build` does; an unreachable registry is a clear error.
+#[test]
+fn missing_base_image_is_pulled_from_its_registry() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let reg = LocalRegistry::start();
+    let remote = format!("{}/base/busybox:1", reg.addr);
+    for args in [
+        vec!["tag", "busybox:latest", remote.as_str()],
+        vec!["push", remote.as_str()],
+        vec!["rmi", remote.as_str()],
+    ] {
+        let o = d.docker(&args);
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+    }
+    let ctx = d.dir.path().join("pullctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!("FROM {remote}\nRUN echo pulled > /ok\nCMD [\"cat\", \"/ok\"]\n"),
+    );
+    let out = docker_build(&d, &["-t", "pulledbase", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}\n{}", d.log());
+    assert!(
+        log.contains(&format!("1: Pulling from {}/base/busybox", reg.addr)),
+        "{log}"
+    );
+    assert!(log.contains("Status: Downloaded newer image for"), "{log}");
+    let run = d.docker(&["run", "--rm", "pulledbase"]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "pulled\n",
+        "{}",
+        text(&run)
+    );
+    // The base is now local: a second build does not pull again.
+    let out = docker_build(&d, &["-t", "pulledbase2", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("Pulling from"), "{log}");
+
+    let dead = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    write(&ctx, "Dockerfile", &format!("FROM {dead_addr}/nothing:1\n"));
+    let out = docker_build(&d, &["-t", "nobase", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains(&format!("{dead_addr}/nothing:1")), "{log}");
+}

@@ -2,8 +2,9 @@
 //!
 //! The request body (the context tar, plain or gzip) is streamed to a blocking thread that
 //! unpacks it on disk (never whole in memory), then `build::build` runs there over the
-//! engine's [`StoreBuildBackend`]. Every write of the builder's log becomes one
-//! `{"stream": "..."}` line of the response as it happens; the result ends with
+//! engine's [`StoreBuildBackend`] (with the engine's network manager for `RUN` steps and
+//! an anonymous registry pull for missing base images). Every write of the builder's log
+//! becomes one `{"stream": "..."}` line of the response as it happens; the result ends with
 //! `{"aux":{"ID":"sha256:..."}}`, a failure with `{"errorDetail":{...},"error":"..."}`,
 //! exactly as docker's classic builder answers.
 
@@ -13,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use engine::build_backend::{BackendConfig, DefaultNetwork, StoreBuildBackend};
+use engine::build_backend::{BackendConfig, DefaultNetwork, PullFn, StoreBuildBackend};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -127,7 +128,9 @@ pub(super) async fn build(
             let ctx = build::BuildContext::from_tar_limited(body, Some(&scratch), MAX_CONTEXT)
                 .map_err(|e| error_chain(&e))?;
             clean_stale_once(&store, &backend_cfg);
-            let mut backend = StoreBuildBackend::new(store, backend_cfg, None).with_network(net);
+            let pull = pull_fn(store.clone());
+            let mut backend =
+                StoreBuildBackend::new(store, backend_cfg, Some(pull)).with_network(net);
             build::build(&opts, &ctx, &mut backend, &mut out).map_err(|e| error_chain(&e))
         })();
         match result {
@@ -155,6 +158,56 @@ pub(super) async fn build(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap_or_default())
+}
+
+/// Pulls a missing base image (`FROM`, or every one under `--pull`) from its registry
+/// anonymously, like `docker pull`, and unpacks it; the build log shows docker's pull
+/// lines. Runs the registry client on its own small runtime (the builder is on a blocking
+/// thread).
+fn pull_fn(store: store::Store) -> PullFn {
+    Box::new(
+        move |name: &str, out: &mut dyn Write| -> Result<(), String> {
+            let reference = store::Reference::parse(name)
+                .map_err(|e| format!("invalid reference format {name:?}: {e}"))?;
+            let client =
+                distribution::client::RegistryClient::new(distribution::client::ClientConfig {
+                    use_docker_config: false,
+                    ..Default::default()
+                })
+                .map_err(|e| error_chain(&e))?;
+            let tag = reference
+                .tag
+                .clone()
+                .or_else(|| reference.digest.as_ref().map(|d| d.to_string()))
+                .unwrap_or_else(|| "latest".into());
+            // One write per line: each write is one message of the output stream.
+            let mut line = |text: String| {
+                let _ = out.write_all(text.as_bytes());
+            };
+            line(format!(
+                "{tag}: Pulling from {}\n",
+                reference.familiar_name()
+            ));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting a runtime to pull {name}: {e}"))?;
+            let images = store.images().clone();
+            let progress = |_: distribution::client::Progress| {};
+            let rec = rt
+                .block_on(client.pull(&reference, &images, &progress))
+                .map_err(|e| error_chain(&e))?;
+            store.unpack(&rec).map_err(|e| error_chain(&e))?;
+            if let Some(d) = rec.repo_digests.first().and_then(|d| d.split_once('@')) {
+                line(format!("Digest: {}\n", d.1));
+            }
+            line(format!(
+                "Status: Downloaded newer image for {}\n",
+                reference.familiar()
+            ));
+            Ok(())
+        },
+    )
 }
 
 /// Before the first build of this daemon process: removes what builds of an earlier,
