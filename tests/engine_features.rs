@@ -212,6 +212,17 @@ fn stats_api_berth_and_docker_cli() {
         "{text}"
     );
     assert!(text.contains("64MiB"), "{text}");
+    // docker stats streams (stream=true) until killed (it outlives SIGTERM and SIGINT
+    // without a terminal): several frames.
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "4", "docker", "stats", "--no-trunc", "st1"])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches(id.as_str()).count() >= 2, "{text}");
     // A stopped container: one all-zero object.
     let (st, _) = d.request("POST", "/containers/st1/kill", None);
     assert_eq!(st, 204);
