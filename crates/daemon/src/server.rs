@@ -862,7 +862,15 @@ async fn exec_start(State(s): State<AppState>, Path(id): Path<String>, mut req: 
     let mut proc = s.engine.exec_start(&id).await?;
     let engine = s.engine.clone();
     if let Some(master) = proc.console.take() {
-        return exec_tty::serve(engine, id, proc, master, on_upgrade, sc.detach);
+        return exec_tty::serve(
+            engine,
+            id,
+            proc,
+            master,
+            on_upgrade,
+            sc.detach,
+            info.open_stdin,
+        );
     }
     if sc.detach {
         tokio::spawn(async move {

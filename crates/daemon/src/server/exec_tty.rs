@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const DRAIN: Duration = Duration::from_millis(200);
 
 /// Serves a started terminal exec: detached (output discarded), over an upgraded
-/// connection, or as a plain streamed body without stdin.
+/// connection (the client's input typed into the terminal when `stdin`, i.e.
+/// `AttachStdin`), or as a plain streamed body without stdin.
 pub(super) fn serve(
     engine: Engine,
     id: String,
@@ -27,6 +28,7 @@ pub(super) fn serve(
     master: OwnedFd,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     detach: bool,
+    stdin: bool,
 ) -> Res {
     let reader = match master.try_clone() {
         Ok(r) => tokio::fs::File::from_std(std::fs::File::from(r)),
@@ -56,6 +58,10 @@ pub(super) fn serve(
                 let (mut cr, cw) = tokio::io::split(TokioIo::new(upgraded));
                 let mut writer = writer;
                 let input = tokio::spawn(async move {
+                    if !stdin {
+                        // Not attached: the client's input goes nowhere.
+                        std::future::pending::<()>().await;
+                    }
                     let mut buf = vec![0u8; 8192];
                     loop {
                         match cr.read(&mut buf).await {
