@@ -698,7 +698,20 @@ struct LocalRegistry {
 
 impl LocalRegistry {
     fn start() -> LocalRegistry {
+        Self::start_with(None)
+    }
+
+    /// With `htpasswd` (bcrypt lines), the registry asks for basic authentication.
+    fn start_with(htpasswd: Option<&str>) -> LocalRegistry {
         let dir = tempfile::tempdir().unwrap();
+        let auth: Vec<std::ffi::OsString> = match htpasswd {
+            Some(lines) => {
+                let f = dir.path().join("htpasswd");
+                std::fs::write(&f, lines).unwrap();
+                vec!["--htpasswd".into(), f.into_os_string()]
+            }
+            None => Vec::new(),
+        };
         for _ in 0..5 {
             let port = std::net::TcpListener::bind(("127.0.0.1", 0))
                 .unwrap()
@@ -709,6 +722,7 @@ impl LocalRegistry {
             let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
                 .args(["registry", "serve", "--addr", &addr, "--root"])
                 .arg(dir.path().join("root"))
+                .args(&auth)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -796,4 +810,53 @@ fn missing_base_image_is_pulled_from_its_registry() {
     let log = text(&out);
     assert!(!out.status.success(), "{log}");
     assert!(log.contains(&format!("{dead_addr}/nothing:1")), "{log}");
+}
+
+/// The credentials `docker login` stored are sent with the build (`X-Registry-Config`) and
+/// used to pull the base image from a registry that requires them.
+#[test]
+fn base_image_pull_uses_the_clients_registry_credentials() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let hash = Command::new("htpasswd")
+        .args(["-Bbn", "builder", "s3cret"])
+        .output();
+    let Some(hash) = hash.ok().filter(|o| o.status.success()) else {
+        eprintln!("skipping: needs htpasswd (apt-get install apache2-utils)");
+        return;
+    };
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let reg = LocalRegistry::start_with(Some(&String::from_utf8_lossy(&hash.stdout)));
+    let remote = format!("{}/private/busybox:1", reg.addr);
+    let login = ["login", "-u", "builder", "-p", "s3cret", reg.addr.as_str()];
+    for args in [
+        login.to_vec(),
+        vec!["tag", "busybox:latest", remote.as_str()],
+        vec!["push", remote.as_str()],
+        vec!["rmi", remote.as_str()],
+        vec!["logout", reg.addr.as_str()],
+    ] {
+        let o = d.docker(&args);
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+    }
+    let ctx = d.dir.path().join("authctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        &format!("FROM {remote}\nRUN echo ok > /ok\n"),
+    );
+    // Logged out: the registry refuses, the build fails saying which image.
+    let out = docker_build(&d, &["-t", "authbase", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains(&remote), "{log}");
+    // Logged in: the CLI sends its credentials with the build.
+    let o = d.docker(&login);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = docker_build(&d, &["-t", "authbase", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}\n{}", d.log());
+    assert!(log.contains("Pulling from"), "{log}");
 }

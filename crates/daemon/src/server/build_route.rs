@@ -14,6 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
+use distribution::client::Credentials;
 use engine::build_backend::{BackendConfig, DefaultNetwork, PullFn, StoreBuildBackend};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -115,6 +116,7 @@ pub(super) async fn build(
     let store = s.engine.images().store().clone();
     let net = s.engine.networks().manager().clone();
 
+    let auths = registry_config(req.headers());
     let body = body_reader(req);
 
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -128,7 +130,7 @@ pub(super) async fn build(
             let ctx = build::BuildContext::from_tar_limited(body, Some(&scratch), MAX_CONTEXT)
                 .map_err(|e| error_chain(&e))?;
             clean_stale_once(&store, &backend_cfg);
-            let pull = pull_fn(store.clone());
+            let pull = pull_fn(store.clone(), auths);
             let mut backend =
                 StoreBuildBackend::new(store, backend_cfg, Some(pull)).with_network(net);
             build::build(&opts, &ctx, &mut backend, &mut out).map_err(|e| error_chain(&e))
@@ -161,10 +163,10 @@ pub(super) async fn build(
 }
 
 /// Pulls a missing base image (`FROM`, or every one under `--pull`) from its registry
-/// anonymously, like `docker pull`, and unpacks it; the build log shows docker's pull
+/// with the credentials the client sent for it (else anonymously), like `docker pull`, and unpacks it; the build log shows docker's pull
 /// lines. Runs the registry client on its own small runtime (the builder is on a blocking
 /// thread).
-fn pull_fn(store: store::Store) -> PullFn {
+fn pull_fn(store: store::Store, auths: HashMap<String, Credentials>) -> PullFn {
     Box::new(
         move |name: &str, out: &mut dyn Write| -> Result<(), String> {
             let reference = store::Reference::parse(name)
@@ -175,6 +177,9 @@ fn pull_fn(store: store::Store) -> PullFn {
                     ..Default::default()
                 })
                 .map_err(|e| error_chain(&e))?;
+            if let Some(c) = auths.get(&reference.domain) {
+                client.set_credentials(&reference.domain, c.clone());
+            }
             let tag = reference
                 .tag
                 .clone()
@@ -210,6 +215,76 @@ fn pull_fn(store: store::Store) -> PullFn {
     )
 }
 
+/// One registry's entry of `X-Registry-Config` (docker's `AuthConfig`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct AuthEntry {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    /// base64 `user:password`.
+    #[serde(default)]
+    auth: String,
+}
+
+/// The registry domain a key of `X-Registry-Config` names (`https://index.docker.io/v1/`
+/// is Docker Hub).
+fn auth_domain(server: &str) -> String {
+    let s = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or("");
+    if host.is_empty() || host == "index.docker.io" || host == "registry-1.docker.io" {
+        store::reference::DEFAULT_DOMAIN.to_string()
+    } else {
+        host.to_string()
+    }
+}
+
+/// Decodes `X-Registry-Config` (base64url or base64 JSON: registry → `AuthConfig`, what
+/// the docker CLI sends with a build) into credentials by registry domain. A missing or
+/// undecodable header means none (pulls are then anonymous).
+fn registry_config(headers: &axum::http::HeaderMap) -> HashMap<String, Credentials> {
+    use base64::Engine as _;
+    let Some(v) = headers
+        .get("x-registry-config")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return HashMap::new();
+    };
+    let v = v.trim();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(v.trim_end_matches('='))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(v))
+        .unwrap_or_default();
+    let map: HashMap<String, AuthEntry> = serde_json::from_slice(&raw).unwrap_or_default();
+    let mut out = HashMap::new();
+    for (server, e) in map {
+        let creds = if !e.username.is_empty() {
+            Some(Credentials {
+                username: e.username,
+                password: e.password,
+            })
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(e.auth.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| {
+                    s.split_once(':').map(|(u, p)| Credentials {
+                        username: u.to_string(),
+                        password: p.to_string(),
+                    })
+                })
+        };
+        if let Some(c) = creds {
+            out.insert(auth_domain(&server), c);
+        }
+    }
+    out
+}
+
 /// Before the first build of this daemon process: removes what builds of an earlier,
 /// killed daemon left behind (build containers, mounts, active snapshots, network
 /// namespaces under the scratch directory). Later builds wait until it has finished, so
@@ -242,4 +317,44 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn registry_config_header_decodes_both_credential_forms() {
+        let json = serde_json::json!({
+            "https://index.docker.io/v1/": {"username": "hub", "password": "p1"},
+            "127.0.0.1:5000": {"auth": base64::engine::general_purpose::STANDARD.encode("u2:p:2")},
+            "bad.example": {"auth": "!!"}
+        });
+        let raw = serde_json::to_vec(&json).unwrap();
+        for enc in [
+            base64::engine::general_purpose::URL_SAFE.encode(&raw),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw),
+            base64::engine::general_purpose::STANDARD.encode(&raw),
+        ] {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("x-registry-config", enc.parse().unwrap());
+            let m = registry_config(&h);
+            assert_eq!(m.len(), 2, "{m:?}");
+            let hub = &m[store::reference::DEFAULT_DOMAIN];
+            assert_eq!(
+                (hub.username.as_str(), hub.password.as_str()),
+                ("hub", "p1")
+            );
+            let local = &m["127.0.0.1:5000"];
+            assert_eq!(
+                (local.username.as_str(), local.password.as_str()),
+                ("u2", "p:2")
+            );
+        }
+        assert!(registry_config(&axum::http::HeaderMap::new()).is_empty());
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-registry-config", "not base64 json".parse().unwrap());
+        assert!(registry_config(&h).is_empty());
+    }
 }
