@@ -462,6 +462,10 @@ fn stale_build_leftovers_are_cleaned() {
     let view = b.mount_rootfs(&base.state).unwrap();
     assert!(view.join("bin/busybox").exists());
     std::mem::forget(b);
+    // A step's network namespace (bind-mounted in its step directory).
+    let step = view.parent().unwrap().join("stalestep");
+    fs::create_dir_all(&step).unwrap();
+    net::create_netns(&step.join("netns")).unwrap();
     let cfg = BackendConfig {
         runtime: env.runtime.clone(),
         runtime_root: env.runtime_root(),
@@ -474,6 +478,7 @@ fn stale_build_leftovers_are_cleaned() {
         .unwrap();
     assert!(!env.mounts().is_empty());
     let n = StoreBuildBackend::clean_stale(&env.store, &cfg);
-    assert!(n >= 3, "removed {n}");
+    assert!(n >= 4, "removed {n}");
+    assert!(!step.exists(), "the stale step directory is left");
     env.assert_nothing_left();
 }
