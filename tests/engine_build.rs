@@ -860,3 +860,119 @@ fn base_image_pull_uses_the_clients_registry_credentials() {
     assert!(out.status.success(), "{log}\n{}", d.log());
     assert!(log.contains("Pulling from"), "{log}");
 }
+
+/// `berth -H ... build ARGS`, with `stdin` fed in.
+fn berth_build(d: &Daemon, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.sock.display()))
+        .arg("build")
+        .args(args)
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth build");
+    if let (Some(data), Some(mut si)) = (stdin, child.stdin.take()) {
+        si.write_all(data).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `berth build` streams its context (a large one too) and takes the Dockerfile from the
+/// context, from outside it (`-f`), from stdin (`-f -`), or a whole context tar from stdin.
+#[test]
+fn berth_cli_build_streams_the_context() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let ctx = d.dir.path().join("cli-ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nCOPY big.bin small.txt /data/\nRUN wc -c /data/big.bin > /size\nCMD [\"cat\", \"/size\", \"/data/small.txt\"]\n",
+    );
+    write(&ctx, "small.txt", "small\n");
+    // 48 MiB of incompressible data, streamed in chunks.
+    let big: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(ctx.join("big.bin"), &big).unwrap();
+    let out = berth_build(&d, &["-t", "cli:1", ctx.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+    assert!(
+        text(&out).contains("Successfully tagged cli:1"),
+        "{}",
+        text(&out)
+    );
+    let run = d.docker(&["run", "--rm", "cli:1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        format!("{} /data/big.bin\nsmall\n", big.len())
+    );
+
+    // A Dockerfile outside the context, and one from stdin.
+    let outside = d.dir.path().join("Other.Dockerfile");
+    std::fs::write(
+        &outside,
+        "FROM busybox\nCOPY small.txt /o\nCMD [\"cat\", \"/o\"]\n",
+    )
+    .unwrap();
+    let out = berth_build(
+        &d,
+        &[
+            "-q",
+            "-t",
+            "cli:2",
+            "-f",
+            outside.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .starts_with("sha256:"));
+    let out = berth_build(
+        &d,
+        &["-q", "-t", "cli:3", "-f", "-", ctx.to_str().unwrap()],
+        Some(b"FROM busybox\nCOPY small.txt /s\nCMD [\"cat\", \"/s\"]\n"),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for t in ["cli:2", "cli:3"] {
+        let run = d.docker(&["run", "--rm", t]);
+        assert_eq!(String::from_utf8_lossy(&run.stdout), "small\n", "{t}");
+    }
+
+    // A context tar on stdin.
+    let small = d.dir.path().join("tarctx");
+    write(
+        &small,
+        "Dockerfile",
+        "FROM busybox\nCMD [\"echo\", \"from a tar\"]\n",
+    );
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&small)
+        .args(["-cf", "-", "Dockerfile"])
+        .output()
+        .unwrap();
+    let out = berth_build(&d, &["-q", "-t", "cli:4", "-"], Some(&tar.stdout));
+    assert!(out.status.success(), "{}", text(&out));
+    let run = d.docker(&["run", "--rm", "cli:4"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "from a tar\n");
+
+    // A missing context is an error before anything is sent.
+    let out = berth_build(&d, &["-t", "cli:5", "/nonexistent/ctx"], None);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("/nonexistent/ctx"), "{}", text(&out));
+}

@@ -1,6 +1,6 @@
 //! `berth build`: tar the context (honouring `.dockerignore`), `POST /build`, stream output.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -10,7 +10,7 @@ use clap::Args;
 use hyper::Method;
 use serde_json::{json, Map, Value};
 
-use crate::client::{self, enc, Body};
+use crate::client::{self, enc};
 use crate::ignore::Ignore;
 use crate::stream::{JsonStream, Progress};
 use crate::Ctx;
@@ -55,15 +55,22 @@ pub struct BuildArgs {
     pub path: String,
 }
 
-/// Tars the build context at `dir`, skipping what `.dockerignore` excludes (the Dockerfile
-/// and `.dockerignore` are always sent). Symlinks are stored as links, not followed.
-pub fn context_tar(dir: &Path, dockerfile_rel: &str) -> Result<Vec<u8>> {
+/// Tars the build context at `dir` into `out`, skipping what `.dockerignore` excludes (the
+/// Dockerfile and `.dockerignore` are always sent), and adds `extra` (a file name and its
+/// content: a Dockerfile from stdin or from outside the context) at the end. Symlinks are
+/// stored as links, not followed.
+pub fn write_context<W: Write>(
+    dir: &Path,
+    dockerfile_rel: &str,
+    extra: Option<(&str, &[u8])>,
+    out: W,
+) -> Result<W> {
     let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
         Ok(t) => Ignore::parse(&t),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ignore::default(),
         Err(e) => return Err(e).context("reading .dockerignore"),
     };
-    let mut b = tar::Builder::new(Vec::new());
+    let mut b = tar::Builder::new(out);
     b.follow_symlinks(false);
     let keep = |rel: &str| rel == dockerfile_rel || rel == ".dockerignore";
     let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
@@ -91,13 +98,115 @@ pub fn context_tar(dir: &Path, dockerfile_rel: &str) -> Result<Vec<u8>> {
             }
         }
     }
+    if let Some((name, content)) = extra {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, content)?;
+    }
     Ok(b.into_inner()?)
+}
+
+/// [`write_context`] into memory.
+#[cfg(test)]
+fn context_tar(dir: &Path, dockerfile_rel: &str) -> Result<Vec<u8>> {
+    write_context(dir, dockerfile_rel, None, Vec::new())
+}
+
+/// Where the context comes from.
+#[derive(Clone)]
+enum Source {
+    /// A context tar read from stdin (`berth build -`).
+    Tar(Bytes),
+    /// A directory, tarred while it is sent, with the extra file [`write_context`] takes.
+    Dir {
+        dir: PathBuf,
+        dockerfile_rel: String,
+        extra: Option<(String, Vec<u8>)>,
+    },
+}
+
+/// A writer that sends what it is given as body chunks of a streamed request.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+/// Size of the chunks a context is sent in.
+const CHUNK: usize = 256 * 1024;
+
+impl ChunkWriter {
+    fn send_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the daemon stopped reading the build context",
+            )
+        })
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send_buf()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buf()
+    }
+}
+
+/// Starts sending `source` as a request body: a blocking thread tars the directory into
+/// a bounded channel, so the context is never whole in memory and the upload overlaps
+/// the reading. A failure of that thread is kept in `failed` and aborts the body.
+fn stream_source(
+    source: Source,
+    failed: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+) -> client::ChannelBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let res = match source {
+            Source::Tar(b) => tx
+                .blocking_send(Ok(b))
+                .map_err(|_| anyhow!("the daemon stopped reading the build context")),
+            Source::Dir {
+                dir,
+                dockerfile_rel,
+                extra,
+            } => {
+                let w = ChunkWriter {
+                    tx: tx.clone(),
+                    buf: Vec::with_capacity(CHUNK),
+                };
+                let extra = extra.as_ref().map(|(n, c)| (n.as_str(), c.as_slice()));
+                write_context(&dir, &dockerfile_rel, extra, w)
+                    .and_then(|mut w| w.flush().map_err(Into::into))
+            }
+        };
+        if let Err(e) = res {
+            let msg = format!("{e:#}");
+            if let Ok(mut f) = failed.lock() {
+                *f = Some(msg.clone());
+            }
+            let _ = tx.blocking_send(Err(std::io::Error::other(msg)));
+        }
+    });
+    client::ChannelBody(rx)
 }
 
 /// `berth build`.
 pub async fn build(ctx: &Ctx, a: BuildArgs) -> Result<i32> {
     let mut q: Vec<(String, String)> = Vec::new();
-    let tar = if a.path == "-" {
+    let source = if a.path == "-" {
         if std::io::stdin().is_terminal() {
             bail!("requested build from stdin, but stdin is a terminal");
         }
@@ -106,7 +215,7 @@ pub async fn build(ctx: &Ctx, a: BuildArgs) -> Result<i32> {
         if let Some(f) = &a.file {
             q.push(("dockerfile".into(), f.clone()));
         }
-        v
+        Source::Tar(Bytes::from(v))
     } else {
         let dir = PathBuf::from(&a.path);
         if !dir.is_dir() {
@@ -123,10 +232,12 @@ pub async fn build(ctx: &Ctx, a: BuildArgs) -> Result<i32> {
                 let mut content = Vec::new();
                 std::io::stdin().read_to_end(&mut content)?;
                 let name = ".berth-dockerfile";
-                let mut tar = context_tar(&dir, name)?;
-                tar = append_file(tar, name, &content)?;
                 q.push(("dockerfile".into(), name.into()));
-                tar
+                Source::Dir {
+                    dir: dir.clone(),
+                    dockerfile_rel: name.into(),
+                    extra: Some((name.into(), content)),
+                }
             }
             Some(df) => {
                 let df_abs = std::fs::canonicalize(&df)
@@ -136,14 +247,21 @@ pub async fn build(ctx: &Ctx, a: BuildArgs) -> Result<i32> {
                     Ok(rel) => {
                         let rel = rel.to_string_lossy().to_string();
                         q.push(("dockerfile".into(), rel.clone()));
-                        context_tar(&dir, &rel)?
+                        Source::Dir {
+                            dir: dir.clone(),
+                            dockerfile_rel: rel,
+                            extra: None,
+                        }
                     }
                     Err(_) => {
                         let content = std::fs::read(&df_abs)?;
                         let name = ".berth-dockerfile";
-                        let tar = context_tar(&dir, name)?;
                         q.push(("dockerfile".into(), name.into()));
-                        append_file(tar, name, &content)?
+                        Source::Dir {
+                            dir: dir.clone(),
+                            dockerfile_rel: name.into(),
+                            extra: Some((name.into(), content)),
+                        }
                     }
                 }
             }
@@ -219,15 +337,24 @@ pub async fn build(ctx: &Ctx, a: BuildArgs) -> Result<i32> {
             }
         }
     }
-    let resp = ctx
-        .client
-        .request(
-            Method::POST,
-            &path,
-            Body::Raw(Bytes::from(tar), "application/x-tar"),
-            &headers,
-        )
-        .await?;
+    // Streamed; sent again only if the daemon asked for another API version.
+    let mut resp = None;
+    for _ in 0..2 {
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let body = stream_source(source.clone(), failed.clone());
+        let sent = ctx
+            .client
+            .request_streaming(Method::POST, &path, "application/x-tar", body, &headers)
+            .await;
+        if let Some(msg) = failed.lock().ok().and_then(|f| f.clone()) {
+            bail!("sending the build context: {msg}");
+        }
+        if let Some(r) = sent? {
+            resp = Some(r);
+            break;
+        }
+    }
+    let resp = resp.ok_or_else(|| anyhow!("the daemon refused every API version offered"))?;
     let out: Box<dyn std::io::Write> = if a.quiet {
         Box::new(std::io::sink())
     } else {
@@ -263,26 +390,6 @@ pub async fn build(ctx: &Ctx, a: BuildArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-fn append_file(tar: Vec<u8>, name: &str, content: &[u8]) -> Result<Vec<u8>> {
-    // Re-open the archive (without its end marker) and add one regular file.
-    let mut b = tar::Builder::new(Vec::new());
-    let mut ar = tar::Archive::new(tar.as_slice());
-    for e in ar.entries()? {
-        let mut e = e?;
-        let h = e.header().clone();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data)?;
-        b.append(&h, data.as_slice())?;
-    }
-    let mut h = tar::Header::new_gnu();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_mtime(0);
-    b.append_data(&mut h, name, content)?;
-    Ok(b.into_inner()?)
 }
 
 #[cfg(test)]
@@ -345,7 +452,13 @@ mod tests {
             .find(|e| e.path().unwrap().to_string_lossy() == "link")
             .unwrap();
         assert_eq!(link.header().entry_type(), tar::EntryType::Symlink);
-        let with = append_file(tar, ".berth-dockerfile", b"FROM x\n").unwrap();
+        let with = write_context(
+            p,
+            ".berth-dockerfile",
+            Some((".berth-dockerfile", b"FROM x\n")),
+            Vec::new(),
+        )
+        .unwrap();
         assert!(names(&with).contains(&".berth-dockerfile".to_string()));
     }
 }

@@ -78,6 +78,24 @@ pub enum Body {
     Raw(Bytes, &'static str),
 }
 
+/// A request body fed chunk by chunk through a channel (see
+/// [`Client::request_streaming`]); an `Err` chunk aborts the request.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|r| r.map(hyper::body::Frame::data)))
+    }
+}
+
 /// The two halves of a hijacked connection.
 pub struct Hijacked {
     /// Output from the container (multiplexed unless the container has a TTY).
@@ -217,6 +235,76 @@ impl Client {
         headers: &[(&str, String)],
     ) -> anyhow::Result<Response<Incoming>> {
         self.send(method, path, &body, headers, false).await
+    }
+
+    /// Sends a request whose body is streamed from `body` (a build context made on another
+    /// thread, never whole in memory). A streamed body cannot be sent twice: when the
+    /// daemon refuses this client's API version, the version it names is remembered and
+    /// `Ok(None)` asks the caller to stream the body again; other statuses >= 400 are
+    /// [`ApiError`]s.
+    pub async fn request_streaming(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: ChannelBody,
+        headers: &[(&str, String)],
+    ) -> anyhow::Result<Option<Response<Incoming>>> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ConnectError {
+                host: self.host.clone(),
+                source,
+            })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, ChannelBody>(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("/v{}{}", self.version(), path))
+            .header("Host", "berth")
+            .header(
+                "User-Agent",
+                concat!("berth-cli/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("Content-Type", content_type);
+        for (k, v) in headers {
+            b = b.header(
+                HeaderName::from_bytes(k.as_bytes())?,
+                HeaderValue::from_str(v)?,
+            );
+        }
+        let resp = sender.send_request(b.body(body)?).await?;
+        let status = resp.status();
+        if status.as_u16() < 400 {
+            return Ok(Some(resp));
+        }
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let mut message = error_message(&bytes);
+        if message.is_empty() {
+            message = format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("").to_ascii_lowercase()
+            );
+        }
+        if status == StatusCode::BAD_REQUEST {
+            if let Some(v) = max_version_in(&message) {
+                if let Ok(mut cur) = self.version.lock() {
+                    if *cur != v {
+                        *cur = v;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(ApiError {
+            status: status.as_u16(),
+            message,
+        }
+        .into())
     }
 
     /// Sends a request and collects the whole response body.
