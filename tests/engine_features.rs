@@ -755,7 +755,7 @@ fn healthchecks_from_flags_api_and_image() {
         json!({"Image": "hcimg", "Cmd": ["sleep", "1000"]}),
     );
     let h = wait_health(&d, "hc5", |h| h["Status"] == "healthy");
-    assert_eq!(h["Log"][0]["ExitCode"], 0);
+    assert_eq!(h["Log"][0]["ExitCode"], 0, "{h}");
     let out = berth(
         &d,
         &[
