@@ -976,3 +976,66 @@ fn berth_cli_build_streams_the_context() {
     assert!(!out.status.success());
     assert!(text(&out).contains("/nonexistent/ctx"), "{}", text(&out));
 }
+
+/// `docker build --network container:<name>` runs the steps in that running container's
+/// network namespace; a stopped or unknown container is a clear error.
+#[test]
+fn build_joins_a_running_containers_network() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let o = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "netholder",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ip = d.docker(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.IPAddress}}",
+        "netholder",
+    ]);
+    let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
+    assert!(!ip.is_empty());
+    let ctx = d.dir.path().join("joinctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN ip -4 addr show eth0 > /addr\n",
+    );
+    let out = docker_build(
+        &d,
+        &[
+            "-t",
+            "joined",
+            "--network",
+            "container:netholder",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+    let o = d.docker(&["run", "--rm", "--network", "none", "joined", "cat", "/addr"]);
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(s.contains(&format!("inet {ip}/")), "{s}");
+    let o = d.docker(&["rm", "-f", "netholder"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = docker_build(
+        &d,
+        &[
+            "--no-cache",
+            "--network",
+            "container:netholder",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("netholder"), "{log}");
+}

@@ -35,7 +35,8 @@
 //!   so traffic leaves through the network's NAT; its `/etc/hosts` and `/etc/resolv.conf`
 //!   are the network's. The endpoint is disconnected and the namespace removed when the
 //!   step ends, whatever happens. `none` gets a new, empty network namespace (loopback
-//!   only); `host` shares the host's network and its resolver config.
+//!   only); `host` shares the host's network and its resolver config; `container:<name>`
+//!   ([`DefaultNetwork::Join`], resolved by the daemon) joins that running container's.
 //! * `COPY`/`ADD` ([`BuildBackend::add_files`]): the same kind of snapshot
 //!   (`build-copy-<unique>`), mounted; the
 //!   items are copied into the mounted root filesystem (destination parents resolved inside
@@ -94,6 +95,9 @@ pub enum DefaultNetwork {
     None,
     /// A user-defined bridge network of the engine, by name or id.
     Named(String),
+    /// An existing network namespace, by path (`docker build --network container:<name>`:
+    /// `/proc/<pid>/ns/net` of that running container, resolved by the caller).
+    Join(PathBuf),
 }
 
 impl DefaultNetwork {
@@ -113,7 +117,7 @@ impl DefaultNetwork {
         match self {
             DefaultNetwork::Bridge => Some("bridge"),
             DefaultNetwork::Named(n) => Some(n),
-            DefaultNetwork::Host | DefaultNetwork::None => None,
+            DefaultNetwork::Host | DefaultNetwork::None | DefaultNetwork::Join(_) => None,
         }
     }
 }
@@ -1025,6 +1029,8 @@ impl StoreBuildBackend {
     fn step_network(&self, spec: &RunSpec) -> DefaultNetwork {
         match spec.network.as_deref() {
             Some("default") | None => self.cfg.default_network.clone(),
+            // `container:<name>` was resolved into the configured default.
+            Some(mode) if mode.starts_with("container:") => self.cfg.default_network.clone(),
             Some(mode) => DefaultNetwork::from_mode(mode),
         }
     }
@@ -1134,7 +1140,9 @@ impl StoreBuildBackend {
             serde_json::json!({"type": "mount"}),
         ];
         match (&netcfg.netns, &netcfg.mode) {
-            (Some(p), _) => namespaces.push(serde_json::json!({"type": "network", "path": p})),
+            (Some(p), _) | (None, DefaultNetwork::Join(p)) => {
+                namespaces.push(serde_json::json!({"type": "network", "path": p}))
+            }
             (None, DefaultNetwork::Host) => {}
             (None, _) => namespaces.push(serde_json::json!({"type": "network"})),
         }

@@ -111,7 +111,7 @@ pub(super) async fn build(
         runtime: cfg.runtime.clone(),
         runtime_root: cfg.run_root.join("runtime"),
         scratch_dir: cfg.root.join("tmp").join("build"),
-        default_network: DefaultNetwork::from_mode(opts.network.as_deref().unwrap_or("")),
+        default_network: build_network(&s.engine, opts.network.as_deref().unwrap_or(""))?,
     };
     let store = s.engine.images().store().clone();
     let net = s.engine.networks().manager().clone();
@@ -160,6 +160,25 @@ pub(super) async fn build(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap_or_default())
+}
+
+/// The network of the build's `RUN` steps for `docker build --network MODE`;
+/// `container:<name>` must name a running container, whose namespace the steps join.
+fn build_network(engine: &engine::Engine, mode: &str) -> Result<DefaultNetwork, Error> {
+    let Some(name) = mode.strip_prefix("container:") else {
+        return Ok(DefaultNetwork::from_mode(mode));
+    };
+    let rec = engine
+        .record(name)
+        .map_err(|_| Error(ApiError::not_found(format!("No such container: {name}"))))?;
+    if rec.state.pid <= 0 {
+        return Err(Error(ApiError::conflict(format!(
+            "cannot join network of a non running container: {name}"
+        ))));
+    }
+    Ok(DefaultNetwork::Join(
+        format!("/proc/{}/ns/net", rec.state.pid).into(),
+    ))
 }
 
 /// Pulls a missing base image (`FROM`, or every one under `--pull`) from its registry
