@@ -542,6 +542,50 @@ fn download(url: &str, dest: &Path, limit: u64) -> Result<(), BackendError> {
     res
 }
 
+/// Size of the chunks [`ChunkSender`] hands over.
+const PIPE_CHUNK: usize = 1 << 20;
+
+/// A writer that hands its data in chunks to another thread (over a bounded channel).
+struct ChunkSender {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send_buf(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PIPE_CHUNK));
+        match &self.tx {
+            Some(tx) => tx
+                .send(chunk)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer writer stopped")),
+            None => Err(io::Error::other("layer stream already finished")),
+        }
+    }
+
+    /// Sends what is buffered and closes the channel (the receiver then ends).
+    fn finish(&mut self) -> io::Result<()> {
+        let r = self.send_buf();
+        self.tx = None;
+        r
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIPE_CHUNK {
+            self.send_buf()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The network set-up of one `RUN` step.
 #[derive(Debug, Default)]
 struct StepNet {
@@ -985,10 +1029,37 @@ impl StoreBuildBackend {
             .map_err(wrap("opening a layer upload"))?;
         // Uncompressed, as Docker keeps build layers locally: compressing is most of the
         // cost of a large COPY and a push may compress later.
-        let mut bw = bw;
-        let diff = match store::layer::write_diff(&upper, &mut bw) {
-            Ok(d) => d,
-            Err(e) => {
+        // The tar is made and hashed on this thread while another one hashes and writes
+        // the blob (two cores instead of one).
+        let (diff, sink) = std::thread::scope(|sc| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+            let mut bw = bw;
+            let writer = sc.spawn(move || -> io::Result<store::content::BlobWriter> {
+                for chunk in rx {
+                    bw.write_all(&chunk)?;
+                }
+                Ok(bw)
+            });
+            let mut w = ChunkSender {
+                tx: Some(tx),
+                buf: Vec::with_capacity(PIPE_CHUNK),
+            };
+            let diff = store::layer::write_diff(&upper, &mut w);
+            let flushed = w.finish();
+            let sink = writer
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the layer writer panicked")))
+                .and_then(|bw| flushed.map(|()| bw));
+            (diff, sink)
+        });
+        let (diff, bw) = match (diff, sink) {
+            (Ok(d), Ok(bw)) => (d, bw),
+            // The writer's own failure first: the tar side then only saw a closed channel.
+            (_, Err(e)) => {
+                let _ = self.store.content().abort_ingest(&ref_key);
+                return Err(ioerr(format!("storing the changes of {key}"))(e));
+            }
+            (Err(e), Ok(_)) => {
                 let _ = self.store.content().abort_ingest(&ref_key);
                 return Err(wrap(format!("writing the changes of {key}"))(e));
             }
