@@ -42,6 +42,12 @@
 //!   items are copied into the mounted root filesystem (destination parents resolved inside
 //!   the root, following the image's symlinks as Docker does; missing ones created 0755
 //!   root), owners and modes set, and the upper dir captured as for `RUN`.
+//! * `ADD <http(s) url>` ([`BuildBackend::fetch_url`]): downloaded (reqwest, on a small
+//!   runtime of its own) into the builder's scratch file: the body as is, never extracted,
+//!   `Last-Modified` as its mtime, at most 8 GiB; a status >= 400 or a transfer error is
+//!   an error and leaves no file. The builder sets mode 0600 and keys the cache by content.
+//! * Missing base images are fetched through the [`PullFn`] the caller gives (the daemon
+//!   pulls from the image's registry with the client's credentials).
 //! * `COPY --from` and directory checks ([`BuildBackend::mount_rootfs`],
 //!   [`BuildBackend::is_dir`]): a read-only view — an overlay of the committed snapshots
 //!   without upper dir, a read-only bind mount for a single layer, an empty directory for
