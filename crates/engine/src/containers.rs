@@ -140,8 +140,9 @@ pub fn new_id() -> String {
     }
 }
 
-/// A generated name in Docker's `adjective_surname` style.
-pub fn random_name() -> String {
+/// A generated name in Docker's `adjective_surname` style; when `retry` > 0 (the plain
+/// name was taken) a number follows, up to `retry` digits.
+pub fn random_name(retry: u32) -> String {
     const A: &[&str] = &[
         "admiring", "brave", "busy", "clever", "eager", "festive", "gentle", "happy", "jolly",
         "keen", "lucid", "modest", "nifty", "quirky", "serene", "sharp", "tender", "vibrant",
@@ -171,7 +172,14 @@ pub fn random_name() -> String {
     ];
     let i: usize = rand::random::<u32>() as usize;
     let j: usize = rand::random::<u32>() as usize;
-    format!("{}_{}", A[i % A.len()], B[j % B.len()])
+    let base = format!("{}_{}", A[i % A.len()], B[j % B.len()]);
+    if retry == 0 {
+        return base;
+    }
+    // As docker, retries append a number; its range grows with the retries, so a free
+    // name is found however many containers hold the plain ones.
+    let range = 10u64.pow(retry.min(12));
+    format!("{base}{}", rand::random::<u64>() % range)
 }
 
 /// The id and name index: resolves what clients pass (full id, name, id prefix).
@@ -291,6 +299,18 @@ impl Paths {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_names_never_run_out() {
+        // 2000 names: far more than the plain adjective_surname combinations.
+        let mut taken = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let n = (0..).map(random_name).find(|n| !taken.contains(n)).unwrap();
+            assert!(validate_name(&n).is_ok(), "{n}");
+            taken.insert(n);
+        }
+        assert_eq!(taken.len(), 2000);
+    }
 
     #[test]
     fn names_follow_docker_rules() {

@@ -381,12 +381,10 @@ impl Engine {
             let mut st = self.lock();
             let name = match name {
                 Some(n) if !n.is_empty() => containers::validate_name(n)?,
-                _ => loop {
-                    let n = containers::random_name();
-                    if st.index.by_name(&n).is_none() {
-                        break n;
-                    }
-                },
+                _ => (0..)
+                    .map(containers::random_name)
+                    .find(|n| st.index.by_name(n).is_none())
+                    .unwrap_or_else(|| id[..12].to_string()),
             };
             if let Some(other) = st.index.by_name(&name) {
                 return Err(EngineError::NameInUse {
