@@ -1,66 +1,133 @@
 #!/usr/bin/env bash
-# Engine benchmarks (not a test): starts a berth daemon on temporary directories and measures
-#   1. `docker run --rm busybox true` end to end through our daemon (hyperfine, median),
-#   2. the same as raw API calls (create + start + wait + delete) with curl,
-#   3. daemon idle RSS and monitor RSS,
-#   4. GET /containers/json with 1000 containers,
-#   5. 200 concurrent starts.
-# Usage: bench/engine/bench.sh [path/to/berth] [runtime]   (defaults: target/release/berth, runc)
+# Engine benchmark (not a test), as root. Starts a berth daemon (runtime: berth-runtime) on
+# temporary directories, a private dockerd (Debian's docker.io) and podman on temporary
+# roots, all with the same busybox image imported from Debian's busybox-static, and measures
+# side by side in one run:
+#   1. `run --rm busybox true` end to end: berth CLI -> berth daemon (default bridge and
+#      --network none), docker CLI -> berth daemon, docker CLI -> dockerd, podman;
+#   2. daemon idle RSS, and the memory of one running container's monitor;
+#   3. GET /containers/json with 1000 containers;
+#   4. 200 containers started concurrently.
+# dockerd runs with --bridge=none (its containers get no network; it must not touch the
+# host's firewall here) and podman with --network none, so berth's bridge figure is the
+# conservative one.
+#
+# Usage: bench/engine/bench.sh [RUNS]   (default 40). Binaries: $BIN (default
+# target/release, built with `cargo build --release --bins`).
 set -euo pipefail
+RUNS=${1:-40}
 cd "$(dirname "$0")/../.."
-BERTH=${1:-target/release/berth}
-RUNTIME=${2:-/usr/sbin/runc}
-[ -x "$BERTH" ] || { echo "build first: cargo build --release -p berth -p engine" >&2; exit 1; }
-MON=$(dirname "$BERTH")/berth-monitor
-[ -x "$MON" ] || { echo "missing $MON: cargo build --release -p engine --bin berth-monitor" >&2; exit 1; }
-T=$(mktemp -d /tmp/berth-bench.XXXX)
-SOCK=$T/d.sock
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
+for b in berth berth-runtime berth-monitor; do
+  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release --bins" >&2; exit 1; }
+done
+command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
+T=$(mktemp -d /tmp/berth-ebench.XXXX)
+SOCK=$T/berth.sock
+DSOCK=$T/docker.sock
+BR=bbench$$
 cleanup() {
+  set +e
   curl -s --unix-socket "$SOCK" "http://x/containers/json?all=1" | jq -r '.[].Id' 2>/dev/null |
-    while read -r id; do curl -s -X DELETE --unix-socket "$SOCK" "http://x/containers/$id?force=1" >/dev/null; done
-  [ -n "${DPID:-}" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-  grep " $T" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    xargs -r -P 8 -I{} curl -s -X DELETE --unix-socket "$SOCK" "http://x/containers/{}?force=1" >/dev/null
+  [ -n "${BPID:-}" ] && kill "$BPID" && wait "$BPID"
+  [ -n "${DPID:-}" ] && kill "$DPID" && wait "$DPID"
+  [ -n "${PODMAN:-}" ] && $PODMAN rm -af >/dev/null 2>&1
+  grep " $T" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
+  ip link del "$BR" 2>/dev/null
+  for t in filter nat; do
+    iptables -t $t -S | grep -o -- "-j BBENCH[A-Z0-9_-]*" | sort -u | while read -r _ c; do
+      iptables -t $t -S | grep -- "-j $c" | sed 's/^-A/-D/' | xargs -r -L1 iptables -t $t
+      iptables -t $t -F "$c"; iptables -t $t -X "$c"
+    done
+  done
   rm -rf "$T"
 }
 trap cleanup EXIT
-BERTH_MONITOR=$MON "$BERTH" daemon --root "$T/root" --run-root "$T/run" -H "unix://$SOCK" --runtime "$RUNTIME" 2>"$T/daemon.log" &
-DPID=$!
+trap "exit 130" INT TERM
+scripts/busybox-rootfs.sh > "$T/busybox.tar"
+
+# --- berth
+BERTH_MONITOR=$BIN/berth-monitor "$BIN/berth" daemon --root "$T/broot" --run-root "$T/brun" \
+  -H "unix://$SOCK" --runtime "$BIN/berth-runtime" --bridge "$BR" --bip 10.213.$((RANDOM % 200)).1/24 \
+  --iptables-chain-prefix BBENCH 2>"$T/berth.log" &
+BPID=$!
 for _ in $(seq 100); do curl -sf --unix-socket "$SOCK" http://x/_ping >/dev/null && break; sleep 0.05; done
-scripts/busybox-rootfs.sh | curl -sf --unix-socket "$SOCK" -X POST --data-binary @- \
-  "http://x/images/create?fromSrc=-&repo=busybox&tag=latest" >/dev/null
-export DOCKER_HOST=unix://$SOCK
-api_run() {
-  id=$(curl -sf --unix-socket "$SOCK" -X POST -H 'Content-Type: application/json' \
-    -d '{"Image":"busybox","Cmd":["true"]}' http://x/containers/create | jq -r .Id)
-  curl -sf --unix-socket "$SOCK" -X POST "http://x/containers/$id/start" >/dev/null
-  curl -sf --unix-socket "$SOCK" -X POST "http://x/containers/$id/wait" >/dev/null
-  curl -sf --unix-socket "$SOCK" -X DELETE "http://x/containers/$id" >/dev/null
-}
-export -f api_run; export SOCK
-echo "== docker run --rm busybox true (through berth)"
-hyperfine -N -w 3 -r 30 "docker run --rm busybox true" 2>/dev/null | grep -E "Time|Range" || true
-echo "== API create+start+wait+delete (curl)"
-hyperfine -w 3 -r 30 "bash -c api_run" 2>/dev/null | grep -E "Time|Range" || true
-echo "== runc alone (create+start+delete of a prepared bundle) for comparison: see bench/runtime"
-echo "== daemon idle RSS"
-grep VmRSS "/proc/$DPID/status"
-docker run -d busybox sleep 300 >/dev/null
-MPID=$(pgrep -f "berth-monitor.*$T" | head -1)
-echo "== monitor RSS (pid $MPID)"
-grep -E "VmRSS|RssAnon" "/proc/$MPID/status"
-echo "== create 1000 containers, then GET /containers/json?all=1"
-for i in $(seq 1000); do
-  curl -sf --unix-socket "$SOCK" -X POST -H 'Content-Type: application/json' \
-    -d '{"Image":"busybox","Cmd":["true"]}' http://x/containers/create >/dev/null &
-  (( i % 50 == 0 )) && wait
-done; wait
-hyperfine -N -w 3 -r 20 "curl -sf --unix-socket $SOCK http://x/containers/json?all=1" 2>/dev/null | grep -E "Time|Range" || true
+"$BIN/berth" -H "unix://$SOCK" import "$T/busybox.tar" busybox:latest >/dev/null
+BERTH="$BIN/berth -H unix://$SOCK"
+
+# --- dockerd (optional)
+DOCKER=/usr/bin/docker; [ -x $DOCKER ] || DOCKER=$(command -v docker || true)
+if command -v dockerd >/dev/null && [ -n "$DOCKER" ]; then
+  echo '{}' > "$T/daemon.json"
+  dockerd --config-file "$T/daemon.json" --data-root "$T/ddata" --exec-root "$T/dexec" \
+    --pidfile "$T/dockerd.pid" -H "unix://$DSOCK" --bridge=none --iptables=false --ip-masq=false \
+    --containerd-namespace "bbench$$" --containerd-plugins-namespace "bbench$$-p" >"$T/dockerd.log" 2>&1 &
+  DPID=$!
+  for _ in $(seq 200); do DOCKER_HOST=unix://$DSOCK $DOCKER version >/dev/null 2>&1 && break; sleep 0.1; done
+  DOCKER_HOST=unix://$DSOCK $DOCKER import "$T/busybox.tar" busybox:latest >/dev/null || DPID_BAD=1
+fi
+
+# --- podman (optional)
+if command -v podman >/dev/null; then
+  printf '[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' > "$T/containers.conf"
+  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/proot"\nrunroot = "%s/prun"\n' "$T" "$T" > "$T/storage.conf"
+  export CONTAINERS_CONF=$T/containers.conf CONTAINERS_STORAGE_CONF=$T/storage.conf
+  PODMAN="podman --root $T/proot --runroot $T/prun --tmpdir $T/ptmp --cgroup-manager cgroupfs --events-backend file"
+  $PODMAN import "$T/busybox.tar" localhost/busybox:latest >/dev/null 2>&1 || PODMAN=
+  [ -n "$PODMAN" ] && ! $PODMAN run --rm --network none localhost/busybox true >/dev/null 2>&1 && PODMAN=
+fi
+
+echo "== run --rm busybox true ($RUNS runs each, hyperfine -N, after 5 warm-ups)"
+cmds=("$BERTH run --rm busybox true" "$BERTH run --rm --network none busybox true")
+names=("berth CLI -> berth daemon (bridge)" "berth CLI -> berth daemon (--network none)")
+if [ -n "$DOCKER" ]; then
+  cmds+=("env DOCKER_HOST=unix://$SOCK $DOCKER run --rm busybox true")
+  names+=("docker CLI -> berth daemon (bridge)")
+fi
+if [ -n "${DPID:-}" ] && [ -z "${DPID_BAD:-}" ]; then
+  cmds+=("env DOCKER_HOST=unix://$DSOCK $DOCKER run --rm busybox true")
+  names+=("docker CLI -> dockerd (no network)")
+fi
+if [ -n "${PODMAN:-}" ]; then
+  cmds+=("$PODMAN run --rm --network none localhost/busybox true")
+  names+=("podman (--network none)")
+fi
+hyperfine -N -w 5 -r "$RUNS" --export-json "$T/run.json" "${cmds[@]}" >/dev/null 2>&1
+med() { jq -r ".results[$1].median * 1000" "$T/run.json"; }
+base=$(med 0)
+printf '| %-45s | %10s | %16s |\n' "command" "median ms" "berth(bridge) ÷" 
+printf '|%s|%s|%s|\n' "-----------------------------------------------" "------------" "------------------"
+for i in "${!names[@]}"; do
+  m=$(med "$i")
+  printf '| %-45s | %10.1f | %16.3f |\n' "${names[$i]}" "$m" "$(echo "$base / $m" | bc -l)"
+done
+
+echo
+echo "== memory"
+echo "berth daemon idle RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$BPID/status)"
+cid=$($BERTH run -d busybox sleep 600)
+mpid=$(pgrep -f "berth-monitor.*$cid" | head -1)
+echo "monitor of one running container (pid $mpid): $(grep -E 'VmRSS|RssAnon' /proc/$mpid/status | tr -s ' \t' ' ' | paste -sd ',')"
+echo "  PSS: $(awk '/^Pss:/ {s+=$2} END {print s " kB"}' /proc/$mpid/smaps_rollup)"
+$BERTH rm -f "$cid" >/dev/null
+
+echo
+echo "== 1000 containers: create, then GET /containers/json?all=1"
+s=$(date +%s.%N)
+seq 1000 | xargs -P 16 -I{} curl -sf --unix-socket "$SOCK" -X POST -H 'Content-Type: application/json' \
+  -d '{"Image":"busybox","Cmd":["true"]}' http://x/containers/create -o /dev/null
+echo "created 1000 in $(echo "$(date +%s.%N) - $s" | bc) s"
+hyperfine -N -w 3 -r 30 --export-json "$T/list.json" "curl -sf --unix-socket $SOCK http://x/containers/json?all=1 -o /dev/null" >/dev/null 2>&1
+echo "GET /containers/json?all=1 (1000 containers, curl): median $(jq -r '.results[0].median * 1000' "$T/list.json") ms"
+echo "response size: $(curl -sf --unix-socket "$SOCK" 'http://x/containers/json?all=1' | wc -c) bytes"
+
+echo
 echo "== 200 concurrent starts"
-ids=$(curl -sf --unix-socket "$SOCK" "http://x/containers/json?all=1&limit=200" | jq -r '.[].Id')
-start=$(date +%s.%N); fails=0
-for id in $ids; do
-  ( curl -sf --unix-socket "$SOCK" -X POST "http://x/containers/$id/start" >/dev/null || echo fail >>"$T/fails" ) &
-done; wait
-end=$(date +%s.%N)
-[ -f "$T/fails" ] && fails=$(wc -l <"$T/fails")
-echo "200 starts in $(echo "$end - $start" | bc) s, failures: $fails"
+curl -sf --unix-socket "$SOCK" "http://x/containers/json?all=1&limit=200" | jq -r '.[].Id' > "$T/ids"
+s=$(date +%s.%N)
+xargs -P 200 -I{} sh -c "curl -sf --unix-socket $SOCK -X POST http://x/containers/{}/start -o /dev/null || echo fail" < "$T/ids" > "$T/fails"
+e=$(date +%s.%N)
+echo "200 starts in $(echo "$e - $s" | bc) s, failures: $(grep -c fail "$T/fails" || true)"
+sleep 1
+echo "exited with code 0: $(curl -sf --unix-socket "$SOCK" 'http://x/containers/json?all=1&filters=%7B%22exited%22%3A%5B%220%22%5D%7D' | jq length)"
