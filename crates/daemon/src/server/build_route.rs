@@ -8,6 +8,7 @@
 //! `{"aux":{"ID":"sha256:..."}}`, a failure with `{"errorDetail":{...},"error":"..."}`,
 //! exactly as docker's classic builder answers.
 
+use super::registry::auth_domain;
 use super::{AppState, Error, Res};
 use api::ApiError;
 use axum::body::{Body, Bytes};
@@ -244,21 +245,6 @@ struct AuthEntry {
     /// base64 `user:password`.
     #[serde(default)]
     auth: String,
-}
-
-/// The registry domain a key of `X-Registry-Config` names (`https://index.docker.io/v1/`
-/// is Docker Hub).
-fn auth_domain(server: &str) -> String {
-    let s = server
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = s.split('/').next().unwrap_or("");
-    if host.is_empty() || host == "index.docker.io" || host == "registry-1.docker.io" {
-        store::reference::DEFAULT_DOMAIN.to_string()
-    } else {
-        host.to_string()
-    }
 }
 
 /// Decodes `X-Registry-Config` (base64url or base64 JSON: registry → `AuthConfig`, what

@@ -8,16 +8,13 @@
 //! root filesystem is never whole in memory; an unknown container is a 404 before any of
 //! the body is sent.
 
-use super::images_archive::{query_values, ChannelWriter};
+use super::images_archive::{query_values, tar_stream};
 use super::{json, AppState, Error, Res};
 use api::ApiError;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, StatusCode};
-use axum::response::Response;
+use axum::http::StatusCode;
 use engine::commit::CommitRequest;
-use std::io;
-use tokio::sync::mpsc;
 
 /// The last value of `key` in a raw query string.
 fn one(raw: Option<&str>, key: &str) -> Option<String> {
@@ -60,21 +57,8 @@ pub(super) async fn commit(State(s): State<AppState>, RawQuery(q): RawQuery, bod
 pub(super) async fn export(State(s): State<AppState>, Path(id): Path<String>) -> Res {
     // Resolve first, so an unknown container is a clean 404 rather than a cut stream.
     let id = s.engine.resolve(&id)?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
     let engine = s.engine.clone();
-    tokio::task::spawn_blocking(move || {
-        let err_tx = tx.clone();
-        let w = io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx));
-        if let Err(e) = engine.export(&id, w) {
-            let _ = err_tx.blocking_send(Err(io::Error::other(e.to_string())));
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-tar")
-        .body(Body::from_stream(stream))
-        .unwrap_or_default())
+    Ok(tar_stream(move |w| {
+        engine.export(&id, w).map_err(|e| e.to_string())
+    }))
 }

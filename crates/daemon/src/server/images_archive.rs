@@ -82,24 +82,33 @@ pub(super) async fn save(State(s): State<AppState>, RawQuery(q): RawQuery) -> Re
             .lookup(n)
             .map_err(|_| EngineError::NoSuchImage(n.clone()))?;
     }
+    Ok(tar_stream(move |w| {
+        store.save(&names, w).map(drop).map_err(|e| e.to_string())
+    }))
+}
+
+/// A `200 application/x-tar` response whose body `write` produces on a blocking thread
+/// (through a 1 MiB buffer). An error after the first bytes cuts the stream, so callers
+/// check what can fail (names, ids) before.
+pub(super) fn tar_stream<F>(write: F) -> Response
+where
+    F: FnOnce(io::BufWriter<ChannelWriter>) -> Result<(), String> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(16);
     tokio::task::spawn_blocking(move || {
         let err_tx = tx.clone();
-        if let Err(e) = store.save(
-            &names,
-            io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx)),
-        ) {
-            let _ = err_tx.blocking_send(Err(io::Error::other(e.to_string())));
+        if let Err(e) = write(io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx))) {
+            let _ = err_tx.blocking_send(Err(io::Error::other(e)));
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-tar")
         .body(Body::from_stream(stream))
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 /// `POST /images/load`: loads a docker-archive or OCI-layout tar from the body.

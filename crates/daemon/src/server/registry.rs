@@ -93,9 +93,9 @@ fn client_for(domain: &str, headers: &HeaderMap) -> Res<RegistryClient> {
     Ok(client)
 }
 
-/// The registry host a `/auth` server address names (`https://index.docker.io/v1/` and
-/// empty mean Docker Hub).
-fn auth_domain(server: &str) -> String {
+/// The registry host a server address names (of `/auth`, or a key of `X-Registry-Config`):
+/// `https://index.docker.io/v1/` and empty mean Docker Hub.
+pub(super) fn auth_domain(server: &str) -> String {
     let s = server
         .trim()
         .trim_start_matches("https://")
