@@ -2066,6 +2066,7 @@ mod tests {
         let r = R::try_parse_from(["run", "--rm", "busybox", "echo", "hi"]).unwrap();
         let code = run(&ctx, r.a).await.unwrap();
         assert_eq!(code, 7);
+        let seen_full = seen.clone();
         let seen: Vec<String> = seen
             .lock()
             .unwrap()
@@ -2079,10 +2080,16 @@ mod tests {
                 "POST /v1.47/images/create",
                 "POST /v1.47/containers/create",
                 "POST /v1.47/containers/abc123/attach",
-                "POST /v1.47/containers/abc123/start",
                 "POST /v1.47/containers/abc123/wait",
-                "DELETE /v1.47/containers/abc123",
+                "POST /v1.47/containers/abc123/start",
             ]
+        );
+        // `--rm` is the daemon's AutoRemove; the wait is for the removal.
+        let seen = seen_full.lock().unwrap().clone();
+        assert!(
+            seen.iter()
+                .any(|l| l.starts_with("POST /v1.47/containers/abc123/wait?condition=removed")),
+            "{seen:?}"
         );
     }
 

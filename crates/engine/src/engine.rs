@@ -50,6 +50,10 @@ struct Entry {
     pending_attach: Vec<oneshot::Sender<UnixStream>>,
     /// A start, stop or removal is in progress.
     busy: bool,
+    /// Held by the task that watches this container's monitor until the monitor process
+    /// has exited: a monitor reports the exit before it removes the runtime's state, so a
+    /// new start takes this first, lest `runtime create` find the old state.
+    monitor: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -272,6 +276,7 @@ impl Engine {
                 watch: tx,
                 pending_attach: Vec::new(),
                 busy: false,
+                monitor: Arc::default(),
             },
         );
     }
@@ -472,7 +477,7 @@ impl Engine {
     }
 
     async fn start_inner(&self, name: &str) -> Result<()> {
-        let (rec, attachers) = {
+        let (rec, attachers, monitor) = {
             let mut st = self.lock();
             let id = st.index.resolve(name)?;
             let e = st
@@ -506,9 +511,15 @@ impl Engine {
             }
             e.busy = true;
             e.rec.state.manually_stopped = false;
-            (e.rec.clone(), std::mem::take(&mut e.pending_attach))
+            (
+                e.rec.clone(),
+                std::mem::take(&mut e.pending_attach),
+                e.monitor.clone(),
+            )
         };
-        let res = self.run_monitor(&rec, attachers).await;
+        // The previous run's monitor may still be removing the runtime's state.
+        let slot = monitor.lock_owned().await;
+        let res = self.run_monitor(&rec, attachers, slot).await;
         match self.finish_start(&rec, res) {
             Ok(()) => Ok(()),
             Err((err, auto_remove)) => {
@@ -566,6 +577,7 @@ impl Engine {
         &self,
         rec: &ContainerRecord,
         attachers: Vec<oneshot::Sender<UnixStream>>,
+        slot: tokio::sync::OwnedMutexGuard<()>,
     ) -> Result<(i32, i32)> {
         let mut t = crate::timing::Phases::new("start");
         let id = &rec.id;
@@ -582,7 +594,9 @@ impl Engine {
         volatile_overlay(&mut mounts, rec.host_config.auto_remove);
         mount_rootfs(&rootfs, &mounts)?;
         t.lap("mount");
-        let started = self.start_mounted(rec, &paths, attachers, &mut t).await;
+        let started = self
+            .start_mounted(rec, &paths, attachers, slot, &mut t)
+            .await;
         if started.is_err() {
             self.inner.net.detach(id);
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
@@ -595,6 +609,7 @@ impl Engine {
         rec: &ContainerRecord,
         paths: &Paths,
         mut attachers: Vec<oneshot::Sender<UnixStream>>,
+        slot: tokio::sync::OwnedMutexGuard<()>,
         t: &mut crate::timing::Phases,
     ) -> Result<(i32, i32)> {
         let id = &rec.id;
@@ -772,15 +787,22 @@ impl Engine {
                     let _ = child.wait().await;
                     return Err(EngineError::Runtime(message));
                 }
-                Err(_) => continue,
+                Ok(StatusLine::Exited) | Err(_) => continue,
             }
         }
         drop(control);
         let engine = self.clone();
         let cid = id.clone();
         tokio::spawn(async move {
-            let _ = child.wait().await;
+            // The exit is applied on the monitor's `Exited` line, or when it is gone.
+            while let Ok(Some(line)) = lines.next_line().await {
+                if matches!(serde_json::from_str(&line), Ok(StatusLine::Exited)) {
+                    break;
+                }
+            }
             engine.on_exit(&cid).await;
+            let _ = child.wait().await;
+            drop(slot);
         });
         Ok((pid, monitor_pid))
     }
@@ -1672,15 +1694,25 @@ impl Engine {
         name: &str,
         f: impl FnOnce(&Path, &ContainerRecord) -> Result<T>,
     ) -> Result<T> {
-        let rec = self.record(name)?;
+        let mut rec = self.record(name)?;
         let paths = self.paths(&rec.id);
         let rootfs = paths.rootfs();
+        // A container that has just exited may still count as running for a moment after
+        // its monitor unmounted the root filesystem: wait for the exit to be applied.
+        for _ in 0..200 {
+            if !rec.state.status.is_running() || is_mountpoint(&rootfs) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            rec = self.record(name)?;
+        }
         if rec.state.status.is_running() {
             return f(&rootfs, &rec);
         }
         std::fs::create_dir_all(&rootfs)
             .map_err(|e| EngineError::io("create directory", &rootfs, e))?;
-        let mounts = self.inner.images.rootfs_mounts(&rec.id)?;
+        let mut mounts = self.inner.images.rootfs_mounts(&rec.id)?;
+        volatile_overlay(&mut mounts, false);
         mount_rootfs(&rootfs, &mounts)?;
         let r = f(&rootfs, &rec);
         let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
@@ -1810,6 +1842,15 @@ fn volatile_overlay(mounts: &mut [store::Mount], volatile: bool) {
         if volatile {
             m.options.push("volatile".to_string());
         }
+    }
+}
+
+/// Whether `p` is the root of a mount (its device differs from its parent's).
+fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
     }
 }
 

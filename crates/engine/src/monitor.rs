@@ -76,6 +76,10 @@ pub enum StatusLine {
         /// The init's host pid.
         pid: i32,
     },
+    /// The container has exited and its exit record is written; the monitor is removing
+    /// the runtime's state and will exit. The engine applies the exit at once, so that a
+    /// waiting client does not wait for the runtime's `delete`.
+    Exited,
     /// Create or start failed; the monitor exits.
     Failed {
         /// What the runtime said.

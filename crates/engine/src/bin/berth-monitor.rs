@@ -284,10 +284,10 @@ fn supervise(
         return Err(other(failure_text("start", &text)));
     }
     report(&StatusLine::Started { pid });
-    // The engine's pipes are no longer ours to hold.
+    // The engine's control pipe is no longer needed; its status pipe stays for `Exited`
+    // (writes to it fail harmlessly once the daemon is gone: SIGPIPE is blocked).
     if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(&null);
-        let _ = nix::unistd::dup2_stdout(&null);
     }
 
     let mut log = match &cfg.log_path {
@@ -463,19 +463,28 @@ fn supervise(
         let _ = l.flush_partial();
     }
     let oom_killed = cfg.oom_files.iter().any(|p| oom_count(p) > 0);
-    cleanup_runtime(cfg);
+    // Unmount first (the engine may reuse the snapshot as soon as it knows of the exit),
+    // record the exit and tell the engine and the attached clients, and only then remove
+    // the runtime's state: the exit is not delayed by the runtime's `delete`.
+    if let Some(m) = &cfg.unmount {
+        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+    }
     let record = ExitRecord {
         exit_code: exit.unwrap_or(255),
         oom_killed,
         finished_at: now_rfc3339(),
     };
-    write_atomic(
+    let written = write_atomic(
         &cfg.exit_file,
         &serde_json::to_vec(&record).map_err(io::Error::other)?,
-    )?;
+    );
     let _ = fs::remove_file(&cfg.attach_socket);
     drop(clients);
-    Ok(())
+    if written.is_ok() {
+        report(&StatusLine::Exited);
+    }
+    cleanup_runtime(cfg);
+    written
 }
 
 /// The `oom_kill` count of a cgroup memory file (0 when unreadable).
