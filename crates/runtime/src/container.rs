@@ -1030,13 +1030,32 @@ impl Runtime {
                     _ => {}
                 },
                 sync::READY => {
-                    // Success is the socket closing on exec; a message means exec failed.
-                    match parent_sock.recv() {
-                        Ok(Some(m)) if m.tag == sync::ERROR => {
-                            break Err(Error::Init(String::from_utf8_lossy(&m.data).into_owned()))
+                    // Success is the socket closing on exec; an error message means exec
+                    // failed. Stage 1's pid report may come only now: nothing orders it
+                    // before the exec'd process's own messages.
+                    let mut done = Ok(());
+                    while let Ok(Some(m)) = parent_sock.recv() {
+                        match m.tag {
+                            sync::ERROR => {
+                                done =
+                                    Err(Error::Init(String::from_utf8_lossy(&m.data).into_owned()));
+                                break;
+                            }
+                            sync::PID => {
+                                pid = read_pid(&m.data);
+                                let _ = waitpid(stage1, None);
+                                stage1_reaped = true;
+                                if let Some(p) = pid {
+                                    crate::signals::forward_to(p);
+                                }
+                            }
+                            sync::WARN => {
+                                eprintln!("warning: {}", String::from_utf8_lossy(&m.data))
+                            }
+                            _ => {}
                         }
-                        _ => break Ok(()),
                     }
+                    break done;
                 }
                 sync::ERROR => {
                     break Err(Error::Init(String::from_utf8_lossy(&msg.data).into_owned()))
