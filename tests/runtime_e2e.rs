@@ -1075,6 +1075,72 @@ fn pid_file_preserve_fds_and_no_pivot() {
     c.assert_clean();
 }
 
+/// Runs `f` when dropped (also when the test panics).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct G<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for G<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    G(Some(f))
+}
+
+/// The pid of a detached exec is reported however its messages interleave with the
+/// exec'd process's own: stage 1's pid report used to be lost when the exec'd process said
+/// "ready" first ("no pid from the exec'd process"). Many quick execs make that order likely.
+#[test]
+fn detached_execs_always_report_their_pid() {
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let pid_file = c.b.path().join("exec.pid");
+    // Keep every core busy so that the scheduler interleaves the runtime's processes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let _stop = scopeguard(move || {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in hogs {
+            let _ = h.join();
+        }
+    });
+    for i in 0..60 {
+        let _ = fs::remove_file(&pid_file);
+        let o = c
+            .cmd()
+            .args(["exec", "--detach", "--pid-file"])
+            .arg(&pid_file)
+            .args([&c.id, "true"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "exec {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(pid > 0, "exec {i}: pid {pid}");
+    }
+}
+
 #[test]
 fn exec_with_tty_sends_pty_to_console_socket() {
     let Some(c) = Ctr::new(&["sleep", "100"]) else {
