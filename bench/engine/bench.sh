@@ -13,13 +13,13 @@
 # conservative one.
 #
 # Usage: bench/engine/bench.sh [RUNS]   (default 40). Binaries: $BIN (default
-# target/release, built with `cargo build --release --bins`).
+# target/release, built with `cargo build --release --workspace --bins`).
 set -euo pipefail
 RUNS=${1:-40}
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 for b in berth berth-runtime berth-monitor; do
-  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release --bins" >&2; exit 1; }
+  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release --workspace --bins" >&2; exit 1; }
 done
 command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
 T=$(mktemp -d /tmp/berth-ebench.XXXX)
@@ -93,7 +93,7 @@ if [ -n "${PODMAN:-}" ]; then
   cmds+=("$PODMAN run --rm --network none localhost/busybox true")
   names+=("podman (--network none)")
 fi
-hyperfine -N -w 5 -r "$RUNS" --export-json "$T/run.json" "${cmds[@]}" >/dev/null 2>&1
+hyperfine -N -w 5 -r "$RUNS" --export-json "$T/run.json" "${cmds[@]}" >"$T/hyperfine.log" 2>&1 || { cat "$T/hyperfine.log"; exit 1; }
 med() { jq -r ".results[$1].median * 1000" "$T/run.json"; }
 base=$(med 0)
 printf '| %-45s | %10s | %16s |\n' "command" "median ms" "berth(bridge) ÷" 
