@@ -6,11 +6,14 @@
 //! connected to pipes it owns (or receives the pty master on a console socket), writes one
 //! [`StatusLine`] (`Created`), optionally waits for one byte on the control pipe (so that the
 //! engine can connect attach clients before any output is produced), calls
-//! `<runtime> start`, writes a `Started` line and closes the status pipe. From then on it
+//! `<runtime> start`, writes a `Started` line and closes the control pipe. From then on it
 //! needs no daemon: it copies output into the json-file log and to attach clients, forwards
 //! attach clients' bytes to the container's stdin, and when the container's init exits it
-//! records an [`ExitRecord`] (temp file + rename), deletes the runtime container, unmounts
-//! the root filesystem and exits.
+//! unmounts the root filesystem, records an [`ExitRecord`] (temp file + rename), closes the
+//! attach clients, writes an `Exited` line (ignored if the daemon is gone), then deletes
+//! the runtime container and exits. The engine applies the exit on `Exited` (or when the
+//! status pipe closes) and waits for the monitor process before starting the container
+//! again, so the runtime's `delete` is off the exit's path but never races a new `create`.
 //!
 //! Attach socket protocol (a unix stream socket at [`MonitorConfig::attach_socket`]): the
 //! client sends one byte, [`ATTACH_WATCH`] (only wants to learn when the monitor exits: its
