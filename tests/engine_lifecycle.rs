@@ -303,3 +303,51 @@ fn push_to_and_pull_from_a_local_registry() {
     assert_eq!(st, 200);
     assert!(String::from_utf8_lossy(&body).contains("errorDetail"));
 }
+
+/// `berth run --rm` of programs that end at once, many times under CPU load: every run
+/// returns the program's exit code and leaves no container. (The exit of a container can
+/// reach the engine before its start is recorded; the start once failed with "create
+/// .../config.v2.tmp: No such file or directory" when the auto-removal came first.)
+#[test]
+fn quick_run_rm_returns_exit_codes_and_leaves_nothing() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let host = format!("unix://{}", d.sock.display());
+    let mut failures = Vec::new();
+    for i in 0..25 {
+        let code = i % 4;
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["-H", &host, "run", "--rm", "--network", "none", "busybox"])
+            .args(["sh", "-c", &format!("exit {code}")])
+            .output()
+            .unwrap();
+        if o.status.code() != Some(code) {
+            failures.push(format!(
+                "run {i}: {:?} {}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hogs {
+        let _ = h.join();
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    let (_, v) = d.request("GET", "/containers/json?all=1", None);
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+}

@@ -520,7 +520,15 @@ impl Engine {
         // The previous run's monitor may still be removing the runtime's state.
         let slot = monitor.lock_owned().await;
         let res = self.run_monitor(&rec, attachers, slot).await;
-        match self.finish_start(&rec, res) {
+        // `gate` holds back the exit of a container that ends at once until its start is
+        // recorded (else the exit could be applied first and the start overwrite it).
+        let (res, gate) = match res {
+            Ok((pid, monitor_pid, gate)) => (Ok((pid, monitor_pid)), Some(gate)),
+            Err(e) => (Err(e), None),
+        };
+        let done = self.finish_start(&rec, res);
+        drop(gate);
+        match done {
             Ok(()) => Ok(()),
             Err((err, auto_remove)) => {
                 if auto_remove {
@@ -554,7 +562,11 @@ impl Engine {
                 let rec = e.rec.clone();
                 e.watch.send_modify(|w| w.running = true);
                 drop(st);
-                self.persist(&rec, false).map_err(|e| (e, false))?;
+                if let Err(err) = self.persist(&rec, false) {
+                    // The container runs: a record that could not be rewritten is not a
+                    // failed start.
+                    tracing::warn!("record the start of container {}: {err}", rec.id);
+                }
                 self.publish("start", &rec, &[]);
                 Ok(())
             }
@@ -572,13 +584,14 @@ impl Engine {
     }
 
     /// Mounts the root filesystem, writes the spec and runs the monitor up to `Started`.
-    /// Returns the init's and the monitor's pids.
+    /// Returns the init's and the monitor's pids, and a gate that holds back the exit's
+    /// handling until it is dropped (once the start is recorded).
     async fn run_monitor(
         &self,
         rec: &ContainerRecord,
         attachers: Vec<oneshot::Sender<UnixStream>>,
         slot: tokio::sync::OwnedMutexGuard<()>,
-    ) -> Result<(i32, i32)> {
+    ) -> Result<(i32, i32, oneshot::Sender<()>)> {
         let mut t = crate::timing::Phases::new("start");
         let id = &rec.id;
         let paths = self.paths(id);
@@ -611,7 +624,7 @@ impl Engine {
         mut attachers: Vec<oneshot::Sender<UnixStream>>,
         slot: tokio::sync::OwnedMutexGuard<()>,
         t: &mut crate::timing::Phases,
-    ) -> Result<(i32, i32)> {
+    ) -> Result<(i32, i32, oneshot::Sender<()>)> {
         let id = &rec.id;
         let hc = &rec.host_config;
         let host_net = hc.network_mode == "host";
@@ -793,18 +806,21 @@ impl Engine {
         drop(control);
         let engine = self.clone();
         let cid = id.clone();
+        let (gate, started) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            // The exit is applied on the monitor's `Exited` line, or when it is gone.
+            // The exit is applied on the monitor's `Exited` line, or when it is gone, once
+            // the start is recorded (the gate is dropped).
             while let Ok(Some(line)) = lines.next_line().await {
                 if matches!(serde_json::from_str(&line), Ok(StatusLine::Exited)) {
                     break;
                 }
             }
+            let _ = started.await;
             engine.on_exit(&cid).await;
             let _ = child.wait().await;
             drop(slot);
         });
-        Ok((pid, monitor_pid))
+        Ok((pid, monitor_pid, gate))
     }
 
     /// Bind mounts and tmpfs of `Binds` and `Mounts`, as OCI mount objects.
