@@ -315,17 +315,7 @@ fn quick_run_rm_returns_exit_codes_and_leaves_nothing() {
     }
     let d = Daemon::start();
     d.import_busybox("busybox:latest");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hogs: Vec<_> = (0..3)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-        })
-        .collect();
+    let load = testutil::CpuLoad::start(3);
     let host = format!("unix://{}", d.sock.display());
     let mut failures = Vec::new();
     for i in 0..25 {
@@ -343,10 +333,7 @@ fn quick_run_rm_returns_exit_codes_and_leaves_nothing() {
             ));
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for h in hogs {
-        let _ = h.join();
-    }
+    drop(load);
     assert!(failures.is_empty(), "{failures:#?}");
     let (_, v) = d.request("GET", "/containers/json?all=1", None);
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");

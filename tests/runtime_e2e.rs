@@ -1075,19 +1075,6 @@ fn pid_file_preserve_fds_and_no_pivot() {
     c.assert_clean();
 }
 
-/// Runs `f` when dropped (also when the test panics).
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct G<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for G<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    G(Some(f))
-}
-
 /// The pid of a detached exec is reported however its messages interleave with the
 /// exec'd process's own: stage 1's pid report used to be lost when the exec'd process said
 /// "ready" first ("no pid from the exec'd process"). Many quick execs make that order likely.
@@ -1101,23 +1088,7 @@ fn detached_execs_always_report_their_pid() {
     assert!(c.rt(&["start", &c.id]).status.success());
     let pid_file = c.b.path().join("exec.pid");
     // Keep every core busy so that the scheduler interleaves the runtime's processes.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hogs: Vec<_> = (0..4)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-        })
-        .collect();
-    let _stop = scopeguard(move || {
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for h in hogs {
-            let _ = h.join();
-        }
-    });
+    let _load = testutil::CpuLoad::start(4);
     for i in 0..60 {
         let _ = fs::remove_file(&pid_file);
         let o = c

@@ -294,6 +294,41 @@ pub fn remove_chains(prefix: &str) {
     }
 }
 
+/// Busy-looping threads that keep the CPUs loaded while they live, so that races between
+/// processes show up in tests (the scheduler interleaves them more). Stopped on drop, also
+/// when the test panics.
+pub struct CpuLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuLoad {
+    /// Starts `n` spinning threads.
+    pub fn start(n: usize) -> CpuLoad {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        CpuLoad { stop, threads }
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A tiny self-deleting temporary directory, so this crate needs no `tempfile` at runtime.
 mod tempfile_lite {
     use std::io;
