@@ -228,8 +228,15 @@ fn failure_text(step: &str, text: &str) -> String {
     }
 }
 
-/// Removes the runtime's state of a container that failed to start or has exited.
+/// Removes the runtime's state of a container that failed to start, and unmounts its
+/// root filesystem.
 fn cleanup_runtime(cfg: &MonitorConfig) {
+    delete_runtime(cfg);
+    unmount_rootfs(cfg);
+}
+
+/// `<runtime> delete --force` of the container.
+fn delete_runtime(cfg: &MonitorConfig) {
     let _ = runtime(cfg)
         .arg("delete")
         .arg("--force")
@@ -238,6 +245,9 @@ fn cleanup_runtime(cfg: &MonitorConfig) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+fn unmount_rootfs(cfg: &MonitorConfig) {
     if let Some(m) = &cfg.unmount {
         let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
     }
@@ -466,9 +476,7 @@ fn supervise(
     // Unmount first (the engine may reuse the snapshot as soon as it knows of the exit),
     // record the exit and tell the engine and the attached clients, and only then remove
     // the runtime's state: the exit is not delayed by the runtime's `delete`.
-    if let Some(m) = &cfg.unmount {
-        let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-    }
+    unmount_rootfs(cfg);
     let record = ExitRecord {
         exit_code: exit.unwrap_or(255),
         oom_killed,
@@ -483,7 +491,9 @@ fn supervise(
     if written.is_ok() {
         report(&StatusLine::Exited);
     }
-    cleanup_runtime(cfg);
+    // Only the runtime's state: the engine may have mounted the root filesystem again by
+    // now (`docker cp`, export), which must not be unmounted under it.
+    delete_runtime(cfg);
     written
 }
 
