@@ -13,17 +13,6 @@ mod engine_support;
 use engine_support::{host_ok, Daemon};
 use std::process::{Command, Output, Stdio};
 
-fn berth(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("-H")
-        .arg(format!("unix://{}", d.sock.display()))
-        .args(args)
-        .env("DOCKER_CONFIG", d.dir.path().join("berth-config"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth")
-}
-
 fn ok(o: &Output, what: &str) -> String {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(
@@ -92,60 +81,48 @@ fn commit_with_changes_and_run_the_new_image() {
     let d = Daemon::start();
     d.import_busybox("cbase:latest");
     ok(
-        &berth(
-            &d,
-            &[
-                "run",
-                "--name",
-                "writer",
-                "cbase",
-                "sh",
-                "-c",
-                "echo committed-content > /data.txt && mkdir -p /etc/app && echo x > /etc/app/conf",
-            ],
-        ),
+        &d.berth(&[
+            "run",
+            "--name",
+            "writer",
+            "cbase",
+            "sh",
+            "-c",
+            "echo committed-content > /data.txt && mkdir -p /etc/app && echo x > /etc/app/conf",
+        ]),
         "run writer",
     );
     let out = ok(
-        &berth(
-            &d,
-            &[
-                "commit",
-                "-m",
-                "add data",
-                "-a",
-                "Tester <t@example.com>",
-                "--change",
-                r#"CMD ["cat", "/data.txt"]"#,
-                "--change",
-                "ENV COMMITTED=yes",
-                "writer",
-                "committed:v1",
-            ],
-        ),
+        &d.berth(&[
+            "commit",
+            "-m",
+            "add data",
+            "-a",
+            "Tester <t@example.com>",
+            "--change",
+            r#"CMD ["cat", "/data.txt"]"#,
+            "--change",
+            "ENV COMMITTED=yes",
+            "writer",
+            "committed:v1",
+        ]),
         "commit",
     );
     let id = out.trim().to_string();
     assert!(id.starts_with("sha256:"), "commit printed {out:?}");
 
     // The new image runs its changed CMD and sees the file.
-    let out = ok(
-        &berth(&d, &["run", "--rm", "committed:v1"]),
-        "run committed",
-    );
+    let out = ok(&d.berth(&["run", "--rm", "committed:v1"]), "run committed");
     assert_eq!(out, "committed-content\n");
     let out = ok(
-        &berth(
-            &d,
-            &[
-                "run",
-                "--rm",
-                "committed:v1",
-                "sh",
-                "-c",
-                "echo $COMMITTED; cat /etc/app/conf",
-            ],
-        ),
+        &d.berth(&[
+            "run",
+            "--rm",
+            "committed:v1",
+            "sh",
+            "-c",
+            "echo $COMMITTED; cat /etc/app/conf",
+        ]),
         "run committed sh",
     );
     assert_eq!(out, "yes\nx\n");
@@ -170,17 +147,14 @@ fn commit_with_changes_and_run_the_new_image() {
         "history created_by: {hist}"
     );
     // Without --change the command the container ran becomes the image's CMD (docker).
-    let id2 = ok(&berth(&d, &["commit", "writer"]), "commit plain");
+    let id2 = ok(&d.berth(&["commit", "writer"]), "commit plain");
     let (_, img2) = d.request("GET", &format!("/images/{}/json", id2.trim()), None);
     assert_eq!(img2["Config"]["Cmd"][0], "sh", "{img2}");
     assert_eq!(img2["RepoTags"], serde_json::json!([]), "untagged commit");
 
     // A bad --change is a clear error and makes no image.
     let before = d.request("GET", "/images/json", None).1;
-    let o = berth(
-        &d,
-        &["commit", "--change", "FROBNICATE x", "writer", "bad:1"],
-    );
+    let o = d.berth(&["commit", "--change", "FROBNICATE x", "writer", "bad:1"]);
     assert!(!o.status.success(), "bad change accepted");
     let after = d.request("GET", "/images/json", None).1;
     assert_eq!(
@@ -188,14 +162,14 @@ fn commit_with_changes_and_run_the_new_image() {
         after.as_array().map(Vec::len)
     );
     // The container's image removed under it: a clear conflict, not a broken image.
-    ok(&berth(&d, &["rmi", "-f", "cbase"]), "rmi -f base");
-    let o = berth(&d, &["commit", "writer", "orphan:1"]);
+    ok(&d.berth(&["rmi", "-f", "cbase"]), "rmi -f base");
+    let o = d.berth(&["commit", "writer", "orphan:1"]);
     assert!(!o.status.success(), "commit without the base image: {o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("no longer exists"),
         "{o:?}"
     );
-    let o = berth(&d, &["commit", "no-such-container"]);
+    let o = d.berth(&["commit", "no-such-container"]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("No such container"),
@@ -211,24 +185,21 @@ fn commit_running_container_pauses_and_resumes() {
     let d = Daemon::start();
     d.import_busybox("rbase:latest");
     ok(
-        &berth(
-            &d,
-            &[
-                "run",
-                "-d",
-                "--name",
-                "live",
-                "rbase",
-                "sh",
-                "-c",
-                "echo live > /live.txt; sleep 300",
-            ],
-        ),
+        &d.berth(&[
+            "run",
+            "-d",
+            "--name",
+            "live",
+            "rbase",
+            "sh",
+            "-c",
+            "echo live > /live.txt; sleep 300",
+        ]),
         "run -d",
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let o = berth(&d, &["exec", "live", "cat", "/live.txt"]);
+        let o = d.berth(&["exec", "live", "cat", "/live.txt"]);
         if o.status.success() {
             break;
         }
@@ -259,23 +230,20 @@ fn commit_running_container_pauses_and_resumes() {
         })
     };
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let id = ok(
-        &berth(&d, &["commit", "live", "live:snap"]),
-        "commit running",
-    );
+    let id = ok(&d.berth(&["commit", "live", "live:snap"]), "commit running");
     let v = d.inspect("live");
     assert_eq!(v["State"]["Status"], "running", "not resumed after commit");
     // --pause=false works too, and an already paused container stays paused.
     ok(
-        &berth(&d, &["commit", "--pause=false", "live"]),
+        &d.berth(&["commit", "--pause=false", "live"]),
         "commit no pause",
     );
-    ok(&berth(&d, &["pause", "live"]), "pause");
-    ok(&berth(&d, &["commit", "live"]), "commit paused");
+    ok(&d.berth(&["pause", "live"]), "pause");
+    ok(&d.berth(&["commit", "live"]), "commit paused");
     assert_eq!(d.inspect("live")["State"]["Status"], "paused");
-    ok(&berth(&d, &["unpause", "live"]), "unpause");
+    ok(&d.berth(&["unpause", "live"]), "unpause");
     let out = ok(
-        &berth(&d, &["run", "--rm", id.trim(), "cat", "/live.txt"]),
+        &d.berth(&["run", "--rm", id.trim(), "cat", "/live.txt"]),
         "run snapshot",
     );
     assert_eq!(out, "live\n");
@@ -301,23 +269,20 @@ fn export_stopped_and_running_containers() {
     let d = Daemon::start();
     d.import_busybox("ebase:latest");
     ok(
-        &berth(
-            &d,
-            &[
-                "create",
-                "--name",
-                "exp",
-                "ebase",
-                "sh",
-                "-c",
-                "echo exported > /exported.txt && ln /exported.txt /hardlink.txt",
-            ],
-        ),
+        &d.berth(&[
+            "create",
+            "--name",
+            "exp",
+            "ebase",
+            "sh",
+            "-c",
+            "echo exported > /exported.txt && ln /exported.txt /hardlink.txt",
+        ]),
         "create",
     );
-    ok(&berth(&d, &["start", "-a", "exp"]), "start");
+    ok(&d.berth(&["start", "-a", "exp"]), "start");
     // To stdout.
-    let o = berth(&d, &["export", "exp"]);
+    let o = d.berth(&["export", "exp"]);
     ok(&o, "export");
     let names = tar_names(&o.stdout);
     for want in ["exported.txt", "bin/sh", "etc", "bin"] {
@@ -359,33 +324,30 @@ fn export_stopped_and_running_containers() {
     // With -o.
     let file = d.dir.path().join("exp.tar");
     ok(
-        &berth(&d, &["export", "-o", file.to_str().unwrap(), "exp"]),
+        &d.berth(&["export", "-o", file.to_str().unwrap(), "exp"]),
         "export -o",
     );
     let data = std::fs::read(&file).unwrap();
     assert_eq!(data, o.stdout, "export -o differs from stdout export");
     // A running container.
     ok(
-        &berth(
-            &d,
-            &[
-                "run",
-                "-d",
-                "--name",
-                "expr",
-                "-v",
-                "expvol:/vol",
-                "ebase",
-                "sh",
-                "-c",
-                "echo v > /vol/in-volume.txt; echo r > /r.txt; sleep 300",
-            ],
-        ),
+        &d.berth(&[
+            "run",
+            "-d",
+            "--name",
+            "expr",
+            "-v",
+            "expvol:/vol",
+            "ebase",
+            "sh",
+            "-c",
+            "echo v > /vol/in-volume.txt; echo r > /r.txt; sleep 300",
+        ]),
         "run -d",
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let o = berth(&d, &["export", "expr"]);
+        let o = d.berth(&["export", "expr"]);
         ok(&o, "export running");
         if tar_file(&o.stdout, "r.txt").as_deref() == Some("r\n") {
             // Like docker: the container's root filesystem only — no volume content and
@@ -406,7 +368,7 @@ fn export_stopped_and_running_containers() {
         assert!(std::time::Instant::now() < deadline, "r.txt never exported");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let o = berth(&d, &["export", "nope-container"]);
+    let o = d.berth(&["export", "nope-container"]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("No such container"),

@@ -8,18 +8,8 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn berth(d: &Daemon, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("-H")
-        .arg(format!("unix://{}", d.sock.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth")
-}
 
 fn start(d: &Daemon, name: &str, body: Value) -> String {
     let id = d.create(name, body);
@@ -122,7 +112,7 @@ fn stats_api_berth_and_docker_cli() {
     assert_eq!(lines[0]["name"], "/st1");
     assert_eq!(lines[1]["preread"], lines[0]["read"]);
     // The berth CLI's table.
-    let out = berth(&d, &["stats", "--no-stream", "st1"]);
+    let out = d.berth(&["stats", "--no-stream", "st1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -146,16 +136,13 @@ fn stats_api_berth_and_docker_cli() {
     let row = lines.next().unwrap();
     assert!(row.starts_with(&id[..12]) && row.contains("st1"), "{text}");
     assert!(row.contains(" / 64MiB"), "{text}");
-    let out = berth(
-        &d,
-        &[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.Name}} {{.PIDs}}",
-            "st1",
-        ],
-    );
+    let out = d.berth(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        "st1",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("st1 ") && !text.trim().ends_with(" 0"),
@@ -170,17 +157,14 @@ fn stats_api_berth_and_docker_cli() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
-    let out = berth(
-        &d,
-        &[
-            "stats",
-            "--no-stream",
-            "--format",
-            "{{.Name}} {{.CPUPerc}}",
-            "st1",
-            "st2",
-        ],
-    );
+    let out = d.berth(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.CPUPerc}}",
+        "st1",
+        "st2",
+    ]);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let cpu = |name: &str| -> f64 {
@@ -646,7 +630,7 @@ fn healthchecks_from_flags_api_and_image() {
     let (_, list) = d.request("GET", "/containers/json", None);
     let st = list[0]["Status"].as_str().unwrap();
     assert!(st.starts_with("Up ") && st.ends_with(" (healthy)"), "{st}");
-    let out = berth(&d, &["ps"]);
+    let out = d.berth(&["ps"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("(healthy)"));
     let _ = exec_output(&d, "hc1", &["rm", "/tmp/ok"]);
     let h = wait_health(&d, "hc1", |h| h["Status"] == "unhealthy");
@@ -687,26 +671,23 @@ fn healthchecks_from_flags_api_and_image() {
         "{before} {after}"
     );
     // The berth CLI flags; a probe that overruns its timeout.
-    let out = berth(
-        &d,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "hc2",
-            "--health-cmd",
-            "sleep 5",
-            "--health-interval",
-            "200ms",
-            "--health-timeout",
-            "300ms",
-            "--health-retries",
-            "1",
-            "busybox",
-            "sleep",
-            "1000",
-        ],
-    );
+    let out = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "hc2",
+        "--health-cmd",
+        "sleep 5",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "300ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -743,7 +724,7 @@ fn healthchecks_from_flags_api_and_image() {
         "FROM busybox\nHEALTHCHECK --interval=300ms --retries=1 CMD [\"true\"]\n",
     )
     .unwrap();
-    let out = berth(&d, &["build", "-q", "-t", "hcimg", ctx.to_str().unwrap()]);
+    let out = d.berth(&["build", "-q", "-t", "hcimg", ctx.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -756,19 +737,16 @@ fn healthchecks_from_flags_api_and_image() {
     );
     let h = wait_health(&d, "hc5", |h| h["Status"] == "healthy");
     assert_eq!(h["Log"][0]["ExitCode"], 0, "{h}");
-    let out = berth(
-        &d,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "hc6",
-            "--no-healthcheck",
-            "hcimg",
-            "sleep",
-            "1000",
-        ],
-    );
+    let out = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "hc6",
+        "--no-healthcheck",
+        "hcimg",
+        "sleep",
+        "1000",
+    ]);
     assert!(
         out.status.success(),
         "{}",

@@ -316,15 +316,20 @@ fn quick_run_rm_returns_exit_codes_and_leaves_nothing() {
     let d = Daemon::start();
     d.import_busybox("busybox:latest");
     let load = testutil::CpuLoad::start(3);
-    let host = format!("unix://{}", d.sock.display());
     let mut failures = Vec::new();
     for i in 0..25 {
         let code = i % 4;
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["-H", &host, "run", "--rm", "--network", "none", "busybox"])
-            .args(["sh", "-c", &format!("exit {code}")])
-            .output()
-            .unwrap();
+        let exit = format!("exit {code}");
+        let o = d.berth(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            &exit,
+        ]);
         if o.status.code() != Some(code) {
             failures.push(format!(
                 "run {i}: {:?} {}",

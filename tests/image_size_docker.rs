@@ -10,17 +10,6 @@ mod engine_support;
 
 use dockerd_support::Dockerd;
 use engine_support::{host_ok, Daemon};
-use std::process::{Command, Stdio};
-
-fn berth(d: &Daemon, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("-H")
-        .arg(format!("unix://{}", d.sock.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth")
-}
 
 fn ok(o: std::process::Output, what: &str) -> String {
     assert!(
@@ -44,33 +33,27 @@ fn image_size_matches_dockerd() {
     d.import_busybox("sized:base");
     // A second layer: a 1 MB file of zeros (compresses to almost nothing) and a hard link.
     ok(
-        berth(
-            &d,
-            &[
-                "run",
-                "--name",
-                "grow",
-                "sized:base",
-                "sh",
-                "-c",
-                "dd if=/dev/zero of=/zeros bs=1024 count=1024 2>/dev/null && ln /zeros /zeros2",
-            ],
-        ),
+        d.berth(&[
+            "run",
+            "--name",
+            "grow",
+            "sized:base",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/zeros bs=1024 count=1024 2>/dev/null && ln /zeros /zeros2",
+        ]),
         "run",
     );
-    ok(berth(&d, &["commit", "grow", "sized:two"]), "commit");
+    ok(d.berth(&["commit", "grow", "sized:two"]), "commit");
     let tar = d.dir.path().join("sized.tar");
     ok(
-        berth(
-            &d,
-            &[
-                "save",
-                "-o",
-                tar.to_str().unwrap(),
-                "sized:base",
-                "sized:two",
-            ],
-        ),
+        d.berth(&[
+            "save",
+            "-o",
+            tar.to_str().unwrap(),
+            "sized:base",
+            "sized:two",
+        ]),
         "save",
     );
     dockerd.ok(&["load", "-i", tar.to_str().unwrap()]);
@@ -87,7 +70,7 @@ fn image_size_matches_dockerd() {
                 .map(|l| l.split_whitespace().last().unwrap_or("").to_string())
         };
         let fmt = "{{.Repository}}:{{.Tag}} {{.Size}}";
-        let ours_t = table(ok(berth(&d, &["images", "--format", fmt]), "images"));
+        let ours_t = table(ok(d.berth(&["images", "--format", fmt]), "images"));
         let theirs_t = table(dockerd.ok(&["images", "--format", fmt]));
         assert_eq!(ours_t, theirs_t, "`images` SIZE of {name}");
     }

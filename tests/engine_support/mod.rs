@@ -203,6 +203,17 @@ impl Daemon {
             .expect("run docker CLI")
     }
 
+    /// Runs the `berth` CLI against this daemon (stdin empty).
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
     /// Imports a busybox root filesystem as image `name` (through the API).
     pub fn import_busybox(&self, name: &str) -> String {
         let rootfs = self.dir.path().join("bb-rootfs");

@@ -200,15 +200,7 @@ impl Client {
             if status.as_u16() < 400 {
                 return Ok(resp);
             }
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            let mut message = error_message(&bytes);
-            if message.is_empty() {
-                message = format!(
-                    "{} {}",
-                    status.as_u16(),
-                    status.canonical_reason().unwrap_or("").to_ascii_lowercase()
-                );
-            }
+            let message = failure_message(resp).await?;
             if status == StatusCode::BAD_REQUEST && attempt == 0 {
                 if let Some(v) = max_version_in(&message) {
                     if let Ok(mut cur) = self.version.lock() {
@@ -281,15 +273,7 @@ impl Client {
         if status.as_u16() < 400 {
             return Ok(Some(resp));
         }
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let mut message = error_message(&bytes);
-        if message.is_empty() {
-            message = format!(
-                "{} {}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("").to_ascii_lowercase()
-            );
-        }
+        let message = failure_message(resp).await?;
         if status == StatusCode::BAD_REQUEST {
             if let Some(v) = max_version_in(&message) {
                 if let Ok(mut cur) = self.version.lock() {
@@ -402,6 +386,22 @@ pub async fn next_chunk(body: &mut Incoming) -> anyhow::Result<Option<Bytes>> {
         }
     }
     Ok(None)
+}
+
+/// The message of a failed response: the daemon's `{"message": ...}`, else the status
+/// line ("404 not found").
+async fn failure_message(resp: Response<Incoming>) -> anyhow::Result<String> {
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let message = error_message(&bytes);
+    if !message.is_empty() {
+        return Ok(message);
+    }
+    Ok(format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("").to_ascii_lowercase()
+    ))
 }
 
 /// Extracts the message of a daemon error body (`{"message": ...}`, else the text).
