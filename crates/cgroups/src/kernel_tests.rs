@@ -487,6 +487,53 @@ fn relative_paths_nest_under_the_callers_cgroup() {
     assert!(cg.dirs().all(|(_, d)| !d.exists()));
 }
 
+/// Containers share parents (`/berth`, a test's `/berth-rt-test`), and whoever is last
+/// removes them: a create racing with that removal still succeeds.
+#[test]
+fn create_survives_a_shared_parent_removed_meanwhile() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let parent = format!("/berth-test-{}", testutil::unique_name("cg-race"));
+    let tops: Vec<PathBuf> = hierarchies()
+        .unwrap()
+        .into_iter()
+        .map(|h| join_cg(&h.mountpoint, &parent))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let remover = {
+        let (stop, tops) = (stop.clone(), tops.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for t in &tops {
+                    let _ = fs::remove_dir(t);
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    let mut result = Ok(());
+    for i in 0..300 {
+        let cg = Cgroup::new(Some(&format!("{parent}/c{i}")), "x", false).unwrap();
+        result = cg
+            .create()
+            .map_err(|e| format!("create {i}: {e}: {:?}", std::error::Error::source(&e)));
+        let _ = cg.destroy();
+        if result.is_err() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    remover.join().unwrap();
+    for t in &tops {
+        let _ = fs::remove_dir(t);
+    }
+    result.unwrap();
+}
+
 #[test]
 fn invalid_paths_are_rejected() {
     for p in ["", "/", "/a/../../etc", "../x"] {

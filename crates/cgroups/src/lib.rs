@@ -205,29 +205,19 @@ impl Cgroup {
     /// on v2, every controller available in an ancestor is enabled in its
     /// `cgroup.subtree_control` (failures there only mean the controller stays
     /// unavailable, reported later if a resource needs it). Idempotent.
+    ///
+    /// A parent shared with other containers may be removed by someone else (the last
+    /// user cleaning up) between its creation and the child's: the path is then walked
+    /// again from the top (up to 50 times) before `ENOENT` (or `ENODEV`, a file of a
+    /// removed cgroup) is an error.
     pub fn create(&self) -> Result<()> {
+        const ATTEMPTS: usize = 50;
         for (h, dir) in self.dirs() {
-            let rel = dir.strip_prefix(&h.mountpoint).unwrap_or(dir);
-            let mut cur = h.mountpoint.clone();
-            if h.v2 {
-                enable_subtree(&cur);
-            }
-            let comps: Vec<_> = rel.components().collect();
-            for (i, c) in comps.iter().enumerate() {
-                let parent = cur.clone();
-                cur.push(c);
-                match fs::create_dir(&cur) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == IoKind::AlreadyExists => {}
-                    Err(source) => {
-                        return Err(CgroupError::Create { path: cur, source });
-                    }
-                }
-                if !h.v2 && h.has("cpuset") {
-                    copy_cpuset(&parent, &cur)?;
-                }
-                if h.v2 && i + 1 < comps.len() {
-                    enable_subtree(&cur);
+            let mut attempt = 1;
+            loop {
+                match create_in(h, dir) {
+                    Err(e) if vanished(&e) && attempt < ATTEMPTS => attempt += 1,
+                    r => break r?,
                 }
             }
         }
@@ -379,6 +369,45 @@ impl Cgroup {
     pub fn stats(&self) -> Result<Stats> {
         stats::collect(self)
     }
+}
+
+/// Whether `e` says that a cgroup directory went away while it was being set up.
+fn vanished(e: &CgroupError) -> bool {
+    let source = match e {
+        CgroupError::Create { source, .. }
+        | CgroupError::Read { source, .. }
+        | CgroupError::Write { source, .. } => source,
+        _ => return false,
+    };
+    source.kind() == IoKind::NotFound || source.raw_os_error() == Some(libc::ENODEV)
+}
+
+/// Create `dir` and its missing parents in hierarchy `h` (see [`Cgroup::create`]).
+fn create_in(h: &Hierarchy, dir: &Path) -> Result<()> {
+    let rel = dir.strip_prefix(&h.mountpoint).unwrap_or(dir);
+    let mut cur = h.mountpoint.clone();
+    if h.v2 {
+        enable_subtree(&cur);
+    }
+    let comps: Vec<_> = rel.components().collect();
+    for (i, c) in comps.iter().enumerate() {
+        let parent = cur.clone();
+        cur.push(c);
+        match fs::create_dir(&cur) {
+            Ok(()) => {}
+            Err(e) if e.kind() == IoKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(CgroupError::Create { path: cur, source });
+            }
+        }
+        if !h.v2 && h.has("cpuset") {
+            copy_cpuset(&parent, &cur)?;
+        }
+        if h.v2 && i + 1 < comps.len() {
+            enable_subtree(&cur);
+        }
+    }
+    Ok(())
 }
 
 /// Value of `key` in a flat-keyed file (`key value` per line).
