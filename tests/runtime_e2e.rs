@@ -18,6 +18,22 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_berth-runtime")
 }
 
+/// Whether the host mounts only cgroup2 (then /sys/fs/cgroup is the unified root, and a
+/// container's /proc/self/cgroup has just the `0::` line).
+fn cgroup_v2_only() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The directory that holds the `pids` controller's files: `/sys/fs/cgroup/pids` on v1
+/// and hybrid hosts, `/sys/fs/cgroup` on a v2-only host.
+fn pids_hierarchy() -> PathBuf {
+    if cgroup_v2_only() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/pids")
+    }
+}
+
 /// One container under test: its state root, bundle and id.
 struct Ctr {
     root: tempfile::TempDir,
@@ -121,7 +137,7 @@ impl Ctr {
     }
 
     fn cgroup_dir(&self) -> PathBuf {
-        Path::new("/sys/fs/cgroup/pids/berth-rt-test").join(&self.id)
+        pids_hierarchy().join("berth-rt-test").join(&self.id)
     }
 
     /// Nothing of the container is left: no process, no state dir, no cgroup, no mount.
@@ -157,14 +173,17 @@ impl Drop for Ctr {
             .args(["delete", "--force", &self.id])
             .stderr(Stdio::null())
             .status();
-        // The shared parent cgroup goes once the last test is done with it.
-        for h in fs::read_dir("/sys/fs/cgroup")
+        // The shared parent cgroup goes once the last test is done with it: in each v1
+        // hierarchy, or at the top on a v2-only host.
+        let top = PathBuf::from("/sys/fs/cgroup");
+        let hierarchies = fs::read_dir(&top)
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let _ = fs::remove_dir(h.path().join("berth-rt-test").join(&self.id));
-            let _ = fs::remove_dir(h.path().join("berth-rt-test"));
+            .map(|h| h.path());
+        for h in std::iter::once(top).chain(hierarchies) {
+            let _ = fs::remove_dir(h.join("berth-rt-test").join(&self.id));
+            let _ = fs::remove_dir(h.join("berth-rt-test"));
         }
     }
 }
@@ -322,7 +341,8 @@ fn namespaces_are_isolated() {
         "-c",
         "echo pid=$$; echo host=$(hostname); echo net=$(ls /sys/class/net); \
          echo ipc=$(readlink /proc/self/ns/ipc); echo mnt=$(readlink /proc/self/ns/mnt); \
-         echo uts=$(readlink /proc/self/ns/uts); grep pids /proc/self/cgroup; ps | wc -l",
+         echo uts=$(readlink /proc/self/ns/uts); grep -E 'pids|^0::' /proc/self/cgroup; \
+         ps | wc -l",
     ]) else {
         return;
     };
@@ -336,7 +356,12 @@ fn namespaces_are_isolated() {
     assert!(out.contains("host=berth\n"), "{out}");
     assert!(out.contains("net=lo\n"), "{out}");
     // The cgroup namespace is rooted at the container's own cgroup.
-    assert!(out.contains(":pids:/\n"), "{out}");
+    let own = if cgroup_v2_only() {
+        "0::/\n"
+    } else {
+        ":pids:/\n"
+    };
+    assert!(out.contains(own), "{out}");
     for ns in ["ipc", "mnt", "uts"] {
         let host = fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         assert!(
@@ -935,10 +960,10 @@ fn pids_limit_stops_fork_bomb() {
     let Some(mut c) = Ctr::new(&[
         "sh",
         "-c",
-        "cat /sys/fs/cgroup/pids/pids.max; \
+        "p=/sys/fs/cgroup/pids; [ -d $p ] || p=/sys/fs/cgroup; cat $p/pids.max; \
          (i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done) 2>/dev/null; \
-         read n < /sys/fs/cgroup/pids/pids.current; echo current=$n; \
-         read e < /sys/fs/cgroup/pids/pids.events; echo events=$e",
+         read n < $p/pids.current; echo current=$n; \
+         read e < $p/pids.events; echo events=$e",
     ]) else {
         return;
     };
@@ -1080,7 +1105,8 @@ fn pid_file_preserve_fds_and_no_pivot() {
 /// "ready" first ("no pid from the exec'd process"). Many quick execs make that order likely.
 #[test]
 fn detached_execs_always_report_their_pid() {
-    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+    // Long enough for 60 execs on a slow (emulated) machine too; delete --force ends it.
+    let Some(c) = Ctr::new(&["sleep", "3600"]) else {
         return;
     };
     let (ok, err) = c.create();
