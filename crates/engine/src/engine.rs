@@ -723,6 +723,8 @@ impl Engine {
             id: id.clone(),
             runtime: self.inner.cfg.runtime.clone(),
             runtime_root: self.inner.cfg.run_root.join("runtime"),
+            builtin_runtime: self.inner.cfg.runtime.file_name()
+                == Some(std::ffi::OsStr::new("berth-runtime")),
             bundle: paths.bundle.clone(),
             log_path: (hc.log_config.kind != "none").then(|| paths.log(id)),
             log_max_size: max_size,

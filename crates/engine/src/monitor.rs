@@ -2,7 +2,8 @@
 //!
 //! The engine starts one monitor per container run: `berth-monitor '<MonitorConfig JSON>'`
 //! with its stdin a control pipe and its stdout a status pipe. The monitor makes itself a
-//! session leader and child subreaper, calls `<runtime> create` with the container's stdio
+//! session leader and child subreaper, calls `<runtime> create` (or, for berth's own
+//! runtime, the linked `runtime` library) with the container's stdio
 //! connected to pipes it owns (or receives the pty master on a console socket), writes one
 //! [`StatusLine`] (`Created`), optionally waits for one byte on the control pipe (so that the
 //! engine can connect attach clients before any output is produced), calls
@@ -39,6 +40,10 @@ pub struct MonitorConfig {
     pub runtime: PathBuf,
     /// The runtime's state root (`--root`).
     pub runtime_root: PathBuf,
+    /// `runtime` is berth's own: call the linked `runtime` library in-process instead of
+    /// executing it for create, start and delete (same state root, same on-disk state).
+    #[serde(default)]
+    pub builtin_runtime: bool,
     /// The bundle directory (`config.json` + `rootfs`).
     pub bundle: PathBuf,
     /// The json-file log, or none when logging is off.

@@ -21,6 +21,7 @@ fn monitor_reports_runtime_failure_on_status_pipe() {
         id: "x".into(),
         runtime: "/bin/false".into(),
         runtime_root: dir.path().join("rt"),
+        builtin_runtime: false,
         bundle: dir.path().to_path_buf(),
         log_path: None,
         log_max_size: 0,

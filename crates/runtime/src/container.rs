@@ -290,6 +290,19 @@ impl Runtime {
         self.create_inner(id, opts, false).map(|(pid, _)| pid)
     }
 
+    /// `create` for a caller that supervises the container itself, in-process (the
+    /// engine's monitor): with `process.terminal` and no console socket, the pty master
+    /// is returned instead of sent. Returns the init's host pid and the pty master. The
+    /// caller must be single-threaded (the runtime forks), and its fds 0, 1 and 2 become
+    /// the container's stdio.
+    pub fn create_supervised(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+    ) -> Result<(i32, Option<OwnedFd>)> {
+        self.create_inner(id, opts, true)
+    }
+
     /// `create`; with `proxy`, a terminal without console socket is allowed and the pty
     /// master is returned (for `run` to proxy).
     fn create_inner(

@@ -311,6 +311,7 @@ struct Ready<'a> {
 impl Ready<'_> {
     /// Sets no_new_privs, loads seccomp and execs. Returns only on failure.
     fn exec(self) -> CResult<Infallible> {
+        reset_signals()?;
         if self.no_new_privs {
             // SAFETY: PR_SET_NO_NEW_PRIVS with a flag value has no memory effects.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -326,6 +327,49 @@ impl Ready<'_> {
         let e = nix::unistd::execve(&self.path, &self.argv, &self.env).unwrap_err();
         Err(format!("exec {:?}: {e}", self.path))
     }
+}
+
+/// Gives the program the signal state of a fresh process, whatever its caller had: an
+/// empty signal mask, and the default action for every signal. An ignored signal stays
+/// ignored across execve, and Rust programs (the runtime itself, or the engine's monitor,
+/// which links the runtime) start with SIGPIPE ignored: without this, `yes | head` in a
+/// container would not end `yes` with SIGPIPE as it does under docker.
+fn reset_signals() -> CResult<()> {
+    // Every signal the kernel knows (1..=64), the real-time ones that glibc keeps for
+    // itself (32, 33) included, which its sigaction() refuses to touch: hence the raw
+    // system call. An all-zero kernel `struct sigaction` is SIG_DFL with no flags and an
+    // empty mask on every architecture, whatever its field order.
+    const KERNEL_NSIG: i32 = 64;
+    let act = [0u64; 4];
+    for sig in 1..=KERNEL_NSIG {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `act` is a valid, zeroed kernel sigaction that outlives the call; the
+        // old action is not asked for; 8 is the kernel's sigset size (_NSIG / 8). Setting
+        // SIG_DFL runs no code, and this process installs no handler before exec.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                act.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            )
+        };
+        if r != 0 {
+            return Err(format!(
+                "reset the action of signal {sig}: {}",
+                nix::errno::Errno::last()
+            ));
+        }
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(|e| format!("clear the signal mask: {e}"))
 }
 
 /// Installs a compiled seccomp program on the calling thread (every thread with TSYNC).

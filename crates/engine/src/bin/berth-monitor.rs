@@ -59,11 +59,165 @@ fn other(msg: String) -> io::Error {
     io::Error::other(msg)
 }
 
+/// How the monitor drives the OCI runtime.
+///
+/// With berth's own runtime ([`MonitorConfig::builtin_runtime`]) the monitor calls the
+/// `runtime` library in-process: no `berth-runtime create`, `start` and `delete` processes
+/// to exec (a few milliseconds of each container's start). The monitor is single-threaded
+/// whenever it calls the library, as the library's fork requires. Any other runtime (runc,
+/// crun, a wrapper) is run as a command with runc's command line.
+enum Rt {
+    /// The runtime binary, with runc's command line.
+    Exec,
+    /// The linked runtime library.
+    Lib(runtime::Runtime),
+}
+
+impl Rt {
+    fn new(cfg: &MonitorConfig) -> Rt {
+        if cfg.builtin_runtime {
+            Rt::Lib(runtime::Runtime::new(&cfg.runtime_root))
+        } else {
+            Rt::Exec
+        }
+    }
+
+    /// Creates the container with `stdio` as its standard streams (the runtime's own
+    /// messages go to its stderr too). With a terminal, the exec'd runtime sends the pty
+    /// master to `console`, the library returns it. Returns the pty master, if any.
+    fn create(
+        &self,
+        cfg: &MonitorConfig,
+        pid_file: &Path,
+        stdio: ContainerStdio,
+        console: Option<&Path>,
+    ) -> Result<Option<OwnedFd>, String> {
+        match self {
+            Rt::Exec => {
+                let mut c = runtime_command(cfg);
+                c.arg("create")
+                    .arg("--bundle")
+                    .arg(&cfg.bundle)
+                    .arg("--pid-file")
+                    .arg(pid_file);
+                if let Some(sock) = console {
+                    c.arg("--console-socket").arg(sock);
+                }
+                c.arg(&cfg.id);
+                c.stdin(Stdio::from(stdio.stdin))
+                    .stdout(Stdio::from(stdio.stdout))
+                    .stderr(Stdio::from(stdio.stderr));
+                let status = c.status();
+                drop(c);
+                match status {
+                    Ok(s) if s.success() => Ok(None),
+                    Ok(_) => Err(String::new()),
+                    Err(e) => Err(format!("run {}: {e}", cfg.runtime.display())),
+                }
+            }
+            Rt::Lib(rt) => {
+                let opts = runtime::CreateOptions {
+                    bundle: cfg.bundle.clone(),
+                    pid_file: Some(pid_file.to_path_buf()),
+                    ..Default::default()
+                };
+                with_stdio(stdio, || rt.create_supervised(&cfg.id, &opts))
+                    .map_err(|e| e.to_string())?
+                    .map(|(_, pty)| pty)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Lets the created container's program run.
+    fn start(&self, cfg: &MonitorConfig) -> Result<(), String> {
+        match self {
+            Rt::Exec => {
+                let out = runtime_command(cfg)
+                    .arg("start")
+                    .arg(&cfg.id)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .output()
+                    .map_err(|e| format!("run {}: {e}", cfg.runtime.display()))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+                }
+            }
+            Rt::Lib(rt) => rt.start(&cfg.id).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// `delete --force`: the runtime's state and cgroup; errors are ignored (nothing to
+    /// delete, or the daemon's reconcile will retry).
+    fn delete(&self, cfg: &MonitorConfig) {
+        match self {
+            Rt::Exec => {
+                let _ = runtime_command(cfg)
+                    .arg("delete")
+                    .arg("--force")
+                    .arg(&cfg.id)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            Rt::Lib(rt) => {
+                let _ = rt.delete(&cfg.id, true);
+            }
+        }
+    }
+
+    /// Removes the runtime's state of a container that failed to start, and unmounts its
+    /// root filesystem.
+    fn cleanup(&self, cfg: &MonitorConfig) {
+        self.delete(cfg);
+        unmount_rootfs(cfg);
+    }
+}
+
 /// The runtime command with its global options.
-fn runtime(cfg: &MonitorConfig) -> Command {
+fn runtime_command(cfg: &MonitorConfig) -> Command {
     let mut c = Command::new(&cfg.runtime);
     c.arg("--root").arg(&cfg.runtime_root);
     c
+}
+
+/// The container's ends of its standard streams.
+struct ContainerStdio {
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+}
+
+/// Runs `f` with `stdio` as this process's fds 0, 1 and 2 (which the library's fork hands
+/// to the container), then puts the monitor's own back. Single-threaded use only.
+fn with_stdio<T>(stdio: ContainerStdio, f: impl FnOnce() -> T) -> io::Result<T> {
+    let saved: Vec<OwnedFd> = [
+        io::stdin().as_fd(),
+        io::stdout().as_fd(),
+        io::stderr().as_fd(),
+    ]
+    .iter()
+    .map(|fd| fd.try_clone_to_owned())
+    .collect::<io::Result<_>>()?;
+    let install = |fds: [&OwnedFd; 3]| -> io::Result<()> {
+        for (target, fd) in fds.iter().enumerate() {
+            // SAFETY: dup2 onto 0, 1, 2 only replaces this process's standard streams,
+            // which nothing else is using during the call (single-threaded).
+            if unsafe { libc::dup2(fd.as_raw_fd(), target as i32) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    install([&stdio.stdin, &stdio.stdout, &stdio.stderr])?;
+    let out = f();
+    install([&saved[0], &saved[1], &saved[2]])?;
+    Ok(out)
 }
 
 /// Reads what is available in a non-blocking fd (at most 64 KiB).
@@ -127,97 +281,98 @@ fn run(cfg: &MonitorConfig) -> io::Result<()> {
     mask.thread_block().map_err(io::Error::from)?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(io::Error::from)?;
+    let rt = Rt::new(cfg);
 
     let pid_file = cfg.bundle.join("init.pid");
     let _ = fs::remove_file(&pid_file);
-    let mut create = runtime(cfg);
-    create
-        .arg("create")
-        .arg("--bundle")
-        .arg(&cfg.bundle)
-        .arg("--pid-file")
-        .arg(&pid_file);
-    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let mut stdio;
-    let console_thread;
-    if cfg.tty {
-        let sock = cfg.bundle.join("console.sock");
-        let _ = fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock)?;
-        create.arg("--console-socket").arg(&sock);
-        create
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(err_w.try_clone()?))
-            .stderr(Stdio::from(err_w));
-        console_thread = Some(std::thread::spawn(move || receive_console(&listener)));
-        stdio = Stdio3::Tty { master: None };
-    } else {
-        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let (cerr_r, cerr_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        let stdin_w = if cfg.open_stdin {
-            let (in_r, in_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-            create.stdin(Stdio::from(in_r));
-            Some(in_w)
+    let null = || -> io::Result<OwnedFd> { Ok(File::open("/dev/null")?.into()) };
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from);
+    if !cfg.tty {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (stdin_r, stdin_w) = if cfg.open_stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
         } else {
-            create.stdin(Stdio::null());
-            None
+            (null()?, None)
         };
-        create
-            .stdout(Stdio::from(out_w))
-            .stderr(Stdio::from(cerr_w));
+        let container = ContainerStdio {
+            stdin: stdin_r,
+            stdout: out_w,
+            stderr: err_w,
+        };
         // The runtime's own errors go to the container's stderr pipe: read on failure.
-        drop(err_r);
-        drop(err_w);
-        stdio = Stdio3::Pipes {
-            stdin: stdin_w,
-            stdout: Some(out_r),
-            stderr: Some(cerr_r),
-        };
-        create.arg(&cfg.id);
-        let status = create.status();
-        drop(create);
-        let status = status?;
-        if !status.success() {
-            let text = match &stdio {
-                Stdio3::Pipes {
-                    stderr: Some(e), ..
-                } => read_available(e),
-                _ => String::new(),
+        if let Err(msg) = rt.create(cfg, &pid_file, container, None) {
+            let text = if msg.is_empty() {
+                read_available(&err_r)
+            } else {
+                msg
             };
-            cleanup_runtime(cfg);
+            rt.cleanup(cfg);
             return Err(other(failure_text("create", &text)));
         }
-        return supervise(cfg, sigfd, stdio, &pid_file);
+        let stdio = Stdio3::Pipes {
+            stdin: stdin_w,
+            stdout: Some(out_r),
+            stderr: Some(err_r),
+        };
+        return supervise(cfg, &rt, sigfd, stdio, &pid_file);
     }
-    // tty
-    create.arg(&cfg.id);
-    let status = create.status();
-    drop(create);
-    let status = status?;
-    if !status.success() {
-        let text = read_available(&err_r);
-        cleanup_runtime(cfg);
-        return Err(other(failure_text("create", &text)));
-    }
-    let master = match console_thread.map(|t| t.join()) {
-        Some(Ok(Ok(m))) => m,
-        Some(Ok(Err(e))) => {
-            cleanup_runtime(cfg);
-            return Err(e);
-        }
-        _ => {
-            cleanup_runtime(cfg);
-            return Err(other("console socket thread failed".into()));
-        }
+    // A terminal: the runtime's own messages go to a pipe of their own.
+    let (err_r, err_w) = pipe()?;
+    let container = ContainerStdio {
+        stdin: null()?,
+        stdout: err_w.try_clone()?,
+        stderr: err_w,
     };
-    let _ = fs::remove_file(cfg.bundle.join("console.sock"));
-    stdio = match stdio {
-        Stdio3::Tty { .. } => Stdio3::Tty {
-            master: Some(master),
+    let master = match &rt {
+        Rt::Lib(_) => match rt.create(cfg, &pid_file, container, None) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                rt.cleanup(cfg);
+                return Err(other("the runtime gave no pty master".into()));
+            }
+            Err(msg) => {
+                rt.cleanup(cfg);
+                return Err(other(failure_text("create", &msg)));
+            }
         },
-        s => s,
+        Rt::Exec => {
+            let sock = cfg.bundle.join("console.sock");
+            let _ = fs::remove_file(&sock);
+            let listener = UnixListener::bind(&sock)?;
+            let console_thread = std::thread::spawn(move || receive_console(&listener));
+            if let Err(msg) = rt.create(cfg, &pid_file, container, Some(&sock)) {
+                let text = if msg.is_empty() {
+                    read_available(&err_r)
+                } else {
+                    msg
+                };
+                rt.cleanup(cfg);
+                // Unblocks the thread's accept, if the runtime never connected.
+                let _ = UnixStream::connect(&sock);
+                let _ = fs::remove_file(&sock);
+                return Err(other(failure_text("create", &text)));
+            }
+            let received = console_thread.join();
+            let _ = fs::remove_file(&sock);
+            match received {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) => {
+                    rt.cleanup(cfg);
+                    return Err(e);
+                }
+                Err(_) => {
+                    rt.cleanup(cfg);
+                    return Err(other("console socket thread failed".into()));
+                }
+            }
+        }
     };
-    supervise(cfg, sigfd, stdio, &pid_file)
+    let stdio = Stdio3::Tty {
+        master: Some(master),
+    };
+    supervise(cfg, &rt, sigfd, stdio, &pid_file)
 }
 
 fn failure_text(step: &str, text: &str) -> String {
@@ -226,25 +381,6 @@ fn failure_text(step: &str, text: &str) -> String {
     } else {
         format!("runtime {step} failed: {text}")
     }
-}
-
-/// Removes the runtime's state of a container that failed to start, and unmounts its
-/// root filesystem.
-fn cleanup_runtime(cfg: &MonitorConfig) {
-    delete_runtime(cfg);
-    unmount_rootfs(cfg);
-}
-
-/// `<runtime> delete --force` of the container.
-fn delete_runtime(cfg: &MonitorConfig) {
-    let _ = runtime(cfg)
-        .arg("delete")
-        .arg("--force")
-        .arg(&cfg.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 fn unmount_rootfs(cfg: &MonitorConfig) {
@@ -264,6 +400,7 @@ struct Client {
 
 fn supervise(
     cfg: &MonitorConfig,
+    rt: &Rt,
     sigfd: SignalFd,
     mut stdio: Stdio3,
     pid_file: &Path,
@@ -280,16 +417,8 @@ fn supervise(
         let mut b = [0u8; 1];
         let _ = io::stdin().read(&mut b);
     }
-    let out = runtime(cfg)
-        .arg("start")
-        .arg(&cfg.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        cleanup_runtime(cfg);
+    if let Err(text) = rt.start(cfg) {
+        rt.cleanup(cfg);
         let _ = fs::remove_file(&cfg.attach_socket);
         return Err(other(failure_text("start", &text)));
     }
@@ -493,7 +622,7 @@ fn supervise(
     }
     // Only the runtime's state: the engine may have mounted the root filesystem again by
     // now (`docker cp`, export), which must not be unmounted under it.
-    delete_runtime(cfg);
+    rt.delete(cfg);
     written
 }
 
