@@ -130,6 +130,20 @@ mkdir -p "$run/job" "$run/initrd/bin" "$run/initrd/lib/modules"
   printf ' %q' "$@"
   printf '\n'
 } >"$run/job/job.sh"
+# The VM mounts fresh tmpfs on these; what the job needs from under them on the host (its
+# directory, CARGO_TARGET_DIR, paths in its arguments, also in DIR=FILE form: a CI clone
+# in /tmp) is carried over, outermost paths only.
+scratch='^/(tmp|var/tmp|run|var/lib/berth)(/|$)'
+{
+  printf '%s\n' "$PWD" "${CARGO_TARGET_DIR:-}"
+  for a in "$@"; do
+    IFS='=' read -r -a parts <<<"$a"
+    for p in "${parts[@]}"; do
+      case $p in /*) [ -e "$p" ] && { [ -d "$p" ] && echo "$p" || dirname "$p"; } ;; esac
+    done
+  done
+} | grep -E "$scratch" | grep -v -E '^/(tmp|var/tmp|run|var/lib/berth)/?$' | sort -u |
+  awk 'NR == 1 || index($0, last "/") != 1 { print; last = $0 }' >"$run/job/keep" || true
 cat >"$run/job/vm.conf" <<EOF
 modules_dir=$kdir/lib/modules/$kver
 debug=${BERTH_VM_DEBUG:-0}

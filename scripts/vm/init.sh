@@ -45,10 +45,25 @@ mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 $n/sys/fs/cgroup ||
   mount -t cgroup2 cgroup2 $n/sys/fs/cgroup || fail "cannot mount cgroup2"
 mount -t bpf bpf $n/sys/fs/bpf 2>/dev/null
 mount -t debugfs debugfs $n/sys/kernel/debug 2>/dev/null
-# Real (non-overlay) file systems where tests make overlay upper dirs and state.
+# Real (non-overlay) file systems where tests make overlay upper dirs and state; the
+# host paths under them that the job needs (job/keep) stay visible, moved on top.
+mkdir /keep
+i=0
+while IFS= read -r p; do
+  [ -d "$n$p" ] || continue
+  i=$((i + 1))
+  mkdir /keep/$i
+  mount --bind "$n$p" /keep/$i && echo "$p" >/keep/$i.path
+done </job/keep
 for d in tmp var/tmp run var/lib/berth; do
   mkdir -p $n/$d
   mount -t tmpfs -o mode=1777 tmpfs $n/$d
+done
+for f in /keep/*.path; do
+  [ -f "$f" ] || continue
+  p=$(cat "$f")
+  mkdir -p "$n$p"
+  mount --move "${f%.path}" "$n$p" || fail "cannot keep $p"
 done
 chmod 755 $n/run $n/var/lib/berth
 # The kernel's modules for this kernel (the host's /lib/modules has the host kernel's).
