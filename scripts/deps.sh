@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages Berth and its tests need; installs only what is missing.
 set -euo pipefail
-pkgs=(busybox-static pkg-config libseccomp-dev iptables iproute2 curl jq docker-registry apache2-utils runc skopeo docker.io podman)
+pkgs=(busybox-static pkg-config libseccomp-dev iptables iproute2 curl jq docker-registry apache2-utils runc skopeo docker.io podman
+  qemu-system-x86)  # qemu: the cgroup v2-only VM of scripts/vm (its kernel is fetched there)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
