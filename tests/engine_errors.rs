@@ -110,3 +110,52 @@ fn second_daemon_on_the_same_root_is_refused() {
     // The first one still serves.
     assert_eq!(d.request("GET", "/_ping", None).0, 200);
 }
+
+/// A published port already taken on the host fails the start after the runtime has
+/// created the container (the endpoints are plumbed meanwhile): the created container is
+/// removed again, nothing of its run is left (namespace, runtime state, mount, cgroup),
+/// and once the port is free the same container starts.
+#[test]
+fn start_with_a_taken_port_fails_cleanly_and_can_be_retried() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "taken",
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&port.to_string()), "{err}");
+    let v = d.inspect("taken");
+    assert_eq!(v["State"]["Running"], false, "{v}");
+    let id = v["Id"].as_str().unwrap().to_string();
+    assert!(!d.run_root.join("netns").join(&id).exists());
+    assert!(!d.run_root.join("runtime").join(&id).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "a mount of {id} is left");
+    let cgroup_left = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path())
+        .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+        .any(|h| h.join("berth").join(&id).exists());
+    assert!(!cgroup_left, "the cgroup of {id} is left");
+    drop(listener);
+    let out = d.berth(&["start", "taken"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(d.inspect("taken")["State"]["Running"], true);
+    assert!(d.berth(&["rm", "-f", "taken"]).status.success());
+}

@@ -5,7 +5,9 @@ use crate::error::{EngineError, Result};
 use crate::events::Events;
 use crate::fsutil::write_atomic;
 use crate::images::{Images, ResolvedImage};
-use crate::monitor::{ExitRecord, MonitorConfig, StatusLine, ATTACH_STREAMS, ATTACH_WATCH};
+use crate::monitor::{
+    ExitRecord, MonitorConfig, StatusLine, ABORT_START, ATTACH_STREAMS, ATTACH_WATCH, GO,
+};
 use crate::spec;
 use api::{
     ContainerCreateBody, ContainerInspect, ContainerState, ContainerSummary, MountPoint, StringMap,
@@ -621,7 +623,7 @@ impl Engine {
         &self,
         rec: &ContainerRecord,
         paths: &Paths,
-        mut attachers: Vec<oneshot::Sender<UnixStream>>,
+        attachers: Vec<oneshot::Sender<UnixStream>>,
         slot: tokio::sync::OwnedMutexGuard<()>,
         t: &mut crate::timing::Phases,
     ) -> Result<(i32, i32, oneshot::Sender<()>)> {
@@ -664,14 +666,10 @@ impl Engine {
             resolv.push_str(&format!("options {}\n", hc.dns_options.join(" ")));
         }
         t.lap("etc");
-        let attached = self.net_attach(rec, &paths.dir, &hostname)?;
-        t.lap("net");
-        if let Some(h) = &attached.hosts {
-            write_atomic(&hosts_file, h.as_bytes(), false)?;
-        }
-        if let Some(r) = &attached.resolv {
-            resolv = r.clone();
-        }
+        // The namespace first; its endpoints are plumbed while the runtime creates the
+        // container in it (the program starts only once both are done).
+        let ns = self.net_attach_netns(rec)?;
+        t.lap("netns");
         write_atomic(&resolv_file, resolv.as_bytes(), false)?;
         for (dst, f) in [
             ("/etc/hostname", &hostname_file),
@@ -680,6 +678,53 @@ impl Engine {
         ] {
             etc.push((dst.to_string(), f.display().to_string()));
         }
+        let mut plumbing = ns.network.is_some().then(|| {
+            let engine = self.clone();
+            let rec = rec.clone();
+            let (cdir, hostname) = (paths.dir.clone(), hostname.clone());
+            tokio::task::spawn_blocking(move || {
+                engine.networks().connect_endpoints(&rec, &cdir, &hostname)
+            })
+        });
+        let started = self
+            .start_monitor(
+                rec,
+                paths,
+                ns.netns,
+                hostname,
+                etc,
+                attachers,
+                &mut plumbing,
+                slot,
+                t,
+            )
+            .await;
+        // A failed start must not race the plumbing: the caller detaches the network.
+        if let Some(p) = plumbing {
+            let _ = p.await;
+        }
+        started
+    }
+
+    /// The rest of [`Self::start_mounted`]: the spec, the monitor, and the container's
+    /// create and start through it. With `plumbing` (the endpoints being connected), the
+    /// monitor waits after create until they are, and the hosts and resolv.conf files
+    /// get their final content in place (they are bind-mounted by then).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_monitor(
+        &self,
+        rec: &ContainerRecord,
+        paths: &Paths,
+        netns: Option<String>,
+        hostname: String,
+        etc: Vec<(String, String)>,
+        mut attachers: Vec<oneshot::Sender<UnixStream>>,
+        plumbing: &mut Option<tokio::task::JoinHandle<Result<crate::network::Attached>>>,
+        slot: tokio::sync::OwnedMutexGuard<()>,
+        t: &mut crate::timing::Phases,
+    ) -> Result<(i32, i32, oneshot::Sender<()>)> {
+        let id = &rec.id;
+        let hc = &rec.host_config;
         let mut cfg = rec.config.clone();
         cfg.hostname = hostname;
         let mut args = vec![rec.path.clone()];
@@ -694,7 +739,7 @@ impl Engine {
                 rootfs: &paths.rootfs(),
                 args,
                 etc_files: etc,
-                netns: attached.netns,
+                netns,
                 mounts: user_mounts,
                 init: None,
             },
@@ -734,7 +779,7 @@ impl Engine {
             tty: cfg.tty,
             open_stdin: cfg.open_stdin,
             stdin_once: cfg.stdin_once,
-            wait_go: !attachers.is_empty(),
+            wait_go: !attachers.is_empty() || plumbing.is_some(),
             unmount: Some(paths.rootfs()),
             oom_files: vec![
                 PathBuf::from(format!(
@@ -782,6 +827,22 @@ impl Engine {
                 Ok(StatusLine::Created { pid: p }) => {
                     t.lap("runtime-create");
                     pid = p;
+                    if let Some(p) = plumbing.take() {
+                        let attached = match p.await {
+                            Ok(r) => r,
+                            Err(e) => Err(EngineError::Runtime(format!("network set-up: {e}"))),
+                        };
+                        if let Err(e) = attached.and_then(|a| self.final_etc(paths, &a)) {
+                            // The monitor removes the created container and reports.
+                            if let Some(c) = control.as_mut() {
+                                let _ = c.write_all(&[ABORT_START]).await;
+                            }
+                            drop(control);
+                            let _ = child.wait().await;
+                            return Err(e);
+                        }
+                        t.lap("net");
+                    }
                     if mcfg_wait_go {
                         for tx in std::mem::take(&mut attachers) {
                             if let Ok(s) = connect_streams(&paths.attach_socket()).await {
@@ -789,7 +850,7 @@ impl Engine {
                             }
                         }
                         if let Some(c) = control.as_mut() {
-                            let _ = c.write_all(b"g").await;
+                            let _ = c.write_all(&[GO]).await;
                         }
                     }
                 }
@@ -800,6 +861,12 @@ impl Engine {
                 }
                 Ok(StatusLine::Failed { message }) => {
                     let _ = child.wait().await;
+                    // A failed network set-up is the cause, whatever the runtime then met.
+                    if let Some(p) = plumbing.take() {
+                        if let Ok(Err(e)) = p.await {
+                            return Err(e);
+                        }
+                    }
                     return Err(EngineError::Runtime(message));
                 }
                 Ok(StatusLine::Exited) | Err(_) => continue,
@@ -823,6 +890,18 @@ impl Engine {
             drop(slot);
         });
         Ok((pid, monitor_pid, gate))
+    }
+
+    /// Gives the container's hosts and resolv.conf the network's content, in place: they
+    /// are bind-mounted into the created container by now, which a rename would not reach.
+    fn final_etc(&self, paths: &Paths, a: &crate::network::Attached) -> Result<()> {
+        for (name, content) in [("hosts", &a.hosts), ("resolv.conf", &a.resolv)] {
+            if let Some(c) = content {
+                let p = paths.dir.join(name);
+                std::fs::write(&p, c).map_err(|e| EngineError::io("write", &p, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Bind mounts and tmpfs of `Binds` and `Mounts`, as OCI mount objects.

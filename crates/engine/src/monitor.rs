@@ -6,7 +6,8 @@
 //! runtime, the linked `runtime` library) with the container's stdio
 //! connected to pipes it owns (or receives the pty master on a console socket), writes one
 //! [`StatusLine`] (`Created`), optionally waits for one byte on the control pipe (so that the
-//! engine can connect attach clients before any output is produced), calls
+//! engine can connect attach clients before any output is produced, and finish the
+//! container's network; [`GO`] goes on, [`ABORT_START`] removes the container), calls
 //! `<runtime> start`, writes a `Started` line and closes the control pipe. From then on it
 //! needs no daemon: it copies output into the json-file log and to attach clients, forwards
 //! attach clients' bytes to the container's stdin, and when the container's init exits it
@@ -25,6 +26,13 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// The byte the engine sends on the control pipe to let a created container start.
+pub const GO: u8 = b'g';
+/// The byte the engine sends on the control pipe instead of [`GO`] when the start cannot
+/// go on (its network could not be set up): the monitor deletes the created container,
+/// reports `Failed` and exits.
+pub const ABORT_START: u8 = b'x';
 
 /// The first byte of a watching client.
 pub const ATTACH_WATCH: u8 = b'w';

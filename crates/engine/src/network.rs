@@ -50,6 +50,16 @@ pub struct Attached {
     pub resolv: Option<String>,
 }
 
+/// A container's network namespace, before its endpoints are connected.
+#[derive(Debug, Default)]
+pub struct Namespace {
+    /// The namespace for the spec: None for the host's, Some(path) to join.
+    pub netns: Option<String>,
+    /// The network whose endpoint [`NetService::connect_endpoints`] is to connect (bridge
+    /// modes); None when there is nothing to connect (host, none, container:<name>).
+    pub network: Option<String>,
+}
+
 /// The engine's network service over a [`NetworkManager`].
 pub struct NetService {
     mgr: Arc<NetworkManager>,
@@ -195,19 +205,18 @@ impl NetService {
         Ok(())
     }
 
-    /// Sets up the network of a container about to start. `other_pid` is the pid of the
-    /// container named by `container:<name>` mode. On error nothing is left behind.
-    pub fn attach(
+    /// Sets up the network of a container about to start, in two steps. This first, quick
+    /// one gives the namespace the container will join (made here for bridge and `none`
+    /// modes), and whether endpoints are to be connected in it. The runtime can create the container in it while [`Self::connect_endpoints`]
+    /// plumbs its interfaces. On error nothing is left behind.
+    pub fn attach_netns(
         &self,
         rec: &crate::containers::ContainerRecord,
-        cdir: &Path,
-        hostname: &str,
         other_pid: Option<i32>,
-    ) -> Result<Attached> {
-        let hc = &rec.host_config;
-        let mode = hc.network_mode.as_str();
+    ) -> Result<Namespace> {
+        let mode = rec.host_config.network_mode.as_str();
         if mode == "host" {
-            return Ok(Attached::default());
+            return Ok(Namespace::default());
         }
         if mode.starts_with("container:") {
             let pid = other_pid.filter(|p| *p > 0).ok_or_else(|| {
@@ -215,22 +224,42 @@ impl NetService {
                     "cannot join network of a non running container: {mode}"
                 ))
             })?;
-            return Ok(Attached {
+            return Ok(Namespace {
                 netns: Some(format!("/proc/{pid}/ns/net")),
-                ..Default::default()
+                network: None,
             });
         }
         let path = self.netns_path(&rec.id);
         // A stale namespace of a previous run (crash): replace it.
         self.detach(&rec.id);
         net::create_netns(&path).map_err(net_err)?;
+        Ok(Namespace {
+            netns: Some(path.display().to_string()),
+            network: mode_network(mode).map(str::to_string),
+        })
+    }
+
+    /// The second step, after [`Self::attach_netns`] named a network:
+    /// connects the container's endpoints in its namespace (veth, address, routes,
+    /// published ports) and renders its hosts and resolv.conf. On error the caller removes
+    /// what was made with [`Self::detach`] (not here: the runtime may still be joining
+    /// the namespace).
+    pub fn connect_endpoints(
+        &self,
+        rec: &crate::containers::ContainerRecord,
+        cdir: &Path,
+        hostname: &str,
+    ) -> Result<Attached> {
+        let hc = &rec.host_config;
+        let mode = hc.network_mode.as_str();
+        let path = self.netns_path(&rec.id);
         let Some(network) = mode_network(mode) else {
             return Ok(Attached {
                 netns: Some(path.display().to_string()),
                 ..Default::default()
             });
         };
-        let res = (|| {
+        (|| {
             let ports = port_mappings(hc, rec.config.exposed_ports.as_ref())?;
             let ncfg = load_networking(cdir);
             let ep_cfg = ncfg
@@ -281,11 +310,7 @@ impl NetService {
                 hosts: Some(hosts),
                 resolv: Some(resolv),
             })
-        })();
-        if res.is_err() {
-            self.detach(&rec.id);
-        }
-        res
+        })()
     }
 
     /// Tears down a container's networking after its run: disconnects every endpoint
@@ -466,18 +491,16 @@ pub(crate) async fn open_services(
 }
 
 impl crate::Engine {
-    /// Sets up the network of a container about to start (see [`NetService::attach`]).
-    pub(crate) fn net_attach(
+    /// The namespace of a container about to start (see [`NetService::attach_netns`]).
+    pub(crate) fn net_attach_netns(
         &self,
         rec: &crate::containers::ContainerRecord,
-        cdir: &Path,
-        hostname: &str,
-    ) -> Result<Attached> {
+    ) -> Result<Namespace> {
         let other_pid = match rec.host_config.network_mode.strip_prefix("container:") {
             Some(other) => Some(self.record(other)?.state.pid),
             None => None,
         };
-        self.networks().attach(rec, cdir, hostname, other_pid)
+        self.networks().attach_netns(rec, other_pid)
     }
 
     /// Connects a container to a network (`POST /networks/{id}/connect`): a running one

@@ -5,7 +5,9 @@
 //! It is single-threaded and uses no async runtime: one `poll(2)` loop over the output
 //! pipes (or the pty master), a signalfd for `SIGCHLD`, the attach socket and its clients.
 
-use engine::monitor::{ExitRecord, MonitorConfig, StatusLine, ATTACH_STREAMS, ATTACH_WATCH};
+use engine::monitor::{
+    ExitRecord, MonitorConfig, StatusLine, ABORT_START, ATTACH_STREAMS, ATTACH_WATCH,
+};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -414,8 +416,13 @@ fn supervise(
     listener.set_nonblocking(true)?;
     report(&StatusLine::Created { pid });
     if cfg.wait_go {
+        // GO, or EOF (the daemon is gone: the container is started as asked).
         let mut b = [0u8; 1];
-        let _ = io::stdin().read(&mut b);
+        if matches!(io::stdin().read(&mut b), Ok(1)) && b[0] == ABORT_START {
+            rt.cleanup(cfg);
+            let _ = fs::remove_file(&cfg.attach_socket);
+            return Err(other("the start was aborted by the engine".into()));
+        }
     }
     if let Err(text) = rt.start(cfg) {
         rt.cleanup(cfg);
