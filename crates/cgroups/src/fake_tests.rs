@@ -252,3 +252,11 @@ fn v1_blkio_weights_and_throttles() {
         .unwrap_err();
     assert_eq!(errkind::HasKind::kind(&e), errkind::ErrorKind::Unavailable);
 }
+
+#[test]
+fn parent_of_a_cgroup_path() {
+    assert_eq!(parent_cg("/a/b/c"), "/a/b");
+    assert_eq!(parent_cg("/a/b/"), "/a");
+    assert_eq!(parent_cg("/a"), "/");
+    assert_eq!(parent_cg("/"), "/");
+}

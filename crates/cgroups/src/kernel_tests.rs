@@ -476,6 +476,7 @@ fn relative_paths_nest_under_the_callers_cgroup() {
             controllers: h.controllers.clone(),
         };
         let cur = mountinfo::current_path(&mi, &procs).unwrap_or("/");
+        let cur = if h.v2 { parent_cg(cur) } else { cur };
         let want = join_cg(
             &join_cg(&h.mountpoint, cur),
             &format!("berth-test-rel/{name}"),
@@ -485,6 +486,44 @@ fn relative_paths_nest_under_the_callers_cgroup() {
     assert_eq!(cg.relative_path(), format!("berth-test-rel/{name}"));
     // Nothing was created.
     assert!(cg.dirs().all(|(_, d)| !d.exists()));
+}
+
+/// A relative path gets its memory and pids limits on every host: on a cgroup2 host
+/// whose caller sits in a non-root cgroup (systemd's layout) it nests beside that cgroup,
+/// which holds the caller and so could not enable memory for a child.
+#[test]
+fn relative_path_takes_memory_and_pids_limits() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let top = format!("berth-test-{}", testutil::unique_name("cg-relres"));
+    let cg = Cgroup::new(Some(&format!("{top}/c")), "x", false).unwrap();
+    let applied = cg.create().and_then(|()| {
+        cg.apply(&resources(serde_json::json!({
+            "memory": {"limit": 33554432}, "pids": {"limit": 20}
+        })))
+    });
+    let read = |controller: &str, v1: &str, v2: &str| {
+        cg.controller_dir(controller).map(|(h, d)| {
+            let f = d.join(if h.v2 { v2 } else { v1 });
+            fs::read_to_string(&f)
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+    };
+    let memory = read("memory", "memory.limit_in_bytes", "memory.max");
+    let pids = read("pids", "pids.max", "pids.max");
+    let _ = cg.destroy();
+    for (_, d) in cg.dirs() {
+        if let Some(p) = d.parent() {
+            let _ = fs::remove_dir(p);
+        }
+    }
+    applied.unwrap();
+    assert_eq!(memory.as_deref(), Some("33554432"));
+    assert_eq!(pids.as_deref(), Some("20"));
 }
 
 /// Containers share parents (`/berth`, a test's `/berth-rt-test`), and whoever is last

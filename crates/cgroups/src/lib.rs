@@ -129,6 +129,14 @@ pub struct Cgroup {
     dirs: Vec<(Hierarchy, PathBuf)>,
 }
 
+/// The parent of an absolute cgroup path (`/` for `/` and top-level cgroups).
+fn parent_cg(path: &str) -> &str {
+    match path.trim_end_matches('/').rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
 /// Join a cgroup path (absolute or relative, `/`-separated) onto a directory.
 fn join_cg(base: &Path, rel: &str) -> PathBuf {
     let mut p = base.to_path_buf();
@@ -140,8 +148,9 @@ fn join_cg(base: &Path, rel: &str) -> PathBuf {
 
 impl Cgroup {
     /// Resolve the OCI `cgroupsPath` of container `id` on this host (see the module
-    /// docs of the path rules: absolute, relative to the caller's cgroup, default
-    /// `/berth/<id>`, or `slice:prefix:name` when `systemd`). Touches nothing on disk.
+    /// docs of the path rules: absolute, relative to the caller's cgroup (on cgroup2 to
+    /// its parent, which can delegate every controller), default `/berth/<id>`, or
+    /// `slice:prefix:name` when `systemd`). Touches nothing on disk.
     pub fn new(cgroups_path: Option<&str>, id: &str, systemd: bool) -> Result<Cgroup> {
         let path = paths::resolve(cgroups_path, id, systemd)?;
         let mounts = mounted()?;
@@ -162,6 +171,10 @@ impl Cgroup {
                     controllers: m.hierarchy.controllers.clone(),
                 };
                 let cur = mountinfo::current_path(&mi, &procs).unwrap_or("/");
+                // On cgroup2 the caller's own cgroup holds the caller, and the "no internal
+                // processes" rule keeps its domain controllers (memory, io, hugetlb) from
+                // being enabled for a child: nest under its parent instead (as runc does).
+                let cur = if m.hierarchy.v2 { parent_cg(cur) } else { cur };
                 // The mount may expose only a sub-tree of the hierarchy.
                 let cur = cur.strip_prefix(m.root.as_str()).unwrap_or(cur);
                 join_cg(&join_cg(&m.hierarchy.mountpoint, cur), &path)

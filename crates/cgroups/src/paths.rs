@@ -1,7 +1,9 @@
 //! OCI `cgroupsPath` semantics.
 //!
 //! * absolute (`/a/b`): relative to the root of every hierarchy;
-//! * relative (`a/b`): relative to the calling process's cgroup in each hierarchy;
+//! * relative (`a/b`): relative to the calling process's cgroup in each v1 hierarchy, and
+//!   to that cgroup's parent on cgroup2 (the caller's own cgroup holds a process, so the
+//!   kernel would not let it enable memory, io or hugetlb for a child);
 //! * absent: `/berth/<id>`;
 //! * with the systemd driver, `slice:prefix:name` maps to
 //!   `<slice path>/<prefix>-<name>.scope`, where a slice `a-b.slice` lives under
