@@ -1039,3 +1039,156 @@ fn build_joins_a_running_containers_network() {
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("netholder"), "{log}");
 }
+
+fn sha256sum(path: &Path) -> String {
+    let o = Command::new("sha256sum").arg(path).output().unwrap();
+    assert!(o.status.success());
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A cold `COPY` build (the step's files become the layer's snapshot and blob without
+/// being copied or hashed twice): the files read back from containers of the image with
+/// their content, modes (`--chmod`), owners (`--chown`) and links; a later `RUN` that
+/// changes a copied file leaves the `COPY` layer as it was; the saved layers hash to the
+/// image's diff ids; a rebuild is answered from the cache with the same image.
+#[test]
+fn cold_copy_layers_read_back_and_rebuild_from_cache() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let ctx = d.dir.path().join("copy-ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\n\
+         COPY big.bin data/ /app/\n\
+         COPY --chmod=600 data/a.txt /app/a-private.txt\n\
+         COPY --chown=1234:5678 data/a.txt /app/owned.txt\n\
+         COPY data2/d.txt /app/sub/c.txt\n\
+         RUN cat /app/a.txt >> /app/b.txt\n\
+         CMD [\"cat\", \"/app/b.txt\"]\n",
+    );
+    write(
+        &ctx,
+        "Base.Dockerfile",
+        "FROM busybox\nCOPY big.bin data/ /app/\n",
+    );
+    write(&ctx, "data/a.txt", "alpha\n");
+    write(&ctx, "data/b.txt", "beta\n");
+    write(&ctx, "data/sub/c.txt", "gamma\n");
+    write(&ctx, "data2/d.txt", "delta\n");
+    std::os::unix::fs::symlink("a.txt", ctx.join("data/link")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        ctx.join("data/b.txt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let big: Vec<u8> = (0..9u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(ctx.join("big.bin"), &big).unwrap();
+    let big_sum = sha256sum(&ctx.join("big.bin"));
+
+    let out = berth_build(&d, &["-t", "copied:1", ctx.to_str().unwrap()], None);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}\n{}", d.log());
+    assert_eq!(log.matches("Using cache").count(), 0, "{log}");
+
+    let script = "sha256sum /app/big.bin | cut -d' ' -f1; \
+                  stat -c '%n %a %u:%g' /app/a.txt /app/b.txt /app/a-private.txt /app/owned.txt /app/sub/c.txt; \
+                  readlink /app/link; cat /app/sub/c.txt /app/a-private.txt /app/owned.txt /app/b.txt";
+    let run = d.docker(&["run", "--rm", "copied:1", "sh", "-c", script]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        format!(
+            "{big_sum}\n\
+             /app/a.txt 644 0:0\n\
+             /app/b.txt 755 0:0\n\
+             /app/a-private.txt 600 0:0\n\
+             /app/owned.txt 644 1234:5678\n\
+             /app/sub/c.txt 644 0:0\n\
+             a.txt\n\
+             delta\nalpha\nalpha\nbeta\nalpha\n"
+        )
+    );
+
+    // The first COPY layer is shared with an image of that step alone (from the cache)
+    // and still holds b.txt and sub/c.txt as copied: the later steps changed copies.
+    let out = berth_build(
+        &d,
+        &[
+            "-t",
+            "copied:base",
+            "-f",
+            ctx.join("Base.Dockerfile").to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        text(&out).matches("Using cache").count(),
+        1,
+        "{}",
+        text(&out)
+    );
+    let run = d.docker(&[
+        "run",
+        "--rm",
+        "copied:base",
+        "cat",
+        "/app/b.txt",
+        "/app/sub/c.txt",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "beta\ngamma\n");
+    let run = d.docker(&["run", "--rm", "copied:1"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "beta\nalpha\n");
+
+    // The stored layers are the diff ids: a saved image's layer files hash to them.
+    let saved = d.dir.path().join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let tar = saved.join("img.tar");
+    let o = d.docker(&["save", "-o", tar.to_str().unwrap(), "copied:1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let x = Command::new("tar")
+        .arg("-C")
+        .arg(&saved)
+        .arg("-xf")
+        .arg(&tar)
+        .status()
+        .unwrap();
+    assert!(x.success());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved.join("manifest.json")).unwrap()).unwrap();
+    let config_path = manifest[0]["Config"].as_str().unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved.join(config_path)).unwrap()).unwrap();
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let layers = manifest[0]["Layers"].as_array().unwrap();
+    assert_eq!(diff_ids.len(), 6, "{config}");
+    for (i, (l, id)) in layers.iter().zip(diff_ids).enumerate().skip(1) {
+        let sum = sha256sum(&saved.join(l.as_str().unwrap()));
+        assert_eq!(format!("sha256:{sum}"), id.as_str().unwrap(), "layer {i}");
+    }
+
+    // A rebuild: every step from the cache, the same image.
+    let id1 = text(&d.docker(&["inspect", "-f", "{{.Id}}", "copied:1"]));
+    let out = berth_build(&d, &["-t", "copied:2", ctx.to_str().unwrap()], None);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(log.matches("Using cache").count(), 6, "{log}");
+    let id2 = text(&d.docker(&["inspect", "-f", "{{.Id}}", "copied:2"]));
+    assert_eq!(id1, id2);
+    // The context files the first build linked into its layers are gone with its
+    // context; the layers still read back.
+    let run = d.docker(&["run", "--rm", "copied:2", "sha256sum", "/app/big.bin"]);
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with(&big_sum));
+}

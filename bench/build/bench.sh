@@ -8,13 +8,18 @@
 #   2. a cold build (--no-cache) of one COPY step of a large context (SIZE_MB, default
 #      1024, in 16 files of random data), through both daemons, in MB/s of context,
 #      next to the raw disk: dd with fsync, and cp -r of the same directory + sync.
+#      COLD_RUNS rounds (default 3), each measuring cp -r + sync, berth and docker one
+#      after the other (so the three see the same disk weather); medians at the end.
 # Usage: bench/build/bench.sh [path/to/berth]   (default: target/release/berth)
-#   RUNS=20 SIZE_MB=1024 bench/build/bench.sh
+#   RUNS=20 SIZE_MB=1024 COLD_RUNS=3 bench/build/bench.sh
+#   ONLY=cold bench/build/bench.sh    (skip the cached rebuild)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BERTH=${1:-target/release/berth}
 RUNS=${RUNS:-20}
 SIZE_MB=${SIZE_MB:-1024}
+COLD_RUNS=${COLD_RUNS:-3}
+ONLY=${ONLY:-}
 [ -x "$BERTH" ] || { echo "build first: cargo build --release -p berth -p engine" >&2; exit 1; }
 BERTH=$(readlink -f "$BERTH")
 MON=$(dirname "$BERTH")/berth-monitor
@@ -73,6 +78,7 @@ echo "dockerd: $(dockerd --version)"
 echo "host: $(nproc) cores, $(uname -r)"
 
 # 1. Cached rebuild.
+if [ "$ONLY" != cold ]; then
 C=$T/ctx
 mkdir -p "$C/files"
 for i in $(seq -w 1 50); do head -c 4096 /dev/urandom >"$C/files/f$i.bin"; done
@@ -96,6 +102,7 @@ hyperfine -N -w 3 -r "$RUNS" --export-json "$T/cached.json" \
 read -r mb md < <(jq -r '[.results[] | .median] | "\(.[0]) \(.[1])"' "$T/cached.json")
 printf 'median berth %.1f ms, docker %.1f ms, berth/docker = %.2f\n' \
   "$(echo "$mb*1000" | bc -l)" "$(echo "$md*1000" | bc -l)" "$(echo "$mb/$md" | bc -l)"
+fi
 
 # 2. Cold COPY of a large context.
 L=$T/large
@@ -109,12 +116,24 @@ echo
 echo "== cold COPY build of a ${total} MB context (16 files), --no-cache"
 rate() { echo "scale=1; $total / $1" | bc -l; }
 secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 t=$(secs dd if=/dev/zero of="$T/dd.bin" bs=1M count="$total" conv=fsync status=none); rm -f "$T/dd.bin"
 printf 'dd (write + fsync):        %6.2f s  %7s MB/s\n' "$t" "$(rate "$t")"
-t=$(secs sh -c "cp -r '$L/big' '$T/cp' && sync"); rm -rf "$T/cp"
-printf 'cp -r + sync:              %6.2f s  %7s MB/s\n' "$t" "$(rate "$t")"
-t=$(secs $B build -q --no-cache -t large "$L")
-printf 'berth build --no-cache:    %6.2f s  %7s MB/s\n' "$t" "$(rate "$t")"
-t=$(secs $D build -q --no-cache -t large "$L")
-printf 'docker build --no-cache:   %6.2f s  %7s MB/s\n' "$t" "$(rate "$t")"
+: >"$T/cp.t"; : >"$T/berth.t"; : >"$T/docker.t"
+for r in $(seq "$COLD_RUNS"); do
+  # New mtimes each round: a new layer (diff id) for both daemons, nothing reused.
+  touch -d "@$((1700000000 + r))" "$L"/big/*
+  sync
+  t=$(secs sh -c "cp -r '$L/big' '$T/cp' && sync"); rm -rf "$T/cp"; echo "$t" >>"$T/cp.t"
+  printf '[%d] cp -r + sync:            %6.2f s  %7s MB/s\n' "$r" "$t" "$(rate "$t")"
+  sync
+  t=$(secs $B build -q --no-cache -t large "$L"); echo "$t" >>"$T/berth.t"
+  printf '[%d] berth build --no-cache:  %6.2f s  %7s MB/s\n' "$r" "$t" "$(rate "$t")"
+  sync
+  t=$(secs $D build -q --no-cache -t large "$L"); echo "$t" >>"$T/docker.t"
+  printf '[%d] docker build --no-cache: %6.2f s  %7s MB/s\n' "$r" "$t" "$(rate "$t")"
+done
+c=$(median <"$T/cp.t"); b=$(median <"$T/berth.t"); d=$(median <"$T/docker.t")
+printf 'median of %d: cp -r + sync %s MB/s, berth %s MB/s, docker %s MB/s; berth/cp = %.2f, berth/docker = %.2f\n' \
+  "$COLD_RUNS" "$(rate "$c")" "$(rate "$b")" "$(rate "$d")" "$(echo "$c/$b" | bc -l)" "$(echo "$d/$b" | bc -l)"

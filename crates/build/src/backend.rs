@@ -354,6 +354,14 @@ pub struct CopyItem {
     /// With no `chown`: keep the source's owner instead of root (entries extracted from an
     /// `ADD` archive keep the owners recorded in the archive, as Docker does).
     pub keep_owner: bool,
+    /// The source is a file of this build's own — the context unpacked from the API's
+    /// tar, a here-document, a download, an extracted archive — that nothing else writes
+    /// and that goes when the build ends. A backend may then put that very file (a hard
+    /// link) into the layer instead of a copy, as long as it changes neither its content
+    /// nor its mode (a later step may read the same source: its cache key covers the
+    /// mode) and the file has no other link yet. `false` for `COPY --from` and a context
+    /// directory used in place.
+    pub private: bool,
 }
 
 /// A cache key: hex sha256 of the parent state id, the step's expanded text and build

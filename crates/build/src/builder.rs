@@ -420,8 +420,9 @@ fn sniff_archive(path: &Path) -> io::Result<Archive> {
 
 /// One planned unit of a `COPY`/`ADD`.
 enum Plan {
-    /// Entries copied as they are; `(entry, destination)` pairs, parents first.
-    Tree(Vec<(Entry, String)>),
+    /// Entries copied as they are; `(entry, destination)` pairs, parents first; whether
+    /// they are this build's private files (see [`CopyItem::private`]).
+    Tree(Vec<(Entry, String)>, bool),
     /// A local archive extracted into a directory.
     Extract {
         archive: PathBuf,
@@ -1288,7 +1289,10 @@ impl<'a, 'o> Builder<'a, 'o> {
             is_dir: bool,
             ctx_rel: Option<String>,
             local_for_add: bool,
+            /// A file of this build's own (see [`CopyItem::private`]).
+            private: bool,
         }
+        let private_context = scope == Scope::Context && self.context.is_private();
         let mut srcs: Vec<Src> = Vec::new();
         for s in &spec.sources {
             match s {
@@ -1317,6 +1321,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                         is_dir: false,
                         ctx_rel: None,
                         local_for_add: false,
+                        private: true,
                     });
                 }
                 CopySource::Path(p) => {
@@ -1349,6 +1354,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                             is_dir: false,
                             ctx_rel: None,
                             local_for_add: false,
+                            private: true,
                         });
                         continue;
                     }
@@ -1367,6 +1373,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                             is_dir: f.is_dir,
                             ctx_rel: (scope == Scope::Context).then_some(f.rel),
                             local_for_add: spec.add,
+                            private: private_context,
                         });
                     }
                 }
@@ -1390,6 +1397,7 @@ impl<'a, 'o> Builder<'a, 'o> {
         };
 
         // Plan (stat only) and hash (streaming file contents).
+        let hash_started = std::time::Instant::now();
         let mut plans = Vec::new();
         let mut h = Sha256::new();
         h.update(
@@ -1419,7 +1427,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                 // An empty directory source still creates its destination.
                 h.update(b"dir\0");
                 h.update(dest_abs.as_bytes());
-                plans.push(Plan::Tree(entries));
+                plans.push(Plan::Tree(entries, s.private));
                 continue;
             }
             let target = if dest_is_dir || into_existing_dir {
@@ -1467,9 +1475,13 @@ impl<'a, 'o> Builder<'a, 'o> {
             };
             h.update(target.as_bytes());
             context::hash_entry(&e, &mut h)?;
-            plans.push(Plan::Tree(vec![(e, target)]));
+            plans.push(Plan::Tree(vec![(e, target)], s.private));
         }
         let content = hex::encode(h.finalize());
+        tracing::debug!(
+            hash_ms = hash_started.elapsed().as_millis() as u64,
+            "{keyword} sources hashed"
+        );
         let kind = if srcs.len() == 1 {
             if srcs[0].is_dir {
                 "dir"
@@ -1490,7 +1502,7 @@ impl<'a, 'o> Builder<'a, 'o> {
         let mut items = Vec::new();
         for plan in plans {
             match plan {
-                Plan::Tree(entries) => {
+                Plan::Tree(entries, private) => {
                     for (e, d) in entries {
                         items.push(CopyItem {
                             src: e.path,
@@ -1498,6 +1510,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                             chown: chown.clone(),
                             chmod,
                             keep_owner: false,
+                            private,
                         });
                     }
                 }
@@ -1567,6 +1580,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                             chown: chown.clone(),
                             chmod: None,
                             keep_owner: true,
+                            private: true,
                         });
                         Ok(())
                     })?;
@@ -1589,6 +1603,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                     chown: chown.clone(),
                     chmod,
                     keep_owner: false,
+                    private: false,
                 });
             }
             self.backend

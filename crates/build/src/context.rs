@@ -115,6 +115,7 @@ impl BuildContext {
                 .tempdir()
                 .map_err(io_err(Path::new("/tmp")))?,
         };
+        let started = std::time::Instant::now();
         let mut buf = BufReader::with_capacity(256 * 1024, reader);
         let head = buf.fill_buf().map_err(ContextError::Tar)?;
         let gz = head.starts_with(&[0x1f, 0x8b]);
@@ -136,6 +137,7 @@ impl BuildContext {
                 ContextError::Tar(e)
             }
         };
+        let mut buf = vec![0u8; 1 << 20];
         let mut ar = tar::Archive::new(limited);
         ar.set_preserve_permissions(true);
         ar.set_preserve_mtime(true);
@@ -146,16 +148,29 @@ impl BuildContext {
             if !plain_entry(entry.header().entry_type()) {
                 continue;
             }
-            // unpack_in refuses `..` and paths through symlinks that leave the root.
-            entry.unpack_in(tmp.path()).map_err(too_large)?;
+            // Regular files the fast way where that is plainly safe; unpack_in for the
+            // rest: it refuses `..` and paths through symlinks that leave the root.
+            if !unpack_plain_file(&mut entry, tmp.path(), &mut buf).map_err(too_large)? {
+                entry.unpack_in(tmp.path()).map_err(too_large)?;
+            }
         }
         let root = fs::canonicalize(tmp.path()).map_err(io_err(tmp.path()))?;
         let ignore = read_ignore(&root)?;
+        tracing::debug!(
+            unpack_ms = started.elapsed().as_millis() as u64,
+            "build context unpacked"
+        );
         Ok(BuildContext {
             root,
             ignore,
             _tmp: Some(tmp),
         })
+    }
+
+    /// Whether the context is a private copy of this build's (unpacked from a tar, removed
+    /// on drop) rather than a directory used in place.
+    pub fn is_private(&self) -> bool {
+        self._tmp.is_some()
     }
 
     /// The context's directory.
@@ -186,6 +201,91 @@ impl BuildContext {
     pub fn sources(&self, pattern: &str) -> Result<Vec<Source>, ContextError> {
         sources_in(&self.root, pattern, Scope::Context, Some(&self.ignore))
     }
+}
+
+/// Unpacks a regular-file entry under `root` as `tar`'s `unpack_in` would (with
+/// permissions and mtime preserved, overwriting) but copying through `buf` (1 MiB pieces
+/// instead of `io::copy`'s 8 KiB, a write syscall each). Only for the plain case: a name
+/// without `..` whose parents are real directories under `root` or missing (created).
+/// Returns `false`, having read nothing, for anything else (the caller then uses
+/// `unpack_in`).
+fn unpack_plain_file<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    root: &Path,
+    buf: &mut [u8],
+) -> io::Result<bool> {
+    use std::path::Component;
+    if !matches!(
+        entry.header().entry_type(),
+        tar::EntryType::Regular | tar::EntryType::Continuous
+    ) {
+        return Ok(false);
+    }
+    let path = entry.path()?.into_owned();
+    let mut rel = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return Ok(false),
+        }
+    }
+    let Some(name) = rel.file_name().map(|n| n.to_os_string()) else {
+        return Ok(false);
+    };
+    let mut dir = root.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+        dir.push(c);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir)?,
+            Err(e) => return Err(e),
+        }
+    }
+    let dst = dir.join(name);
+    let open = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dst)
+    };
+    let mut f = match open() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Overwrite, as unpack_in does: a new file, never writing through a link.
+            fs::remove_file(&dst)?;
+            open()?
+        }
+        Err(e) => return Err(e),
+    };
+    let expected = entry.size();
+    let mut n = 0u64;
+    loop {
+        let k = match entry.read(buf) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        io::Write::write_all(&mut f, &buf[..k])?;
+        n += k as u64;
+    }
+    if n != expected {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{}: failed to write entire file", path.display()),
+        ));
+    }
+    // As unpack_in: mtime from the header (0 becomes 1), then the whole mode.
+    if let Ok(mtime) = entry.header().mtime() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(1));
+        f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))?;
+    }
+    if let Ok(mode) = entry.header().mode() {
+        f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
+    }
+    Ok(true)
 }
 
 /// Whether a tar entry is something a build unpacks: files, directories, symlinks and
@@ -575,7 +675,7 @@ pub fn walk(
 /// Feeds a file's content to `h`, streaming.
 pub(crate) fn hash_file(path: &Path, h: &mut Sha256) -> Result<(), ContextError> {
     let mut f = fs::File::open(path).map_err(io_err(path))?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf).map_err(io_err(path))?;
         if n == 0 {
@@ -793,5 +893,107 @@ mod tests {
             "nothing left"
         );
         assert!(BuildContext::from_tar_limited(&bytes[..], None, bytes.len() as u64).is_ok());
+    }
+
+    fn raw_header(
+        name: &str,
+        kind: tar::EntryType,
+        size: u64,
+        mode: u32,
+        mtime: u64,
+    ) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        let raw = &mut h.as_gnu_mut().unwrap().name;
+        raw[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(mtime);
+        h.set_cksum();
+        h
+    }
+
+    /// Regular files take a faster path than `unpack_in`: the same files, modes and
+    /// times as the tar crate gives, and the same refusals.
+    #[test]
+    fn tar_context_files_unpack_as_the_tar_crate_does() {
+        let big: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, kind: tar::EntryType, data: &[u8], mode: u32, mtime: u64| {
+            let h = raw_header(name, kind, data.len() as u64, mode, mtime);
+            b.append(&h, data).unwrap();
+        };
+        add(
+            "Dockerfile",
+            tar::EntryType::Regular,
+            b"FROM scratch\n",
+            0o644,
+            1_600_000_000,
+        );
+        add("d", tar::EntryType::Directory, b"", 0o700, 1_600_000_001);
+        add("d/x", tar::EntryType::Regular, b"first", 0o4755, 1_234_567);
+        add("deep/a/b/c.bin", tar::EntryType::Regular, &big, 0o600, 0);
+        add("/abs.txt", tar::EntryType::Regular, b"abs", 0o644, 5);
+        add("./dot/y", tar::EntryType::Regular, b"y", 0o640, 6);
+        add("d/x", tar::EntryType::Regular, b"second", 0o751, 7);
+        add("empty", tar::EntryType::Regular, b"", 0o444, 8);
+        let bytes = b.into_inner().unwrap();
+        let ctx = BuildContext::from_tar(&bytes[..], None).unwrap();
+        let reference = tempfile::tempdir().unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        ar.set_preserve_permissions(true);
+        ar.set_preserve_mtime(true);
+        ar.set_unpack_xattrs(false);
+        ar.set_overwrite(true);
+        for e in ar.entries().unwrap() {
+            e.unwrap().unpack_in(reference.path()).unwrap();
+        }
+        for f in [
+            "Dockerfile",
+            "d/x",
+            "deep/a/b/c.bin",
+            "abs.txt",
+            "dot/y",
+            "empty",
+        ] {
+            let (a, r) = (ctx.root().join(f), reference.path().join(f));
+            let (ma, mr) = (fs::metadata(&a).unwrap(), fs::metadata(&r).unwrap());
+            assert_eq!(fs::read(&a).unwrap(), fs::read(&r).unwrap(), "{f}");
+            assert_eq!(ma.mode(), mr.mode(), "{f}");
+            assert_eq!(
+                (ma.mtime(), ma.mtime_nsec()),
+                (mr.mtime(), mr.mtime_nsec()),
+                "{f}"
+            );
+        }
+        assert_eq!(fs::read(ctx.root().join("d/x")).unwrap(), b"second");
+        assert_eq!(
+            fs::metadata(ctx.root().join("d/x")).unwrap().mode() & 0o7777,
+            0o751
+        );
+
+        // A parent that is a link out of the context: refused, nothing written outside.
+        let outside = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = raw_header("out", tar::EntryType::Symlink, 0, 0o777, 1);
+        h.set_link_name(outside.path()).unwrap();
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+        let h = raw_header("out/evil", tar::EntryType::Regular, 4, 0o644, 1);
+        b.append(&h, &b"evil"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        assert!(BuildContext::from_tar(&bytes[..], None).is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // `..` names are skipped.
+        let mut b = tar::Builder::new(Vec::new());
+        let h = raw_header("../evil", tar::EntryType::Regular, 4, 0o644, 1);
+        b.append(&h, &b"evil"[..]).unwrap();
+        let h = raw_header("ok", tar::EntryType::Regular, 2, 0o644, 1);
+        b.append(&h, &b"ok"[..]).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let bytes = b.into_inner().unwrap();
+        let ctx = BuildContext::from_tar(&bytes[..], Some(scratch.path())).unwrap();
+        assert_eq!(fs::read(ctx.root().join("ok")).unwrap(), b"ok");
+        assert!(!scratch.path().join("evil").exists());
     }
 }

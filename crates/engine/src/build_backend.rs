@@ -23,9 +23,9 @@
 //!   `berth-runtime run` executes it in the foreground, its stdout and stderr (one pipe,
 //!   so their order is kept) copied into the build log. On exit 0 the snapshot is unmounted,
 //!   the mount points the runtime had to create are dropped from the upper dir, and the
-//!   upper dir becomes a layer blob plus a committed snapshot. Whatever happens, the
-//!   runtime state, the mount, the active snapshot and the bundle are removed before `run`
-//!   returns.
+//!   upper dir becomes a layer blob plus a committed snapshot (see *Capturing a step*
+//!   below). Whatever happens, the runtime state, the mount, the active snapshot and the
+//!   bundle are removed before `run` returns.
 //! * **Network of `RUN` steps** (`RUN --network`, else [`BackendConfig::default_network`],
 //!   which the daemon sets from `docker build --network`): on a bridge network (the
 //!   default `bridge`, or a user-defined one by name) the step gets a new network
@@ -41,7 +41,24 @@
 //!   (`build-copy-<unique>`), mounted; the
 //!   items are copied into the mounted root filesystem (destination parents resolved inside
 //!   the root, following the image's symlinks as Docker does; missing ones created 0755
-//!   root), owners and modes set, and the upper dir captured as for `RUN`.
+//!   root), owners and modes set, and the upper dir captured as for `RUN`. A regular file
+//!   from the build's own private copy ([`CopyItem::private`]: the context the daemon
+//!   unpacked, a here-document, a download) that has no other link and keeps its mode is
+//!   not copied: an empty placeholder is made through the overlay (parents, owner, mode,
+//!   hiding the image's file of that name) and, once the overlay is unmounted, replaced in
+//!   the upper dir by a hard link to the source — the layer's file *is* the context's,
+//!   whose bytes were written once, when the context arrived.
+//! * **Capturing a step** (`capture`): the step's overlay is mounted `volatile` (no syncs
+//!   while the step runs; the unmount would otherwise flush the whole filesystem). After
+//!   the unmount, `store::layer::seal_diff` walks the upper dir once: it writes the layer
+//!   tar, handed in 1 MiB chunks to a second thread that hashes and writes the blob (the
+//!   blob of an uncompressed layer is its diff id, so each byte is hashed once), and makes
+//!   the directory what unpacking that tar would give (xattrs a tar does not carry,
+//!   sockets and sub-second times go). `Snapshotter::commit_dir` then renames the sealed
+//!   upper dir into place as the committed snapshot (synced first), instead of unpacking
+//!   the blob into a copy; an upper dir the seal cannot vouch for (a file named `.wh.*`)
+//!   is unpacked from the blob as before. A crash at any point leaves either no snapshot
+//!   or a complete one, and the active snapshot for `clean_stale`.
 //! * `ADD <http(s) url>` ([`BuildBackend::fetch_url`]): downloaded (reqwest, on a small
 //!   runtime of its own) into the builder's scratch file: the body as is, never extracted,
 //!   `Last-Modified` as its mtime, at most 8 GiB; a status >= 400 or a transfer error is
@@ -592,6 +609,66 @@ impl Write for ChunkSender {
     }
 }
 
+/// A private source file (see [`CopyItem::private`]) that becomes a layer's file itself:
+/// `rel` (under the step's upper dir) holds an empty placeholder made through the
+/// overlay, with the owner and mode already set, until [`fill_placeholder`].
+#[derive(Debug, Clone)]
+struct Linked {
+    rel: PathBuf,
+    src: PathBuf,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// Replaces the placeholder of `l` in the (unmounted) upper dir `upper` with a hard link
+/// to its source, given the placeholder's owner and mode (which leaves the source's mode
+/// as it was: only such sources are linked), in one rename. When the link cannot be
+/// made (another filesystem, a source linked meanwhile by an earlier item of the same
+/// step), the source's bytes are copied into the placeholder instead.
+fn fill_placeholder(upper: &Path, l: &Linked) -> Result<(), BackendError> {
+    let dst = upper.join(&l.rel);
+    let what = || format!("copying {} to {}", l.src.display(), l.rel.display());
+    let ph = fs::symlink_metadata(&dst).map_err(ioerr(what()))?;
+    if !ph.is_file() || ph.len() != 0 {
+        return Err(be(
+            ErrorKind::Internal,
+            format!("{}: the placeholder of {} changed", what(), l.rel.display()),
+        ));
+    }
+    let src_meta = fs::symlink_metadata(&l.src).map_err(ioerr(what()))?;
+    let parent = dst.parent().unwrap_or(upper);
+    let tmp = parent.join(format!(".berth-link-{}", unique()));
+    let linked = src_meta.nlink() == 1
+        && src_meta.is_file()
+        && src_meta.mode() & 0o7777 == l.mode
+        && fs::hard_link(&l.src, &tmp).is_ok();
+    if linked {
+        let res = (|| -> io::Result<()> {
+            lchown(&tmp, Some(l.uid), Some(l.gid))?;
+            // A chown drops set-id bits: put the mode back.
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(l.mode))?;
+            fs::rename(&tmp, &dst)
+        })();
+        if let Err(e) = res {
+            let _ = fs::remove_file(&tmp);
+            return Err(ioerr(what())(e));
+        }
+        return Ok(());
+    }
+    let mut src = File::open(&l.src).map_err(ioerr(what()))?;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&dst)
+        .map_err(ioerr(what()))?;
+    io::copy(&mut src, &mut out).map_err(ioerr(what()))?;
+    drop(out);
+    fs::set_permissions(&dst, fs::Permissions::from_mode(l.mode)).map_err(ioerr(what()))?;
+    set_mtime(&dst, &src_meta);
+    Ok(())
+}
+
 /// The network set-up of one `RUN` step.
 #[derive(Debug, Default)]
 struct StepNet {
@@ -966,7 +1043,17 @@ impl StoreBuildBackend {
             }
         };
         self.update_lease(&mut lease, |l| l.snapshot = Some(key.clone()));
-        if let Err(e) = store::snapshot::mount_all(&mounts, &rootfs) {
+        // `volatile`: no syncs to the upper dir (the unmount would otherwise flush the
+        // whole filesystem); a step's changes are synced once, when they are committed,
+        // and a crash discards the step anyway. Kernels without it (< 5.10) mount
+        // without.
+        let mut volatile = mounts.clone();
+        for m in volatile.iter_mut().filter(|m| m.kind == "overlay") {
+            m.options.push("volatile".into());
+        }
+        let mounted = store::snapshot::mount_all(&volatile, &rootfs)
+            .or_else(|_| store::snapshot::mount_all(&mounts, &rootfs));
+        if let Err(e) = mounted {
             let _ = self.drop_lease(&lease);
             return Err(wrap(format!("mounting snapshot {key}"))(e));
         }
@@ -985,14 +1072,16 @@ impl StoreBuildBackend {
         f(lease);
     }
 
-    /// Unmounts `lease`'s snapshot, drops the mount points listed in `stubs` (paths
-    /// relative to the root that did not exist before) from its upper dir and turns the
-    /// rest into a layer on `parent_top`. `None` when nothing changed.
+    /// Unmounts `lease`'s snapshot, puts the files of `links` in place, drops the mount
+    /// points listed in `stubs` (paths relative to the root that did not exist before)
+    /// from its upper dir and turns the rest into a layer on `parent_top`. `None` when
+    /// nothing changed.
     fn capture(
         &mut self,
         lease: &Lease,
         parent_top: Option<&Digest>,
         stubs: &[&str],
+        links: &[Linked],
     ) -> Result<Option<String>, BackendError> {
         if let Some(m) = &lease.mount {
             store::snapshot::unmount(m).map_err(wrap(format!("unmounting {}", m.display())))?;
@@ -1006,6 +1095,9 @@ impl StoreBuildBackend {
             .snapshots()
             .upper_dir(&key)
             .map_err(wrap(format!("finding the changes of snapshot {key}")))?;
+        for l in links {
+            fill_placeholder(&upper, l)?;
+        }
         // Mount points the runtime created: empty files or directories; then the parents
         // copied up only for them.
         for s in stubs {
@@ -1028,15 +1120,21 @@ impl StoreBuildBackend {
             return Ok(None);
         }
         let ref_key = format!("build-layer-{}", unique());
-        let bw = self
+        let mut bw = self
             .store
             .content()
             .writer(&ref_key)
             .map_err(wrap("opening a layer upload"))?;
+        if bw.offset() != 0 {
+            bw = bw.restart().map_err(wrap("opening a layer upload"))?;
+        }
         // Uncompressed, as Docker keeps build layers locally: compressing is most of the
-        // cost of a large COPY and a push may compress later.
-        // The tar is made and hashed on this thread while another one hashes and writes
-        // the blob (two cores instead of one).
+        // cost of a large COPY and a push may compress later. So the blob's digest is the
+        // diff id too: the blob writer hashes each byte once, for both.
+        // The tar is made on this thread (`seal_diff`, which also makes the upper dir
+        // what unpacking the tar would give, so that it can become the snapshot) while
+        // another one hashes and writes the blob (two cores instead of one).
+        let started = std::time::Instant::now();
         let (diff, sink) = std::thread::scope(|sc| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
             let mut bw = bw;
@@ -1050,7 +1148,7 @@ impl StoreBuildBackend {
                 tx: Some(tx),
                 buf: Vec::with_capacity(PIPE_CHUNK),
             };
-            let diff = store::layer::write_diff(&upper, &mut w);
+            let diff = store::layer::seal_diff(&upper, &mut w);
             let flushed = w.finish();
             let sink = writer
                 .join()
@@ -1071,16 +1169,43 @@ impl StoreBuildBackend {
             }
         };
         let size = bw.offset();
+        if size != diff.size {
+            let _ = self.store.content().abort_ingest(&ref_key);
+            return Err(be(
+                ErrorKind::Internal,
+                format!("the layer of {key}: wrote {} bytes of {size}", diff.size),
+            ));
+        }
+        let written = started.elapsed();
         let digest = bw
-            .commit(Some(size), Some(&diff.diff_id))
+            .commit(Some(size), None)
             .map_err(wrap("storing a layer blob"))?;
+        let stored = started.elapsed();
         let desc = Descriptor::new(media_types::OCI_LAYER, digest.clone(), size);
-        let diff_id = diff.diff_id.to_string();
+        let diff_id = digest.to_string();
         let chain = match parent_top {
-            None => diff.diff_id.clone(),
-            Some(p) => Digest::sha256_of(format!("{p} {}", diff.diff_id).as_bytes()),
+            None => digest.clone(),
+            Some(p) => Digest::sha256_of(format!("{p} {digest}").as_bytes()),
         };
-        if !self.store.snapshots().exists(&chain) {
+        // The sealed upper dir becomes the snapshot (a rename); unpacking the blob again
+        // is the fallback for what a seal cannot vouch for.
+        let mut committed = false;
+        if diff.exact
+            && self.store.apply_options().devices == store::layer::DevicePolicy::Create
+            && !self.store.snapshots().exists(&chain)
+        {
+            match self
+                .store
+                .snapshots()
+                .commit_dir(&chain, parent_top, &upper)
+            {
+                Ok(_) => committed = true,
+                Err(e) => {
+                    tracing::warn!(error = %e, snapshot = %key, "cannot commit a build step's directory; unpacking its layer instead");
+                }
+            }
+        }
+        if !committed && !self.store.snapshots().exists(&chain) {
             let blob = self
                 .store
                 .content()
@@ -1091,12 +1216,21 @@ impl StoreBuildBackend {
                 .apply_layer(
                     &chain,
                     parent_top,
-                    &diff.diff_id,
+                    &digest,
                     BufReader::with_capacity(1 << 20, blob),
                     self.store.apply_options(),
                 )
                 .map_err(wrap(format!("unpacking layer {diff_id}")))?;
         }
+        tracing::debug!(
+            layer = %diff_id,
+            bytes = size,
+            sealed = committed,
+            tar_ms = written.as_millis() as u64,
+            blob_ms = stored.as_millis() as u64,
+            snapshot_ms = started.elapsed().as_millis() as u64,
+            "build step captured"
+        );
         self.remember_layer(&diff_id, &desc);
         Ok(Some(diff_id))
     }
@@ -1410,7 +1544,7 @@ impl StoreBuildBackend {
             ..Default::default()
         };
         self.release(&l)?;
-        let layer = self.capture(lease, top, &stubs)?;
+        let layer = self.capture(lease, top, &stubs, &[])?;
         Ok(RunResult {
             exit_code: 0,
             layer,
@@ -1424,7 +1558,12 @@ impl StoreBuildBackend {
         rootfs: &Path,
         top: Option<&Digest>,
     ) -> Result<Option<String>, BackendError> {
+        let started = std::time::Instant::now();
         let mut owners: HashMap<String, (u32, u32)> = HashMap::new();
+        // Placeholders for private sources that become the layer's files themselves, by
+        // their path under the mounted root (filled in once the overlay is unmounted).
+        let mut links: HashMap<PathBuf, Linked> = HashMap::new();
+        let mut linked_bytes = 0u64;
         for it in items {
             let m = fs::symlink_metadata(&it.src).map_err(|e| {
                 BackendError::with_source(
@@ -1464,6 +1603,8 @@ impl StoreBuildBackend {
             }
             let pdir = mkdir_in_root(rootfs, parent)?;
             let target = pdir.join(name);
+            // Whatever this item does there replaces an earlier placeholder.
+            links.remove(&target);
             let existing = fs::symlink_metadata(&target).ok();
             let ft = m.file_type();
             let what = || format!("copying {} to {}", it.src.display(), it.dest);
@@ -1517,16 +1658,38 @@ impl StoreBuildBackend {
                 symlink(&link, &target).map_err(ioerr(what()))?;
                 lchown(&target, Some(uid), Some(gid)).map_err(ioerr(what()))?;
             } else if ft.is_file() {
-                let mut src = File::open(&it.src).map_err(ioerr(what()))?;
+                let mode = it.chmod.unwrap_or(m.mode() & 0o7777);
                 let mut dst = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&target)
                     .map_err(ioerr(what()))?;
-                io::copy(&mut src, &mut dst).map_err(ioerr(what()))?;
+                if it.private && m.nlink() == 1 && mode == m.mode() & 0o7777 {
+                    // An empty placeholder now (so the overlay makes the parents and
+                    // hides what the image had there); the source itself after unmount.
+                    let rel = target.strip_prefix(rootfs).map_err(|_| {
+                        be(
+                            ErrorKind::Internal,
+                            format!("{} is outside the step's root", target.display()),
+                        )
+                    })?;
+                    links.insert(
+                        target.clone(),
+                        Linked {
+                            rel: rel.to_path_buf(),
+                            src: it.src.clone(),
+                            uid,
+                            gid,
+                            mode,
+                        },
+                    );
+                    linked_bytes += m.len();
+                } else {
+                    let mut src = File::open(&it.src).map_err(ioerr(what()))?;
+                    io::copy(&mut src, &mut dst).map_err(ioerr(what()))?;
+                }
                 drop(dst);
                 lchown(&target, Some(uid), Some(gid)).map_err(ioerr(what()))?;
-                let mode = it.chmod.unwrap_or(m.mode() & 0o7777);
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode))
                     .map_err(ioerr(what()))?;
             } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() || ft.is_socket()
@@ -1538,7 +1701,15 @@ impl StoreBuildBackend {
             }
             set_mtime(&target, &m);
         }
-        self.capture(lease, top, &[])
+        tracing::debug!(
+            items = items.len(),
+            linked = links.len(),
+            linked_bytes,
+            copy_ms = started.elapsed().as_millis() as u64,
+            "build step files copied"
+        );
+        let links: Vec<Linked> = links.into_values().collect();
+        self.capture(lease, top, &[], &links)
     }
 
     /// A read-only view of `state`'s filesystem at a new directory; returns the lease

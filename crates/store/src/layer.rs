@@ -31,6 +31,21 @@
 //! 0:0 become `.wh.<name>` entries, opaque directories get a `.wh..wh..opq` entry, files
 //! with several links inside the tree become hardlink entries, and `security.capability`
 //! / `user.*` xattrs are carried as PAX records.
+//!
+//! # Sealing ([`seal_diff`])
+//!
+//! The same tar as [`write_diff`], written from an upper dir that is *about to become a
+//! committed snapshot itself* (a build step's, after its overlay is unmounted): on the way
+//! the directory is made exactly what [`apply_layer`] of that tar onto an empty directory
+//! would give — xattrs the tar does not carry are removed (all but `security.capability`,
+//! `user.*` and an opaque marker `y`), sockets are removed, every time is set to the
+//! whole second the tar records, the root directory is reset to `0755` owned by this
+//! process. Renaming the directory into the snapshot store then replaces unpacking the
+//! layer again (a second copy of every byte). The tar is not hashed here: the caller
+//! hashes what it stores (the blob digest of an uncompressed layer *is* its diff id), so
+//! every byte is hashed once. Names a tar cannot round-trip (an entry whose name starts
+//! with `.wh.`, which applying turns into a whiteout) make the result
+//! [`SealResult::exact`] false: the caller must then unpack the tar instead.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -617,12 +632,125 @@ pub fn write_diff<W: Write>(upper: &Path, out: W) -> Result<DiffResult> {
     let mut b = tar::Builder::new(hw);
     b.mode(tar::HeaderMode::Complete);
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    walk_diff(upper, Path::new(""), &mut b, &mut links)?;
+    walk_diff(upper, Path::new(""), &mut b, &mut links, None)?;
     b.finish().map_err(ioe("write tar", upper))?;
     let hw = b.into_inner().map_err(ioe("write tar", upper))?;
     let (_, diff_id, size) = hw.finish();
     Ok(DiffResult { diff_id, size })
 }
+
+/// What [`seal_diff`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealResult {
+    /// Bytes of tar written.
+    pub size: u64,
+    /// Whether the directory now equals what applying the tar gives. When false (an
+    /// entry named `.wh.*`), the directory must not be used as the layer's snapshot.
+    pub exact: bool,
+}
+
+/// State of one [`seal_diff`] walk.
+struct Seal {
+    exact: bool,
+}
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the layer tar of overlay upper dir `upper` to `out` (byte for byte what
+/// [`write_diff`] writes, not hashed) and makes `upper` what applying that tar onto an
+/// empty directory gives; see the module docs. `upper` must not be mounted.
+pub fn seal_diff<W: Write>(upper: &Path, out: W) -> Result<SealResult> {
+    let mut b = tar::Builder::new(Counting { inner: out, n: 0 });
+    b.mode(tar::HeaderMode::Complete);
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut seal = Seal { exact: true };
+    walk_diff(upper, Path::new(""), &mut b, &mut links, Some(&mut seal))?;
+    b.finish().map_err(ioe("write tar", upper))?;
+    let c = b.into_inner().map_err(ioe("write tar", upper))?;
+    // The root: as `Snapshotter::apply_layer` creates it (the tar has no entry for it).
+    strip_xattrs(upper, false)?;
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        upper,
+        Some(nix::unistd::geteuid()),
+        Some(nix::unistd::getegid()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(nixe("chown", upper))?;
+    fs::set_permissions(upper, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod", upper))?;
+    Ok(SealResult {
+        size: c.n,
+        exact: seal.exact,
+    })
+}
+
+/// Removes the xattrs of `path` that a layer tar does not carry: all but
+/// `security.capability`, `user.*` and (when `opaque_ok`) `trusted.overlay.opaque=y`.
+fn strip_xattrs(path: &Path, opaque_ok: bool) -> Result<()> {
+    let mut names = vec![0u8; 64 * 1024];
+    let n = match rustix::fs::llistxattr(path, &mut names[..]) {
+        Ok(n) => n,
+        Err(e) if e == rustix::io::Errno::NOTSUP => return Ok(()),
+        Err(e) => return Err(ioe("list xattrs", path)(e.into())),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let keep = name == b"security.capability"
+            || name.starts_with(b"user.")
+            || (opaque_ok
+                && name == OPAQUE_XATTR.as_bytes()
+                && {
+                    let mut v = [0u8; 4];
+                    matches!(rustix::fs::lgetxattr(path, OPAQUE_XATTR, &mut v[..]), Ok(1) if v[0] == b'y')
+                });
+        if keep {
+            continue;
+        }
+        let cname = std::ffi::CString::new(name).map_err(|_| LayerError::InvalidEntry {
+            path: path.to_string_lossy().into_owned(),
+            reason: "xattr name with a NUL byte",
+        })?;
+        match rustix::fs::lremovexattr(path, cname.as_c_str()) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::NODATA => {}
+            Err(e) => return Err(ioe("remove xattr", path)(e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Sets both times of `path` (not following a symlink) to whole second `secs`, as
+/// [`apply_layer`] sets them from a tar header.
+fn set_whole_second(path: &Path, secs: i64) -> Result<()> {
+    set_mtime(path, secs.max(0) as u64)
+}
+
+/// Starts writing `f`'s dirty pages to disk without waiting (the snapshot's later
+/// `syncfs` then has less left to do). Best effort.
+fn start_writeback(f: &fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is open.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+/// How much of a file [`write_diff`] and [`seal_diff`] read at a time.
+const READ_CHUNK: usize = 1 << 20;
 
 fn header_for(m: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
     let mut h = tar::Header::new_gnu();
@@ -662,6 +790,7 @@ fn walk_diff<W: Write>(
     rel: &Path,
     b: &mut tar::Builder<W>,
     links: &mut HashMap<(u64, u64), PathBuf>,
+    mut seal: Option<&mut Seal>,
 ) -> Result<()> {
     let dir = base.join(rel);
     let mut names: Vec<OsString> = fs::read_dir(&dir)
@@ -676,6 +805,16 @@ fn walk_diff<W: Write>(
         let full = base.join(&rp);
         let m = fs::symlink_metadata(&full).map_err(ioe("stat", &full))?;
         let ft = m.file_type();
+        if let Some(s) = seal.as_deref_mut() {
+            if ft.is_socket() {
+                // Not carried in layers: not in the snapshot either.
+                fs::remove_file(&full).map_err(ioe("remove socket", &full))?;
+                continue;
+            }
+            if name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                s.exact = false;
+            }
+        }
         let xattrs = carried_xattrs(&full);
         if !xattrs.is_empty() {
             b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -688,6 +827,8 @@ fn walk_diff<W: Write>(
             h.set_mode(0o644);
             b.append_data(&mut h, rel.join(wh), io::empty())
                 .map_err(werr(&full))?;
+            // A whiteout's metadata plays no part (apply makes a fresh one).
+            continue;
         } else if ft.is_dir() {
             let mut h = header_for(&m, tar::EntryType::Directory);
             b.append_data(&mut h, &rp, io::empty())
@@ -701,7 +842,10 @@ fn walk_diff<W: Write>(
                         .map_err(werr(&full))?;
                 }
             }
-            walk_diff(base, &rp, b, links)?;
+            if seal.is_some() {
+                strip_xattrs(&full, true)?;
+            }
+            walk_diff(base, &rp, b, links, seal.as_deref_mut())?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&full).map_err(ioe("read symlink", &full))?;
             let mut h = header_for(&m, tar::EntryType::Symlink);
@@ -719,8 +863,12 @@ fn walk_diff<W: Write>(
             let mut h = header_for(&m, tar::EntryType::Regular);
             h.set_size(m.len());
             let f = fs::File::open(&full).map_err(ioe("open", &full))?;
-            b.append_data(&mut h, &rp, f.take(m.len()))
-                .map_err(werr(&full))?;
+            // Read in large pieces: `io::copy` would otherwise move 8 KiB per syscall.
+            let data = io::BufReader::with_capacity(READ_CHUNK, (&f).take(m.len()));
+            b.append_data(&mut h, &rp, data).map_err(werr(&full))?;
+            if seal.is_some() {
+                start_writeback(&f);
+            }
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             let kind = if ft.is_char_device() {
                 tar::EntryType::Char
@@ -736,8 +884,18 @@ fn walk_diff<W: Write>(
                 .map_err(werr(&full))?;
             b.append_data(&mut h, &rp, io::empty())
                 .map_err(werr(&full))?;
+        } else {
+            // Sockets are not carried in layers.
+            continue;
         }
-        // Sockets are not carried in layers.
+        if seal.is_some() {
+            // Directories were stripped before their children were walked.
+            if !ft.is_dir() {
+                strip_xattrs(&full, false)?;
+            }
+            // Last, so that changes to a directory's children do not move its time.
+            set_whole_second(&full, m.mtime())?;
+        }
     }
     Ok(())
 }

@@ -14,7 +14,10 @@
 //!   `tmp/<random>/`, its diff id verified, the filesystem synced once (`syncfs`), and the
 //!   directory renamed into place — so a killed process never leaves half a snapshot, and
 //!   of two concurrent applies of one chain id (serialised by a `flock` on
-//!   `locks/<hex>`) the second finds it done.
+//!   `locks/<hex>`) the second finds it done. [`Snapshotter::commit_dir`] does the same
+//!   with a directory that already holds the layer (a build step's upper dir sealed by
+//!   `layer::seal_diff`): it is renamed, not copied, into `tmp/<random>/fs`, synced and
+//!   renamed into place.
 //! * `active/<key>/{fs,work}` — an **active snapshot** for a container, created by
 //!   [`Snapshotter::prepare`]. `key` is chosen by the caller (the engine uses the container
 //!   id): 1–128 characters of `[A-Za-z0-9_.-]`, not starting with `.` or `-`. `fs` is the
@@ -251,6 +254,9 @@ impl Snapshotter {
             .map_err(ioe("create temp dir", &self.root.join("tmp")))?;
         let fs_dir = tmp.path().join("fs");
         fs::create_dir(&fs_dir).map_err(ioe("create directory", &fs_dir))?;
+        // Not left to the umask: `layer::seal_diff` gives a sealed root the same mode.
+        fs::set_permissions(&fs_dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(ioe("chmod", &fs_dir))?;
         let res = layer::apply_layer(reader, &fs_dir, opts)?;
         if &res.diff_id != expected_diff_id {
             return Err(SnapshotError::DiffIdMismatch {
@@ -278,6 +284,74 @@ impl Snapshotter {
         }
         sync_dir(&self.root.join("committed"));
         Ok(Some(res))
+    }
+
+    /// Creates the committed snapshot `chain_id` on top of `parent` from the directory
+    /// `dir`, which must already hold exactly that layer's files (an upper dir sealed by
+    /// [`layer::seal_diff`] whose tar has the diff id `chain_id` was computed from: the
+    /// caller vouches for it, nothing is verified here). `dir` is moved, not copied: it
+    /// must be on the snapshotter's filesystem and is gone afterwards when this returns
+    /// `Ok(true)`. When the snapshot already exists, returns `Ok(false)` and leaves `dir`
+    /// alone; on an error `dir` is put back where it was when possible. The same crash safety as [`apply_layer`](Self::apply_layer): the files are
+    /// synced before the snapshot appears under its name, in one rename.
+    pub fn commit_dir(
+        &self,
+        chain_id: &Digest,
+        parent: Option<&Digest>,
+        dir: &Path,
+    ) -> Result<bool> {
+        if let Some(p) = parent {
+            if !self.exists(p) {
+                return Err(SnapshotError::NotFound(p.to_string()));
+            }
+        }
+        let lock_path = self.root.join("locks").join(chain_id.hex());
+        let lf = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(ioe("open lock", &lock_path))?;
+        let _lock = Flock::lock(lf, FlockArg::LockExclusive)
+            .map_err(|(_, e)| ioe("lock", &lock_path)(e.into()))?;
+        if self.exists(chain_id) {
+            return Ok(false);
+        }
+        let meta = fs::symlink_metadata(dir).map_err(ioe("stat", dir))?;
+        if !meta.is_dir() {
+            return Err(ioe("commit directory", dir)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a directory",
+            )));
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("commit-")
+            .tempdir_in(self.root.join("tmp"))
+            .map_err(ioe("create temp dir", &self.root.join("tmp")))?;
+        if let Some(p) = parent {
+            let pf = tmp.path().join("parent");
+            fs::write(&pf, p.to_string()).map_err(ioe("write parent", &pf))?;
+        }
+        let fs_dir = tmp.path().join("fs");
+        let sf = tmp.path().join("size");
+        fs::write(&sf, content_size(dir).to_string()).map_err(ioe("write size", &sf))?;
+        fs::rename(dir, &fs_dir).map_err(ioe("move directory", dir))?;
+        let target = self.committed_dir(chain_id);
+        let res = File::open(tmp.path())
+            .map_err(ioe("open", tmp.path()))
+            .and_then(|d| rustix::fs::syncfs(&d).map_err(|e| ioe("syncfs", tmp.path())(e.into())))
+            .and_then(|()| {
+                fs::rename(tmp.path(), &target).map_err(ioe("commit snapshot", &target))
+            });
+        if let Err(e) = res {
+            // Give the directory back (the temp dir goes with `tmp`).
+            let _ = fs::rename(&fs_dir, dir);
+            return Err(e);
+        }
+        // Renamed away: nothing left for the guard to remove.
+        let _ = tmp.keep();
+        sync_dir(&self.root.join("committed"));
+        Ok(true)
     }
 
     /// Lists committed snapshots.
@@ -691,4 +765,74 @@ pub fn unmount(target: &Path) -> Result<()> {
             source: e.into(),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn snap() -> (tempfile::TempDir, Snapshotter) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Snapshotter::open(d.path().join("snapshots")).unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn a_directory_is_committed_by_moving_it() {
+        let (d, s) = snap();
+        let base = Digest::sha256_of(b"base layer");
+        let top = Digest::sha256_of(b"top chain");
+        // The parent must exist.
+        let dir = d.path().join("snapshots/tmp/layer");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub/f"), b"12345").unwrap();
+        std::os::unix::fs::symlink("sub/f", dir.join("l")).unwrap();
+        assert!(matches!(
+            s.commit_dir(&top, Some(&base), &dir),
+            Err(SnapshotError::NotFound(_))
+        ));
+        assert!(
+            dir.join("sub/f").exists(),
+            "a refused commit keeps the directory"
+        );
+        // A base layer, then the top on it.
+        let bdir = d.path().join("snapshots/tmp/base");
+        fs::create_dir_all(&bdir).unwrap();
+        fs::write(bdir.join("b"), b"b").unwrap();
+        let ino = fs::metadata(dir.join("sub/f")).unwrap().ino();
+        assert!(s.commit_dir(&base, None, &bdir).unwrap());
+        assert!(s.commit_dir(&top, Some(&base), &dir).unwrap());
+        assert!(!dir.exists() && !bdir.exists());
+        assert!(s.exists(&top));
+        let f = s.committed_fs(&top).join("sub/f");
+        assert_eq!(fs::read(&f).unwrap(), b"12345");
+        // Moved, not copied.
+        assert_eq!(fs::metadata(&f).unwrap().ino(), ino);
+        assert_eq!(s.parent_of(&top).unwrap(), Some(base.clone()));
+        assert_eq!(s.parent_of(&base).unwrap(), None);
+        assert_eq!(s.committed_size(&top).unwrap(), 5 + 5);
+        assert_eq!(
+            s.lower_dirs(&top).unwrap(),
+            vec![s.committed_fs(&top), s.committed_fs(&base)]
+        );
+        // Nothing left behind in tmp/.
+        let left: Vec<_> = fs::read_dir(d.path().join("snapshots/tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Committing the same chain again is a no-op that leaves the directory alone.
+        let again = d.path().join("again");
+        fs::create_dir(&again).unwrap();
+        assert!(!s.commit_dir(&top, Some(&base), &again).unwrap());
+        assert!(again.is_dir());
+        assert_eq!(fs::read(&f).unwrap(), b"12345");
+        // Not a directory.
+        let file = d.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let other = Digest::sha256_of(b"other");
+        assert!(s.commit_dir(&other, None, &file).is_err());
+        assert!(!s.exists(&other) && file.exists());
+    }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use common::{gzip, is_root, MountGuard, TarBuilder};
 use errkind::{ErrorKind, HasKind};
-use store::layer::{apply_layer, write_diff, ApplyOptions, DevicePolicy, LayerError};
+use store::layer::{apply_layer, seal_diff, write_diff, ApplyOptions, DevicePolicy, LayerError};
 use store::Digest;
 
 struct Env {
@@ -372,4 +372,217 @@ fn diff_of_an_upper_dir_round_trips() {
     let mut tar2 = Vec::new();
     let d2 = write_diff(&out, &mut tar2).unwrap();
     assert_eq!(d2.diff_id, d1.diff_id);
+}
+
+/// Everything about a tree that a layer carries, path by path (the root's times left out:
+/// an applied root is stamped when it is made; access times, which reading it moves):
+/// type, mode, owner, modification time to the nanosecond, content or link target,
+/// xattrs, and which paths share an inode.
+fn tree_signature(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, rel: &Path, out: &mut Vec<String>, inodes: &mut Vec<(u64, String)>) {
+        let mut names: Vec<_> = fs::read_dir(root.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = rel.join(&n);
+            let p = root.join(&r);
+            let m = fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let shown = r.display().to_string();
+            if ft.is_char_device() && m.rdev() == 0 {
+                out.push(format!("{shown} whiteout"));
+                continue;
+            }
+            let mut xs = Vec::new();
+            let mut buf = vec![0u8; 4096];
+            let k = rustix::fs::llistxattr(&p, &mut buf[..]).unwrap_or(0);
+            for x in buf[..k].split(|b| *b == 0).filter(|x| !x.is_empty()) {
+                let name = String::from_utf8_lossy(x).into_owned();
+                let mut v = vec![0u8; 4096];
+                let l = rustix::fs::lgetxattr(&p, name.as_str(), &mut v[..]).unwrap();
+                xs.push(format!("{name}={}", String::from_utf8_lossy(&v[..l])));
+            }
+            xs.sort();
+            let what = if ft.is_dir() {
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("link->{}", fs::read_link(&p).unwrap().display())
+            } else if ft.is_file() {
+                if m.nlink() > 1 {
+                    inodes.push((m.ino(), shown.clone()));
+                }
+                format!("file:{}", String::from_utf8_lossy(&fs::read(&p).unwrap()))
+            } else {
+                format!("special:{:o}", m.mode() & 0o170000)
+            };
+            out.push(format!(
+                "{shown} {what} mode={:o} owner={}:{} mtime={}.{} xattrs={xs:?}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.mtime_nsec(),
+            ));
+            if ft.is_dir() {
+                walk(root, &r, out, inodes);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut inodes = Vec::new();
+    walk(root, Path::new(""), &mut out, &mut inodes);
+    // Hard link groups, by their sorted member paths (inode numbers differ between trees).
+    let mut groups: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for (ino, p) in inodes {
+        groups.entry(ino).or_default().push(p);
+    }
+    let mut gs: Vec<String> = groups.into_values().map(|g| g.join("=")).collect();
+    gs.sort();
+    out.extend(gs.into_iter().map(|g| format!("linked {g}")));
+    let m = fs::symlink_metadata(root).unwrap();
+    out.push(format!(
+        "root mode={:o} owner={}:{}",
+        m.mode() & 0o7777,
+        m.uid(),
+        m.gid()
+    ));
+    out
+}
+
+/// An upper dir with everything a build step can leave: nanosecond times, odd modes,
+/// hard links, symlinks, whiteouts, an opaque dir, xattrs a layer carries and ones it
+/// does not (overlay's own, `trusted.*`), a socket, a changed root.
+fn messy_upper(up: &Path) {
+    use std::os::unix::fs::symlink;
+    let set = |p: &Path, k: &str, v: &[u8]| {
+        rustix::fs::lsetxattr(p, k, v, rustix::fs::XattrFlags::empty()).unwrap()
+    };
+    let ns_time = |p: &Path, s: i64, ns: i64| {
+        let ts = nix::sys::time::TimeSpec::new(s, ns);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            p,
+            &ts,
+            &ts,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    };
+    fs::create_dir_all(up.join("app/sub")).unwrap();
+    fs::write(up.join("app/run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(up.join("app/run.sh"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(up.join("app/sub/data"), b"data").unwrap();
+    nix::unistd::chown(
+        &up.join("app/sub/data"),
+        Some(nix::unistd::Uid::from_raw(1000)),
+        Some(nix::unistd::Gid::from_raw(2000)),
+    )
+    .unwrap();
+    fs::set_permissions(up.join("app/sub/data"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::hard_link(up.join("app/sub/data"), up.join("app/data-link")).unwrap();
+    symlink("sub/data", up.join("app/sym")).unwrap();
+    nix::sys::stat::mknod(
+        &up.join("gone"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    fs::create_dir(up.join("opaque")).unwrap();
+    fs::write(up.join("opaque/kept"), b"k").unwrap();
+    set(&up.join("opaque"), "trusted.overlay.opaque", b"y");
+    set(&up.join("app"), "trusted.overlay.origin", b"\x00\xfb\x21");
+    set(&up.join("app"), "trusted.overlay.impure", b"y");
+    set(&up.join("app/run.sh"), "user.keep", b"kept");
+    set(&up.join("app/run.sh"), "trusted.drop", b"dropped");
+    set(up, "trusted.overlay.impure", b"y");
+    let _sock = std::os::unix::net::UnixListener::bind(up.join("app/sock")).unwrap();
+    for (p, s, ns) in [
+        ("app/run.sh", 1_600_000_001, 123_456_789),
+        ("app/sub/data", 1_600_000_002, 5),
+        ("app/sym", 1_600_000_003, 999),
+        ("app/sub", 1_600_000_004, 42),
+        ("opaque/kept", 1_600_000_005, 7),
+        ("opaque", 1_600_000_006, 8),
+        ("app", 1_600_000_007, 9),
+    ] {
+        ns_time(&up.join(p), s, ns);
+    }
+    fs::set_permissions(up, fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
+fn a_sealed_upper_dir_is_what_applying_its_tar_gives() {
+    if !is_root() {
+        eprintln!("skipping: needs root for chown, whiteout devices and trusted xattrs");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let up = tmp.path().join("upper");
+    fs::create_dir(&up).unwrap();
+    messy_upper(&up);
+    // The tar is byte for byte write_diff's.
+    let mut plain = Vec::new();
+    let d = write_diff(&up, &mut plain).unwrap();
+    let before = tree_signature(&up);
+    let mut sealed_tar = Vec::new();
+    let r = seal_diff(&up, &mut sealed_tar).unwrap();
+    assert!(r.exact);
+    assert_eq!(r.size, sealed_tar.len() as u64);
+    assert_eq!(Digest::sha256_of(&sealed_tar), d.diff_id);
+    assert!(sealed_tar == plain, "seal_diff wrote another tar");
+    // And the sealed directory is the applied tar.
+    let out = tmp.path().join("out");
+    fs::create_dir(&out).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o755)).unwrap();
+    apply(&sealed_tar, &out).unwrap();
+    let (a, b) = (tree_signature(&up), tree_signature(&out));
+    assert_eq!(a, b);
+    assert_ne!(before, b, "the upper dir needed no sealing: a weak test");
+    assert!(!up.join("app/sock").exists());
+    assert!(a.iter().any(|l| l.contains("user.keep=kept")), "{a:?}");
+    assert!(!a.iter().any(|l| l.contains("trusted.drop")), "{a:?}");
+    assert!(a
+        .iter()
+        .any(|l| l.starts_with("opaque dir") && l.contains("trusted.overlay.opaque=y")));
+    // Sealing again changes nothing.
+    let mut again = Vec::new();
+    seal_diff(&up, &mut again).unwrap();
+    assert!(again == plain);
+    assert_eq!(tree_signature(&up), a);
+}
+
+#[test]
+fn names_a_tar_turns_into_whiteouts_make_a_seal_inexact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let up = tmp.path().join("upper");
+    fs::create_dir_all(up.join("d")).unwrap();
+    fs::write(up.join("d/.wh.x"), b"a real file").unwrap();
+    let r = seal_diff(&up, std::io::sink()).unwrap();
+    assert!(!r.exact);
+}
+
+#[test]
+fn a_blob_written_from_a_seal_is_named_by_the_diff_id_in_one_hash() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let up = tmp.path().join("upper");
+    fs::create_dir_all(up.join("big")).unwrap();
+    let data: Vec<u8> = (0..3u32 << 20).map(|i| (i * 7 + i / 5) as u8).collect();
+    fs::write(up.join("big/a.bin"), &data).unwrap();
+    fs::write(up.join("big/b.txt"), b"small").unwrap();
+    let mut reference = Vec::new();
+    let d = write_diff(&up, &mut reference).unwrap();
+    let cs = store::ContentStore::open(tmp.path().join("content")).unwrap();
+    let mut w = cs.writer("seal-test").unwrap();
+    let r = seal_diff(&up, &mut w).unwrap();
+    w.flush().unwrap();
+    assert_eq!(r.size, w.offset());
+    // The writer's own hash of what went through it is the blob's name and the diff id.
+    let blob = w.commit(Some(r.size), None).unwrap();
+    assert_eq!(blob, d.diff_id);
+    assert_eq!(blob, Digest::sha256_of(&reference));
+    assert_eq!(cs.read_blob(&blob, 1 << 30).unwrap(), reference);
 }
