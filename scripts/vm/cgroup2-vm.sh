@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a command inside a small KVM virtual machine whose kernel mounts ONLY cgroup2 (no
+# Runs a command inside a small QEMU virtual machine whose kernel mounts ONLY cgroup2 (no
 # v1 hierarchy anywhere, `cgroup_no_v1=all`), so that every controller (memory, pids, cpu,
 # cpuset, io, hugetlb, ...) is on the unified hierarchy: the "pure v2" host that the
 # build machine (a hybrid v1 + cgroup2 host) cannot be.
@@ -9,34 +9,36 @@
 # The VM sees the host's whole file system read-only (virtio-9p), made writable by an
 # overlay whose upper layer is in the VM's memory; /tmp, /run, /var/tmp and /var/lib/berth
 # are fresh tmpfs mounts (a real file system, so tests can use them as overlay upper
-# dirs). CMD runs as root in the caller's working directory with the caller's
-# environment, in a cgroup of its own (/system.slice/berth-vm-job.service, the way
-# systemd lays a v2 host out), and nothing it writes reaches the host. The script's exit
-# status is CMD's; 124 when the VM ran past BERTH_VM_TIMEOUT seconds or died without
-# reporting one, 77 when /dev/kvm is not usable.
+# dirs), except for the host paths under them that CMD names (its directory, arguments,
+# CARGO_TARGET_DIR). CMD runs as root in the caller's working directory with the caller's
+# environment (plus BERTH_VM=cgroup2), in a cgroup of its own
+# (/system.slice/berth-vm-job.service, the way systemd lays a v2 host out), and nothing
+# it writes reaches the host. The script's exit status is CMD's; 124 when the VM ran past
+# BERTH_VM_TIMEOUT seconds or died without reporting one.
 #
-# Needs root (for the packages and /dev/kvm). First use apt-installs qemu-system-x86 and
-# busybox-static if missing and unpacks the newest Debian kernel (linux-image-*-amd64,
-# without running its install hooks) under BERTH_VM_CACHE (/var/cache/berth-vm).
+# Needs root. First use apt-installs qemu-system-x86 and busybox-static if missing and
+# unpacks the newest Debian kernel (linux-image-*-amd64, without running its install
+# hooks) under BERTH_VM_CACHE (/var/cache/berth-vm).
 #
-# Settings (environment): BERTH_VM_TIMEOUT (seconds, default 1800), BERTH_VM_MEM (4G),
-# BERTH_VM_SMP (2), BERTH_VM_KERNEL_PKG (a linux-image package name), BERTH_VM_CACHE,
-# BERTH_VM_APPEND (extra kernel arguments), BERTH_VM_DEBUG=1 (kernel messages and a trace
-# of the VM's init on the console).
+# Settings (environment): BERTH_VM_TIMEOUT (seconds, default 1800), BERTH_VM_ACCEL (auto,
+# kvm or tcg), BERTH_VM_MEM (4G), BERTH_VM_SMP (2), BERTH_VM_KERNEL_PKG (a linux-image
+# package name), BERTH_VM_CACHE, BERTH_VM_APPEND (extra kernel arguments),
+# BERTH_VM_DEBUG=1 (kernel messages and a trace of the VM's init on the console).
 set -euo pipefail
 
 if [ $# -eq 0 ]; then
-  sed -n '2,26s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,27s/^# \{0,1\}//p' "$0" >&2
   exit 2
 fi
 
 log() { echo "cgroup2-vm: $*" >&2; }
 
-# The accelerator: KVM when it runs a stock kernel at full speed, else QEMU's own
-# emulator (TCG), which needs nothing from the host. /dev/kvm served by kvm_pvm (the
-# paravirtual nested KVM of some cloud sandboxes, this build machine among them) is not
-# such a KVM: it emulates a stock guest kernel instruction by instruction (a boot did not
-# finish in 150 s, against 4 s with TCG) and stops at the first AVX/BMI2 instruction.
+# The accelerator: KVM when it can run a stock kernel, else QEMU's own emulator (TCG),
+# which needs nothing from the host. /dev/kvm served by kvm_pvm (the paravirtual nested
+# KVM of some cloud sandboxes, this build machine among them) cannot: Debian's bzImage
+# stopped in its decompressor ("KVM internal error ... emulation failure" at a BMI2
+# instruction, "kvm-pvm: INTERNAL_ERROR in batch emul" in dmesg), and the uncompressed
+# kernel booted through PVH had not reached user space after 150 s (TCG: 4 s).
 accel=${BERTH_VM_ACCEL:-auto}
 if [ "$accel" = auto ]; then
   if [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] && ! [ -d /sys/module/kvm_pvm ]; then
