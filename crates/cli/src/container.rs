@@ -665,36 +665,39 @@ pub async fn run(ctx: &Ctx, a: RunArgs) -> Result<i32> {
         ("stdout", "1".into()),
         ("stderr", "1".into()),
     ]);
-    let hijacked = ctx
-        .client
-        .hijack(Method::POST, &format!("{cpath}/attach{q}"), Body::Empty)
-        .await?;
-    let _raw = if opts.tty && stdin {
-        tty::RawMode::enter()
-    } else {
-        None
-    };
     // With AutoRemove the container may be gone by the time the program's output ends:
     // register the wait for its removal first (the daemon answers the headers once the
-    // wait is registered), and read its exit code from that.
-    let removed = if opts.rm {
-        let resp = ctx
-            .client
+    // wait is registered), and read its exit code from that. Both requests go at once.
+    let attach_path = format!("{cpath}/attach{q}");
+    let attach = ctx.client.hijack(Method::POST, &attach_path, Body::Empty);
+    let wait = async {
+        if !opts.rm {
+            return Ok(None);
+        }
+        ctx.client
             .request(
                 Method::POST,
                 &format!("{cpath}/wait?condition=removed"),
                 Body::Empty,
                 &[],
             )
-            .await?;
-        Some(tokio::spawn(async move {
-            use http_body_util::BodyExt as _;
-            let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::Ok(wait_code(&serde_json::from_slice(&body)?))
-        }))
+            .await
+            .map(Some)
+    };
+    let (hijacked, wait_resp) = tokio::join!(attach, wait);
+    let (hijacked, wait_resp) = (hijacked?, wait_resp?);
+    let _raw = if opts.tty && stdin {
+        tty::RawMode::enter()
     } else {
         None
     };
+    let removed = wait_resp.map(|resp| {
+        tokio::spawn(async move {
+            use http_body_util::BodyExt as _;
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok(wait_code(&serde_json::from_slice(&body)?))
+        })
+    });
     if let Err(e) = ctx.client.post_json(&format!("{cpath}/start"), None).await {
         drop(_raw);
         if let Some(w) = removed {

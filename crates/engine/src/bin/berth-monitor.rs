@@ -430,6 +430,10 @@ fn supervise(
         return Err(other(failure_text("start", &text)));
     }
     report(&StatusLine::Started { pid });
+    // Create's parsing (the spec and its seccomp profile) is over: give the free heap
+    // back, since the monitor lives as long as the container.
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
     // The engine's control pipe is no longer needed; its status pipe stays for `Exited`
     // (writes to it fail harmlessly once the daemon is gone: SIGPIPE is blocked).
     if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
