@@ -262,14 +262,24 @@ fn unpack_plain_file<R: Read>(
     let expected = entry.size();
     let mut n = 0u64;
     loop {
-        let k = match entry.read(buf) {
-            Ok(0) => break,
-            Ok(k) => k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        io::Write::write_all(&mut f, &buf[..k])?;
-        n += k as u64;
+        // Whole pieces: the request body arrives in small chunks.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match entry.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(k) => filled += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        io::Write::write_all(&mut f, &buf[..filled])?;
+        n += filled as u64;
+        if filled < buf.len() {
+            break;
+        }
     }
     if n != expected {
         return Err(io::Error::new(
@@ -675,7 +685,9 @@ pub fn walk(
 /// Feeds a file's content to `h`, streaming.
 pub(crate) fn hash_file(path: &Path, h: &mut Sha256) -> Result<(), ContextError> {
     let mut f = fs::File::open(path).map_err(io_err(path))?;
-    let mut buf = vec![0u8; 1 << 20];
+    // Large reads for large files; no megabyte to clear for each small one.
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buf = vec![0u8; (size as usize + 1).clamp(4096, 1 << 20)];
     loop {
         let n = f.read(&mut buf).map_err(io_err(path))?;
         if n == 0 {

@@ -27,17 +27,17 @@ const MAX_CONTEXT: u64 = 8 << 30;
 
 /// A blocking reader over body chunks sent from the async side.
 pub(super) struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Bytes>>,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
     cur: Bytes,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
-            match self.rx.recv() {
-                Ok(Ok(b)) => self.cur = b,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.cur.len());
@@ -47,22 +47,18 @@ impl Read for ChannelReader {
     }
 }
 
-/// Streams a request body to a blocking reader, with back-pressure (a bounded channel fed
-/// by a task; the reader ends at the end of the body or with the transfer's error).
+/// Streams a request body to a blocking reader (call `read` from a blocking thread), with
+/// back-pressure (a bounded channel fed by a task; the reader ends at the end of the body
+/// or with the transfer's error).
 pub(super) fn body_reader(req: Request) -> ChannelReader {
-    let (body_tx, body_rx) = std::sync::mpsc::sync_channel::<io::Result<Bytes>>(16);
+    let (body_tx, body_rx) = mpsc::channel::<io::Result<Bytes>>(64);
     let mut body = req.into_body().into_data_stream();
     tokio::spawn(async move {
         while let Some(chunk) = body.next().await {
             let item = chunk.map_err(io::Error::other);
             let stop = item.is_err();
-            let tx = body_tx.clone();
-            // The bounded channel gives back-pressure; send from a blocking context.
-            if tokio::task::spawn_blocking(move || tx.send(item))
-                .await
-                .map_or(true, |r| r.is_err())
-                || stop
-            {
+            // An async send: no blocking-pool round trip per chunk (there are many).
+            if body_tx.send(item).await.is_err() || stop {
                 break;
             }
         }
