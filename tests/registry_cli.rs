@@ -660,3 +660,115 @@ fn pull_killed_halfway_resumes_after_daemon_restart() {
     );
     assert!(out.starts_with(&want), "content differs: {out} vs {want}");
 }
+
+/// Build layers are stored uncompressed; a push sends them gzip-compressed (as docker
+/// does) under a manifest of its own, keeps the compressed copy, and a second push finds
+/// every layer in the registry. Pulled back, the image is the same and runs.
+#[test]
+fn built_layers_are_pushed_compressed_and_only_once() {
+    if !prerequisites() {
+        return;
+    }
+    let reg = Registry::start();
+    let d = Daemon::start();
+    let cfg = d.dir.path().join("berth-config");
+    d.import_busybox("busybox:latest");
+    let ctx = d.dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let text_data: String = (0..60_000)
+        .map(|i| format!("line {i} of a compressible file\n"))
+        .collect();
+    std::fs::write(ctx.join("data.txt"), &text_data).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY data.txt /data.txt\n",
+    )
+    .unwrap();
+    let name = format!("{}/test/built:v1", reg.host);
+    ok(
+        &berth(
+            &d,
+            &cfg,
+            &["build", "-q", "-t", &name, ctx.to_str().unwrap()],
+        ),
+        "build",
+    );
+    let id = image_inspect(&d, &name)["Id"].as_str().unwrap().to_string();
+    ok(
+        &berth(&d, &cfg, &["login", &reg.host, "-u", USER, "-p", PASSWORD]),
+        "login",
+    );
+    let out = ok(&berth(&d, &cfg, &["push", &name]), "push");
+    eprintln!("berth push:\n{out}");
+    assert!(out.lines().any(|l| l.ends_with(": Pushed")), "{out}");
+    let digest = pushed_digest(&out);
+    assert_eq!(reg.manifest_digest("test/built", "v1"), digest);
+
+    // The registry's manifest: gzip layers, the local config (the image id).
+    let (body, _) = reg.curl(
+        &[
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        ],
+        "/v2/test/built/manifests/v1",
+        true,
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(m["config"]["digest"].as_str(), Some(id.as_str()), "{m}");
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{m}");
+    for l in layers {
+        let mt = l["mediaType"].as_str().unwrap();
+        assert!(mt.ends_with("gzip"), "uncompressed layer pushed: {m}");
+    }
+    let copied = layers[1]["size"].as_u64().unwrap();
+    assert!(
+        copied < text_data.len() as u64 / 4,
+        "the COPY layer is {copied} bytes for {} of text: not compressed",
+        text_data.len()
+    );
+
+    // Again: nothing to upload, the same manifest.
+    let out = ok(&berth(&d, &cfg, &["push", &name]), "second push");
+    eprintln!("berth push (again):\n{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.ends_with(": Layer already exists"))
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.ends_with(": Pushed")), "{out}");
+    assert_eq!(pushed_digest(&out), digest);
+
+    // Pulled back into an empty daemon: the same image, the same file.
+    let d2 = Daemon::start();
+    let cfg2 = d2.dir.path().join("berth-config");
+    ok(
+        &berth(
+            &d2,
+            &cfg2,
+            &["login", &reg.host, "-u", USER, "-p", PASSWORD],
+        ),
+        "login (second daemon)",
+    );
+    ok(&berth(&d2, &cfg2, &["pull", &name]), "pull");
+    assert_eq!(image_inspect(&d2, &name)["Id"].as_str(), Some(id.as_str()));
+    let out = ok(
+        &berth(&d2, &cfg2, &["run", "--rm", &name, "md5sum", "/data.txt"]),
+        "run pulled image",
+    );
+    let local = Command::new("md5sum")
+        .arg(ctx.join("data.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.split_whitespace().next(),
+        String::from_utf8_lossy(&local.stdout)
+            .split_whitespace()
+            .next()
+    );
+}

@@ -192,6 +192,7 @@ impl ContentStore {
             file: Some(BufWriter::with_capacity(1 << 20, file)),
             hasher,
             offset,
+            writeback: offset,
             _lock: lock,
         })
     }
@@ -344,6 +345,47 @@ impl ContentStore {
         Ok(out)
     }
 
+    /// The gzip-compressed copy of the stored blob `digest` (an uncompressed layer tar),
+    /// as `(digest, size)`, for pushing it the way registries expect layers. Made once
+    /// (gzip level 1, the layer streamed through) and stored as a blob of its own; the
+    /// pairing is remembered in `<root>/gzip/<hex>` so that later pushes send the very
+    /// same bytes (a registry that has them says so) without compressing again. When
+    /// garbage collection removed the compressed blob it is made again.
+    pub fn gzip_of(&self, digest: &Digest) -> Result<(Digest, u64)> {
+        let dir = self.root.join("gzip");
+        let memo = dir.join(digest.hex());
+        if let Ok(text) = fs::read_to_string(&memo) {
+            let mut parts = text.split_whitespace();
+            if let (Some(Ok(d)), Some(Ok(size))) = (
+                parts.next().map(Digest::parse),
+                parts.next().map(str::parse::<u64>),
+            ) {
+                if self.info(&d).is_ok_and(|i| i.size == size) {
+                    return Ok((d, size));
+                }
+            }
+        }
+        let mut src = self.open_blob(digest)?;
+        let w = self.writer(&format!("gzip-of-{digest}"))?;
+        let w = if w.offset() != 0 { w.restart()? } else { w };
+        let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+        let src_path = self.blob_path(digest);
+        io::copy(
+            &mut io::BufReader::with_capacity(1 << 20, &mut src),
+            &mut gz,
+        )
+        .map_err(io_err("compress blob", &src_path))?;
+        let mut w = gz.finish().map_err(io_err("compress blob", &src_path))?;
+        w.flush().map_err(io_err("compress blob", &src_path))?;
+        let size = w.offset();
+        let d = w.commit(Some(size), None)?;
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let tmp = dir.join(format!(".{}.tmp-{}", digest.hex(), std::process::id()));
+        fs::write(&tmp, format!("{d} {size}\n")).map_err(io_err("write", &tmp))?;
+        fs::rename(&tmp, &memo).map_err(io_err("rename", &memo))?;
+        Ok((d, size))
+    }
+
     /// Total bytes of partial ingests (for disk-usage reports).
     pub fn ingest_bytes(&self) -> u64 {
         let dir = self.root.join("ingest");
@@ -368,8 +410,15 @@ pub struct BlobWriter {
     file: Option<BufWriter<File>>,
     hasher: Hasher,
     offset: u64,
+    /// Up to where writeback to disk has been started (see [`WRITEBACK_STEP`]).
+    writeback: u64,
     _lock: Flock<File>,
 }
+
+/// A [`BlobWriter`] starts writing its data to disk every this many bytes (without
+/// waiting), so that the fsync of [`BlobWriter::commit`] finds little left to do and
+/// the disk works while the data is still being produced and hashed.
+const WRITEBACK_STEP: u64 = 32 << 20;
 
 impl std::fmt::Debug for BlobWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -401,6 +450,7 @@ impl BlobWriter {
         self.file = Some(BufWriter::with_capacity(1 << 20, bw));
         self.hasher = Hasher::new(Algorithm::Sha256);
         self.offset = 0;
+        self.writeback = 0;
         Ok(self)
     }
 
@@ -505,6 +555,22 @@ impl Write for BlobWriter {
         let n = f.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
+        if self.offset - self.writeback >= WRITEBACK_STEP {
+            use std::os::fd::AsRawFd;
+            let fd = f.get_ref().as_raw_fd();
+            let len = (self.offset - self.writeback) as libc::off64_t;
+            // SAFETY: sync_file_range reads only its integer arguments; `fd` is open.
+            // Best effort: an error here only means commit's fsync does all the work.
+            unsafe {
+                libc::sync_file_range(
+                    fd,
+                    self.writeback as libc::off64_t,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.writeback = self.offset;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -540,6 +606,38 @@ mod tests {
         let e = cs.delete(&d).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound);
         assert_eq!(cs.open_blob(&d).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn gzip_copies_are_made_once_and_decompress_to_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ContentStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 97) as u8).collect();
+        let d = cs.put_bytes(&data).unwrap();
+        let (g, size) = cs.gzip_of(&d).unwrap();
+        assert_ne!(g, d);
+        assert_eq!(cs.size(&g).unwrap(), size);
+        assert!(size < data.len() as u64 / 4, "{size}");
+        let gz = cs.read_blob(&g, 1 << 20).unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        // Remembered: the same blob again, not a new compression.
+        let modified = cs.info(&g).unwrap().modified;
+        assert_eq!(cs.gzip_of(&d).unwrap(), (g.clone(), size));
+        assert_eq!(cs.info(&g).unwrap().modified, modified);
+        // Made again when the compressed blob is gone.
+        cs.delete(&g).unwrap();
+        assert_eq!(cs.gzip_of(&d).unwrap(), (g.clone(), size));
+        assert!(cs.exists(&g));
+        // A missing source is NotFound.
+        let missing = Digest::sha256_of(b"missing");
+        assert_eq!(
+            cs.gzip_of(&missing).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! Pushing: blob existence checks, cross-repository mounts, uploads, then the manifest.
+//! Uncompressed layers (the builder stores its layers so) are pushed gzip-compressed,
+//! under a manifest rewritten for them (see `compressed_manifest`).
 
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
@@ -28,6 +30,60 @@ fn file_body(path: &PathBuf, offset: u64, len: u64) -> reqwest::Body {
             Err::<bytes::Bytes, std::io::Error>(e)
         })),
     }
+}
+
+/// The manifest to push for the local manifest `desc` (`bytes`): its uncompressed layers
+/// (build layers are stored so) replaced by their gzip copies ([`store::ContentStore::gzip_of`],
+/// made once and kept), as docker compresses layers when it pushes. The config, and so
+/// the image id, stays; the pushed manifest gets its own digest. Unchanged (the same
+/// bytes) when every layer is compressed already. Not used for the manifests of an index
+/// pushed whole: the index names them by digest.
+async fn compressed_manifest(
+    images: &ImageStore,
+    desc: &Descriptor,
+    bytes: Vec<u8>,
+) -> Result<(Descriptor, Vec<u8>), ClientError> {
+    use store::image::media_types as mt;
+    let invalid = |e: serde_json::Error| ClientError::InvalidManifest {
+        reference: desc.digest.to_string(),
+        reason: e.to_string(),
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    let Some(layers) = v.get_mut("layers").and_then(|l| l.as_array_mut()) else {
+        return Ok((desc.clone(), bytes));
+    };
+    let mut changed = false;
+    for l in layers.iter_mut() {
+        let gzip_type = match l.get("mediaType").and_then(|m| m.as_str()) {
+            Some(mt::OCI_LAYER) => mt::OCI_LAYER_GZIP,
+            Some(mt::DOCKER_LAYER) => mt::DOCKER_LAYER_GZIP,
+            _ => continue,
+        };
+        if l.get("urls")
+            .is_some_and(|u| u.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            continue;
+        }
+        let Some(Ok(digest)) = l.get("digest").and_then(|d| d.as_str()).map(Digest::parse) else {
+            continue;
+        };
+        let content = images.content().clone();
+        let (gz, size) = blocking("compress layer", move || content.gzip_of(&digest))
+            .await?
+            .map_err(|e| ClientError::store("compress layer", e))?;
+        l["mediaType"] = gzip_type.into();
+        l["digest"] = gz.to_string().into();
+        l["size"] = size.into();
+        changed = true;
+    }
+    if !changed {
+        return Ok((desc.clone(), bytes));
+    }
+    let out = serde_json::to_vec(&v).map_err(invalid)?;
+    let mut d = desc.clone();
+    d.digest = Digest::sha256_of(&out);
+    d.size = out.len() as u64;
+    Ok((d, out))
 }
 
 /// Resolves a `Location` header (absolute or relative) against the endpoint.
@@ -111,6 +167,7 @@ impl RegistryClient {
         })?;
         match parsed {
             ParsedManifest::Manifest(_) => {
+                let (target, bytes) = compressed_manifest(images, &target, bytes).await?;
                 self.push_manifest(
                     &ep,
                     path,
@@ -156,6 +213,7 @@ impl RegistryClient {
                         .await?
                         .map_err(|e| ClientError::store("resolve image", e))?;
                     let b = read(md.clone()).await?;
+                    let (md, b) = compressed_manifest(images, &md, b).await?;
                     self.push_manifest(&ep, path, &scope, images, &md, &b, &tag_or_digest, progress)
                         .await
                 }
