@@ -659,6 +659,16 @@ fn healthchecks_from_flags_api_and_image() {
         .find("health_status: unhealthy")
         .expect("unhealthy event");
     assert!(healthy < unhealthy && ev.contains(&id));
+    // Each probe is an exec of the container in the events, as docker's.
+    let probe = "exec_start: /bin/sh -c echo probing; test -e /tmp/ok";
+    let started = ev
+        .find(probe)
+        .unwrap_or_else(|| panic!("no {probe:?} in {ev}"));
+    assert!(ev
+        .find("exec_create: /bin/sh -c echo probing")
+        .is_some_and(|c| c < started));
+    assert!(ev[started..].contains("\"exitCode\":\"0\""), "{ev}");
+    assert!(ev[started..].contains("exec_die"), "{ev}");
     // A restarted daemon carries on with the health of a running container.
     let before = d.inspect("hc1")["State"]["Health"].clone();
     d.kill9();

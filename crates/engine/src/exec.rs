@@ -331,7 +331,13 @@ impl Engine {
 
     /// Publishes a container event about an exec instance, with Docker's attributes
     /// (`execID`, and `exitCode` for `exec_die`).
-    fn exec_event(&self, container: &str, action: &str, exec_id: &str, code: Option<i64>) {
+    pub(crate) fn exec_event(
+        &self,
+        container: &str,
+        action: &str,
+        exec_id: &str,
+        code: Option<i64>,
+    ) {
         if self.events().listeners() == 0 {
             return;
         }

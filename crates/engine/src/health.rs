@@ -353,6 +353,9 @@ impl Engine {
             let _ = std::fs::remove_file(bundle.join(format!("exec-{probe_id}.json")));
             let _ = std::fs::remove_file(bundle.join(format!("exec-{probe_id}.pid")));
         };
+        // As docker's, each probe shows in the events as an exec of the container.
+        let cmd = cfg.argv.join(" ");
+        self.exec_event(container, &format!("exec_create: {cmd}"), &probe_id, None);
         let mut proc = match self.spawn_exec(&probe_id, container, &exec).await {
             Ok(p) => p,
             Err(e) => {
@@ -360,6 +363,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        self.exec_event(container, &format!("exec_start: {cmd}"), &probe_id, None);
         let mut out = proc.child.stdout.take();
         let mut err = proc.child.stderr.take();
         let collect = async {
@@ -413,6 +417,7 @@ impl Engine {
             }
         };
         cleanup();
+        self.exec_event(container, "exec_die", &probe_id, Some(result.0));
         Ok(result)
     }
 }
