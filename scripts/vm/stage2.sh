@@ -10,6 +10,10 @@ echo /run/berth-vm/modprobe >/proc/sys/kernel/modprobe
 $B stty -onlcr 2>/dev/null
 $B hostname berth-vm
 $B ip link set lo up
+# Link types loaded up front, as on a host that has run containers before: loaded on
+# demand, two bridges created at once can race the module's registration ("Unknown
+# device type").
+$B modprobe -a bridge veth 2>/dev/null
 
 C=/sys/fs/cgroup
 enable_all() {

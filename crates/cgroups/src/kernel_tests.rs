@@ -550,7 +550,7 @@ fn create_survives_a_shared_parent_removed_meanwhile() {
                 for t in &tops {
                     let _ = fs::remove_dir(t);
                 }
-                std::thread::sleep(Duration::from_micros(500));
+                std::thread::sleep(Duration::from_millis(5));
             }
         })
     };
