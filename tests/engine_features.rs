@@ -796,3 +796,54 @@ fn healthchecks_from_flags_api_and_image() {
     let out = d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc7"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "unhealthy");
 }
+
+/// `--init` with a runtime other than berth's (which has no built-in init then): the
+/// daemon bind-mounts its init binary, Debian's docker-init (tini), at /sbin/docker-init
+/// and runs the program under it; the monitor drives that runtime as a command.
+#[test]
+fn init_with_another_runtime_runs_docker_init() {
+    if !host_ok() {
+        return;
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("docker-init").is_file()))
+        .unwrap_or(false);
+    if !on_path {
+        eprintln!("skipping: docker-init (Debian's docker.io) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("oci-runtime");
+    std::os::unix::fs::symlink(engine_support::runtime(), &other).unwrap();
+    let d = Daemon::start_with_runtime(other);
+    d.import_busybox("busybox:latest");
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/1/comm; test -x /sbin/docker-init && echo mounted; echo me=$$; exit 7",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("docker-init\n"), "{text}");
+    assert!(text.contains("mounted\n"), "{text}");
+    assert!(!text.contains("me=1\n"), "the shell is pid 1: {text}");
+    // Without --init the program is pid 1, and nothing is mounted.
+    let out = d.berth(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo me=$$; test -e /sbin/docker-init || echo none",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "me=1\nnone\n");
+}

@@ -55,6 +55,10 @@ struct DaemonArgs {
     /// Prefix of the daemon's iptables chains (default BERTH)
     #[arg(long = "iptables-chain-prefix")]
     chain_prefix: Option<String>,
+    /// The init binary that `--init` runs as pid 1 with a runtime other than berth-runtime
+    /// (default: docker-init on PATH); berth-runtime has its own
+    #[arg(long = "init-path")]
+    init_path: Option<PathBuf>,
 }
 
 fn daemon(a: DaemonArgs) -> i32 {
@@ -72,6 +76,7 @@ fn daemon(a: DaemonArgs) -> i32 {
         bridge: a.bridge,
         bridge_subnet: a.bip,
         chain_prefix: a.chain_prefix,
+        init_path: a.init_path,
     };
     match daemon::run(opts) {
         Ok(()) => 0,

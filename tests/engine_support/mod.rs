@@ -58,12 +58,19 @@ pub struct Daemon {
     /// This daemon's own bridge device, subnet and firewall chain prefix (so daemons of
     /// parallel tests share nothing); removed when the daemon is dropped.
     pub net: testutil::DaemonNet,
+    /// The OCI runtime the daemon is given.
+    pub runtime_bin: PathBuf,
     child: Option<Child>,
 }
 
 impl Daemon {
     /// Starts a daemon and waits until it answers `/_ping`.
     pub fn start() -> Daemon {
+        Daemon::start_with_runtime(runtime())
+    }
+
+    /// [`Daemon::start`] with another OCI runtime binary.
+    pub fn start_with_runtime(runtime_bin: PathBuf) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("be")
             .tempdir_in("/tmp")
@@ -77,6 +84,7 @@ impl Daemon {
             run_root,
             sock,
             net: testutil::DaemonNet::new("be"),
+            runtime_bin,
             child: None,
         };
         d.spawn();
@@ -94,7 +102,7 @@ impl Daemon {
             .arg("-H")
             .arg(format!("unix://{}", self.sock.display()))
             .arg("--runtime")
-            .arg(runtime())
+            .arg(&self.runtime_bin)
             .env("BERTH_MONITOR", monitor_binary());
         c.args(self.net.args());
         c

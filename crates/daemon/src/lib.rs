@@ -30,6 +30,9 @@ pub struct DaemonOptions {
     pub bridge_subnet: Option<String>,
     /// Prefix of the daemon's iptables chains (default `BERTH`).
     pub chain_prefix: Option<String>,
+    /// The init binary for `--init` with a runtime other than berth-runtime (default:
+    /// `docker-init` on `PATH`, as Debian's docker.io installs it).
+    pub init_path: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -43,6 +46,7 @@ impl Default for DaemonOptions {
             bridge: None,
             bridge_subnet: None,
             chain_prefix: None,
+            init_path: None,
         }
     }
 }
@@ -183,6 +187,10 @@ pub async fn serve(opts: DaemonOptions) -> Result<(), DaemonError> {
     let engine = engine::Engine::open(engine::EngineConfig {
         root: opts.root.clone(),
         run_root: opts.run_root.clone(),
+        init_path: opts
+            .init_path
+            .clone()
+            .or_else(|| find_binary("docker-init")),
         runtime,
         monitor,
         net: server::netvol::net_options(

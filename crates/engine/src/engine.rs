@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub runtime: PathBuf,
     /// The `berth-monitor` binary.
     pub monitor: PathBuf,
+    /// The init binary (a static one, such as tini) bind-mounted at `/sbin/docker-init`
+    /// for `--init` when the runtime is not berth's, which has an init of its own.
+    pub init_path: Option<PathBuf>,
     /// Networking settings (default bridge device, subnet, firewall chain prefix).
     pub net: net::ManagerOptions,
 }
@@ -741,7 +744,7 @@ impl Engine {
                 etc_files: etc,
                 netns,
                 mounts: user_mounts,
-                init: None,
+                init: self.init_binary(hc)?,
             },
         )?;
         t.lap("spec");
@@ -768,8 +771,7 @@ impl Engine {
             id: id.clone(),
             runtime: self.inner.cfg.runtime.clone(),
             runtime_root: self.inner.cfg.run_root.join("runtime"),
-            builtin_runtime: self.inner.cfg.runtime.file_name()
-                == Some(std::ffi::OsStr::new("berth-runtime")),
+            builtin_runtime: self.builtin_runtime(),
             bundle: paths.bundle.clone(),
             log_path: (hc.log_config.kind != "none").then(|| paths.log(id)),
             log_max_size: max_size,
@@ -890,6 +892,31 @@ impl Engine {
             drop(slot);
         });
         Ok((pid, monitor_pid, gate))
+    }
+
+    /// Whether the configured runtime is berth's own (which the monitor then calls
+    /// in-process, and which runs `--init` containers under its built-in init).
+    fn builtin_runtime(&self) -> bool {
+        self.inner.cfg.runtime.file_name() == Some(std::ffi::OsStr::new("berth-runtime"))
+    }
+
+    /// The init binary to mount for `--init` (`HostConfig.Init`): none with berth's own
+    /// runtime (its built-in init is asked for by annotation), else the configured one.
+    fn init_binary(&self, hc: &api::HostConfig) -> Result<Option<PathBuf>> {
+        if hc.init != Some(true) || self.builtin_runtime() {
+            return Ok(None);
+        }
+        match &self.inner.cfg.init_path {
+            Some(p) if p.is_file() => Ok(Some(p.clone())),
+            Some(p) => Err(EngineError::Invalid(format!(
+                "--init: the init binary {} does not exist",
+                p.display()
+            ))),
+            None => Err(EngineError::Invalid(format!(
+                "--init: no init binary for runtime {} (install docker-init or give berth daemon --init-path)",
+                self.inner.cfg.runtime.display()
+            ))),
+        }
     }
 
     /// Gives the container's hosts and resolv.conf the network's content, in place: they

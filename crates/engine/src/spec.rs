@@ -316,8 +316,7 @@ pub fn build(cfg: &ContainerConfig, hc: &HostConfig, inp: SpecInputs<'_>) -> Res
         ));
     }
     let mut args = inp.args;
-    if let Some(init) = &inp.init {
-        let _ = init;
+    if inp.init.is_some() {
         let mut a = vec!["/sbin/docker-init".to_string(), "--".to_string()];
         a.append(&mut args);
         args = a;
