@@ -1503,3 +1503,283 @@ fn net_devices_move_into_the_container() {
     assert!(err.contains("bad interface name"), "{err}");
     c.assert_clean();
 }
+
+/// The memory policy that `/proc/self/numa_maps` of the container's program shows for its
+/// first mapping (e.g. `bind:0`, `weighted interleave:0`, `default`).
+fn numa_policy(numa_maps_line: &str) -> String {
+    // "<address> <policy> file=... N0=..": the policy may hold a space.
+    let rest = numa_maps_line.split_once(' ').map_or("", |r| r.1);
+    rest.split(" file=")
+        .next()
+        .unwrap_or("")
+        .split(" anon=")
+        .next()
+        .unwrap_or("")
+        .split(" N0=")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn memory_policy_is_set_for_the_program_and_execs() {
+    // (policy, what numa_maps shows); this host has NUMA node 0 at least.
+    let cases = [
+        (json!({"mode": "MPOL_BIND", "nodes": "0"}), "bind:0"),
+        (
+            json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"}),
+            "interleave:0",
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}),
+            "bind=static:0",
+        ),
+        (json!({"mode": "MPOL_PREFERRED", "nodes": "0"}), "prefer:0"),
+        (
+            json!({"mode": "MPOL_PREFERRED_MANY", "nodes": "0"}),
+            "prefer (many):0",
+        ),
+        (
+            json!({"mode": "MPOL_WEIGHTED_INTERLEAVE", "nodes": "0"}),
+            "weighted interleave:0",
+        ),
+        (json!({"mode": "MPOL_LOCAL"}), "local"),
+        (json!({"mode": "MPOL_DEFAULT"}), "default"),
+    ];
+    for (policy, want) in cases {
+        let Some(mut c) = Ctr::new(&["head", "-n1", "/proc/self/numa_maps"]) else {
+            return;
+        };
+        c.b.config["linux"]["memoryPolicy"] = policy.clone();
+        let (code, out, err) = c.run();
+        assert_eq!(code, 0, "{policy}: {err}");
+        assert_eq!(numa_policy(&out), want, "{policy}: {out}");
+        c.assert_clean();
+    }
+    // Without a policy the program has the default one; an exec'd process gets the
+    // container's policy too.
+    let Some(c) = Ctr::new(&["head", "-n1", "/proc/self/numa_maps"]) else {
+        return;
+    };
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(numa_policy(&out), "default", "{out}");
+    let Some(mut c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    c.b.config["linux"]["memoryPolicy"] = json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"});
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let o = c.rt(&["exec", &c.id, "head", "-n1", "/proc/self/numa_maps"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(numa_policy(&out), "interleave:0", "{out}");
+}
+
+#[test]
+fn bad_memory_policies_are_rejected_with_nothing_left() {
+    let cases = [
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0-"}),
+            "bad node number",
+        ),
+        (json!({"mode": "MPOL_BIND", "nodes": "2-1"}), "goes down"),
+        (
+            json!({"mode": "MPOL_BIND"}),
+            "MPOL_BIND needs at least one node",
+        ),
+        (
+            json!({"mode": "MPOL_LOCAL", "nodes": "0"}),
+            "MPOL_LOCAL takes no nodes",
+        ),
+        (
+            json!({"mode": "MPOL_DEFAULT", "nodes": "0"}),
+            "MPOL_DEFAULT takes no nodes",
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0,4000"}),
+            "node 4000 is not a NUMA node this host can have",
+        ),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0",
+                "flags": ["MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"]}),
+            "exclude each other",
+        ),
+        (json!({"mode": "MPOL_FOO", "nodes": "0"}), "MPOL_FOO"),
+        (
+            json!({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_BOGUS"]}),
+            "MPOL_F_BOGUS",
+        ),
+    ];
+    for (policy, want) in cases {
+        let Some(mut c) = Ctr::new(&["true"]) else {
+            return;
+        };
+        c.b.config["linux"]["memoryPolicy"] = policy.clone();
+        let (ok, err) = c.create();
+        assert!(!ok, "{policy}: accepted");
+        assert!(err.contains(want), "{policy}: {err}");
+        c.assert_clean();
+    }
+}
+
+/// A host directory (mode 0755) with files `a`, `b`, `c` owned by uid and gid 1000, 0
+/// and 5 on disk.
+fn owned_files_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let host = tempfile::tempdir().unwrap();
+    fs::set_permissions(host.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, id) in [("a", 1000), ("b", 0), ("c", 5)] {
+        let p = host.path().join(name);
+        fs::write(&p, name).unwrap();
+        std::os::unix::fs::chown(&p, Some(id), Some(id)).unwrap();
+    }
+    host
+}
+
+/// The owner (uid, gid) of a host file.
+fn owner(p: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(p).unwrap();
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn idmapped_bind_mount_translates_owners() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "stat -c '%n %u:%g' /data/a /data/b /data/c; touch /data/new && echo created; \
+         grep -c ' /data .*idmapped' /proc/self/mountinfo",
+    ]) else {
+        return;
+    };
+    let host = owned_files_dir();
+    // The directory is the container root's through the mount (it has no
+    // CAP_DAC_OVERRIDE).
+    std::os::unix::fs::chown(host.path(), Some(1000), Some(1000)).unwrap();
+    // On-disk 1000 shows as 0 and 0 as 1000 (containerID is the id on disk, hostID the
+    // id seen through the mount, as in a user namespace's uid_map).
+    let map = json!([{"containerID": 1000, "hostID": 0, "size": 1},
+        {"containerID": 0, "hostID": 1000, "size": 1}]);
+    c.b.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/data", "type": "bind", "source": host.path(),
+        "options": ["bind", "idmap"], "uidMappings": map, "gidMappings": map}));
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/data/a 0:0\n"), "{out}");
+    assert!(out.contains("/data/b 1000:1000\n"), "{out}");
+    // Ids without a mapping show as the overflow id.
+    assert!(out.contains("/data/c 65534:65534\n"), "{out}");
+    assert!(out.contains("created\n1\n"), "{out}");
+    // What the container's root created is stored as owned by 1000; nothing else changed.
+    assert_eq!(owner(&host.path().join("new")), (1000, 1000));
+    assert_eq!(owner(&host.path().join("a")), (1000, 1000));
+    assert_eq!(owner(&host.path().join("b")), (0, 0));
+    c.assert_clean();
+}
+
+#[test]
+fn idmap_option_uses_the_container_user_namespace() {
+    let Some(mut c) = Ctr::new(&[
+        "sh",
+        "-c",
+        "stat -c '%n %u' /data/b /plain/b; touch /data/new && echo created",
+    ]) else {
+        return;
+    };
+    let host = owned_files_dir();
+    // The container's root may not create mount points in the host-owned rootfs.
+    for d in ["data", "plain"] {
+        fs::create_dir(c.b.rootfs().join(d)).unwrap();
+    }
+    c.b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    c.b.config["linux"]["uidMappings"] = map.clone();
+    c.b.config["linux"]["gidMappings"] = map;
+    let mounts = c.b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/data", "type": "bind", "source": host.path(),
+        "options": ["rbind", "idmap"]}),
+    );
+    mounts.push(
+        json!({"destination": "/plain", "type": "bind", "source": host.path(),
+        "options": ["rbind", "ro"]}),
+    );
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    // Host root's file is the container root's through the idmapped mount, nobody's
+    // through the plain one.
+    assert!(out.contains("/data/b 0\n"), "{out}");
+    assert!(out.contains("/plain/b 65534\n"), "{out}");
+    assert!(out.contains("created"), "{out}");
+    assert_eq!(owner(&host.path().join("new")), (0, 0));
+    c.assert_clean();
+}
+
+#[test]
+fn bad_idmapped_mounts_are_rejected_with_nothing_left() {
+    let one = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "empty range",
+            json!({"destination": "/data", "type": "bind", "source": "/tmp",
+                "options": ["idmap"], "gidMappings": one,
+                "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 0}]}),
+            "uidMappings: range {containerID 0, hostID 1000, size 0} is empty",
+        ),
+        (
+            "overlapping ranges",
+            json!({"destination": "/data", "type": "bind", "source": "/tmp",
+                "options": ["idmap"], "uidMappings": one,
+                "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 10},
+                    {"containerID": 20, "hostID": 1005, "size": 1}]}),
+            "gidMappings: ranges",
+        ),
+        (
+            "uid mappings alone",
+            json!({"destination": "/data", "type": "bind", "source": "/tmp",
+                "options": ["idmap"], "uidMappings": one}),
+            "must be given together",
+        ),
+        (
+            "not a bind mount",
+            json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+                "options": ["idmap"], "uidMappings": one, "gidMappings": one}),
+            "bind mounts only",
+        ),
+        (
+            "no mappings and no user namespace",
+            json!({"destination": "/data", "type": "bind", "source": "/tmp",
+                "options": ["ridmap"]}),
+            "needs uidMappings and gidMappings on the mount",
+        ),
+        (
+            "a filesystem without idmap support",
+            json!({"destination": "/data", "type": "bind", "source": "/proc",
+                "options": ["idmap"], "uidMappings": one, "gidMappings": one}),
+            "does not support idmapped mounts",
+        ),
+        (
+            "a missing source",
+            json!({"destination": "/data", "type": "bind", "source": "/no/such/dir",
+                "options": ["idmap"], "uidMappings": one, "gidMappings": one}),
+            "copy /no/such/dir for the idmapped mount /data",
+        ),
+    ];
+    for (name, mount, want) in cases {
+        let Some(mut c) = Ctr::new(&["true"]) else {
+            return;
+        };
+        c.b.config["mounts"].as_array_mut().unwrap().push(mount);
+        let (ok, err) = c.create();
+        assert!(!ok, "{name}: accepted");
+        assert!(err.contains(want), "{name}: {err}");
+        c.assert_clean();
+    }
+}

@@ -413,6 +413,7 @@ impl Runtime {
             id,
             exec: false,
             seccomp: self.seccomp_program(&bundle.spec)?,
+            idmapped: crate::idmap::prepare(&bundle.spec, &bundle.dir)?,
         };
         // SAFETY: the runtime is single-threaded (see the module docs), so the child may
         // allocate and run arbitrary code.
@@ -1002,6 +1003,7 @@ impl Runtime {
             id,
             exec: true,
             seccomp: self.seccomp_program(&rec.config)?,
+            idmapped: Default::default(),
         };
         // SAFETY: single-threaded caller, as for create.
         let stage1 = match unsafe { fork() }.map_err(sys_err("fork"))? {

@@ -13,6 +13,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "diratime",
     "dirsync",
     "exec",
+    "idmap",
     "mand",
     "noatime",
     "nodev",
@@ -27,6 +28,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "rbind",
     "relatime",
     "remount",
+    "ridmap",
     "ro",
     "rprivate",
     "rshared",
@@ -70,7 +72,11 @@ pub fn features() -> Value {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "memoryPolicy": {
+                "modes": crate::mempolicy::MODES,
+                "flags": crate::mempolicy::FLAGS
+            },
+            "mountExtensions": {"idmap": {"enabled": true}}
         },
         "annotations": {
             "org.opencontainers.runtime-spec.features": "berth-runtime"
@@ -151,6 +157,17 @@ mod tests {
             );
         }
         let f: oci_spec::runtime::Features = serde_json::from_value(features()).unwrap();
-        assert!(f.linux().as_ref().unwrap().namespaces().is_some());
+        let linux = f.linux().as_ref().unwrap();
+        assert!(linux.namespaces().is_some());
+        let idmap = linux.mount_extensions().as_ref().unwrap().idmap().as_ref();
+        assert_eq!(idmap.unwrap().enabled(), &Some(true));
+        let modes = linux.memory_policy().as_ref().unwrap().modes().as_ref();
+        // Every listed mode and flag parses as config.json's memoryPolicy.
+        for m in modes.unwrap() {
+            let v = json!({"mode": m, "flags": crate::mempolicy::FLAGS});
+            serde_json::from_value::<oci_spec::runtime::LinuxMemoryPolicy>(v).unwrap();
+        }
+        let opts = f.mount_options().as_ref().unwrap();
+        assert!(opts.iter().any(|o| o == "idmap") && opts.iter().any(|o| o == "ridmap"));
     }
 }

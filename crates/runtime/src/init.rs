@@ -60,6 +60,8 @@ pub(crate) struct ChildArgs<'a> {
     pub exec: bool,
     /// The seccomp filter, compiled before the fork.
     pub seccomp: Option<seccomp::Program>,
+    /// The idmapped mounts, prepared before the fork (create only).
+    pub idmapped: crate::idmap::Mounts,
 }
 
 fn exit(code: i32) -> ! {
@@ -208,8 +210,9 @@ fn init(a: &ChildArgs) -> CResult<Infallible> {
         enter_cgroup(a, new_cgroupns)?;
         in_cgroup = true;
     }
-    for m in mounts {
-        rootfs::mount_entry(a.rootfs, a.bundle, m, &a.cg_mounts, new_cgroupns)?;
+    for (i, m) in mounts.iter().enumerate() {
+        let idmapped = a.idmapped.get(i);
+        rootfs::mount_entry(a.rootfs, a.bundle, m, &a.cg_mounts, new_cgroupns, idmapped)?;
     }
     let dev_bound = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
@@ -418,6 +421,8 @@ fn prepare_process<'a>(a: &'a ChildArgs, keep: &[RawFd]) -> CResult<Ready<'a>> {
     let p = a.process;
     // Before seccomp and before the capabilities are dropped (RT classes need them).
     crate::sched::apply(p, Some(a.spec))?;
+    // Before seccomp, which may only allow set_mempolicy with CAP_SYS_NICE.
+    crate::mempolicy::apply(a.spec)?;
     if a.exec {
         crate::sched::apply_final_affinity(p)?;
     }

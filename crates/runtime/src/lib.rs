@@ -5,14 +5,16 @@
 //!
 //! A [`Runtime`] keeps one directory per container under its root
 //! (`<root>/<id>/state.json`, see [`state`]). `create` validates the bundle's config
-//! ([`spec`]) before touching the host, creates the cgroup, and forks twice: stage 1
+//! ([`spec`]) before touching the host, creates the cgroup, prepares idmapped bind
+//! mounts as detached mounts (`idmap`: they need the host's privileges), and forks
+//! twice: stage 1
 //! joins the namespaces given by path, creates a user namespace if asked (the runtime
 //! writes its id maps) and unshares the other new namespaces; its child becomes the
 //! container's init (pid 1 of a new pid namespace). The runtime moves the init into the
 //! cgroup while the init builds the root filesystem (mounts resolved inside the rootfs,
 //! devices, pivot_root, masked and read-only paths), then the init creates its cgroup
-//! namespace, applies the process settings (I/O priority, scheduler, personality,
-//! rlimits, console, user, capabilities, cwd) and reports back over a socketpair; the
+//! namespace, applies the process settings (I/O priority, scheduler, personality, NUMA
+//! memory policy, rlimits, console, user, capabilities, cwd) and reports back over a socketpair; the
 //! runtime then moves `linux.netDevices` into the init's network namespace. It then blocks opening `exec.fifo` until `start`
 //! opens the other end: the user's program never runs before `start`. Any error before
 //! that point travels back to the `create` caller, and everything created is removed.
@@ -33,7 +35,9 @@ mod container;
 mod error;
 mod features;
 mod hooks;
+mod idmap;
 mod init;
+mod mempolicy;
 mod process;
 mod reaper;
 mod rootfs;

@@ -108,7 +108,8 @@ pub(crate) fn parse_options(opts: &[String]) -> CResult<MountOpts> {
                 continue;
             }
             "tmpcopyup" => continue,
-            "idmap" | "ridmap" => return Err(format!("mount option {opt} is not supported")),
+            // Done before the fork, on a detached copy of the source (see crate::idmap).
+            "idmap" | "ridmap" => continue,
             _ => {
                 o.data.push(opt.clone());
                 continue;
@@ -210,13 +211,15 @@ pub(crate) struct CgroupMounts {
     pub dirs: Vec<(String, PathBuf)>,
 }
 
-/// Performs one entry of `mounts`.
+/// Performs one entry of `mounts`; `idmapped` is the entry's prepared idmapped copy of
+/// its source (see [`crate::idmap`]), attached instead of a plain bind mount.
 pub(crate) fn mount_entry(
     rootfs: &Path,
     bundle: &Path,
     m: &Mount,
     cg: &CgroupMounts,
     new_cgroupns: bool,
+    idmapped: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> CResult<()> {
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = parse_options(m.options().as_deref().unwrap_or_default())?;
@@ -234,14 +237,18 @@ pub(crate) fn mount_entry(
         create_target(&dest, meta.is_dir())
             .ctx(|| format!("create mount point {}", dest.display()))?;
         let rec = opts.flags & MsFlags::MS_REC;
-        mount(
-            Some(&src),
-            &dest,
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
-        .ctx(|| format!("bind {} on {}", src.display(), show()))?;
+        match idmapped {
+            Some(tree) => crate::idmap::attach(tree, &dest)
+                .ctx(|| format!("attach the idmapped {} on {}", src.display(), show()))?,
+            None => mount(
+                Some(&src),
+                &dest,
+                None::<&str>,
+                MsFlags::MS_BIND | rec,
+                None::<&str>,
+            )
+            .ctx(|| format!("bind {} on {}", src.display(), show()))?,
+        }
         let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             remount_bind(&dest, extra).ctx(|| format!("remount {} with its options", show()))?;
@@ -661,7 +668,8 @@ mod tests {
         assert_eq!(o.data, vec!["mode=755".to_string()]);
         let o = parse_options(&["ro".into(), "rw".into()]).unwrap();
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
-        assert!(parse_options(&["idmap".into()]).is_err());
+        let o = parse_options(&["idmap".into(), "ridmap".into()]).unwrap();
+        assert!(o.data.is_empty() && o.flags.is_empty(), "{o:?}");
     }
 
     #[test]

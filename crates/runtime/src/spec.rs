@@ -104,6 +104,8 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         }
     }
     crate::sched::validate_spec(spec).map_err(Error::InvalidConfig)?;
+    crate::mempolicy::validate_spec(spec).map_err(Error::InvalidConfig)?;
+    crate::idmap::validate_spec(spec).map_err(Error::InvalidConfig)?;
     validate_net_devices(spec)?;
     if let Some(hooks) = spec.hooks() {
         let lists = [
