@@ -1783,3 +1783,51 @@ fn bad_idmapped_mounts_are_rejected_with_nothing_left() {
         c.assert_clean();
     }
 }
+
+/// A tmpfs mounted on the host for a test, detached when dropped.
+struct HostTmpfs(PathBuf);
+
+impl Drop for HostTmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn ridmap_idmaps_submounts_and_idmap_only_the_top() {
+    let Some(mut c) = Ctr::new(&["sh", "-c", "stat -c '%n %u' /r/a /r/sub/f /n/a /n/sub/f"]) else {
+        return;
+    };
+    let host = owned_files_dir();
+    let sub = host.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=755"),
+    )
+    .expect("mount a tmpfs");
+    let _tmpfs = HostTmpfs(sub.clone());
+    fs::write(sub.join("f"), "f").unwrap();
+    std::os::unix::fs::chown(sub.join("f"), Some(1000), Some(1000)).unwrap();
+    let map = json!([{"containerID": 1000, "hostID": 0, "size": 1}]);
+    let mounts = c.b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/r", "type": "bind", "source": host.path(),
+        "options": ["rbind", "ridmap"], "uidMappings": map, "gidMappings": map}),
+    );
+    mounts.push(
+        json!({"destination": "/n", "type": "bind", "source": host.path(),
+        "options": ["rbind", "idmap"], "uidMappings": map, "gidMappings": map}),
+    );
+    let (code, out, err) = c.run();
+    assert_eq!(code, 0, "{err}");
+    // ridmap: the submount (a tmpfs) is idmapped too; idmap: only the top mount.
+    assert!(out.contains("/r/a 0\n"), "{out}");
+    assert!(out.contains("/r/sub/f 0\n"), "{out}");
+    assert!(out.contains("/n/a 0\n"), "{out}");
+    assert!(out.contains("/n/sub/f 1000\n"), "{out}");
+    c.assert_clean();
+}
