@@ -1831,3 +1831,46 @@ fn ridmap_idmaps_submounts_and_idmap_only_the_top() {
     assert!(out.contains("/n/sub/f 1000\n"), "{out}");
     c.assert_clean();
 }
+
+#[test]
+fn idmap_option_uses_a_joined_user_namespace() {
+    let Some(mut a) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    a.b.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    let map = json!([{"containerID": 0, "hostID": 300000, "size": 65536}]);
+    a.b.config["linux"]["uidMappings"] = map.clone();
+    a.b.config["linux"]["gidMappings"] = map;
+    let (ok, err) = a.create();
+    assert!(ok, "{err}");
+    let pid = a.state().unwrap()["pid"].as_i64().unwrap();
+    let Some(mut b) = Ctr::new(&["sh", "-c", "stat -c '%n %u' /data/b /plain/b"]) else {
+        return;
+    };
+    let host = owned_files_dir();
+    for d in ["data", "plain"] {
+        fs::create_dir(b.b.rootfs().join(d)).unwrap();
+    }
+    b.b.config["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "ipc"}, {"type": "mount"}, {"type": "network"},
+        {"type": "user", "path": format!("/proc/{pid}/ns/user")}
+    ]);
+    b.b.config["hostname"] = json!(null);
+    let mounts = b.b.config["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        json!({"destination": "/data", "type": "bind", "source": host.path(),
+        "options": ["bind", "idmap"]}),
+    );
+    mounts.push(
+        json!({"destination": "/plain", "type": "bind", "source": host.path(),
+        "options": ["bind"]}),
+    );
+    let (code, out, err) = b.run();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/data/b 0\n"), "{out}");
+    assert!(out.contains("/plain/b 65534\n"), "{out}");
+    b.assert_clean();
+}

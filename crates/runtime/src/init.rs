@@ -95,6 +95,13 @@ fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
     for (flag, fd) in &a.joins {
         setns(fd, *flag).ctx(|| format!("join namespace {flag:?}"))?;
     }
+    let joined_user = a.joins.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER);
+    if joined_user && !a.exec {
+        // Our host ids mean nothing in the joined namespace: files the init creates in
+        // the filesystems it mounts there (/dev/pts in the /dev tmpfs) would fail with
+        // EOVERFLOW. Become its root, as with a new user namespace.
+        become_root("the joined user namespace")?;
+    }
     if a.new_user {
         unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "create user namespace".into())?;
         a.sock
@@ -104,12 +111,7 @@ fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
             Ok(Some(m)) if m.tag == sync::USERNS_DONE => {}
             _ => return Err("the runtime did not write the id maps".into()),
         }
-        let root_g = nix::unistd::Gid::from_raw(0);
-        let root_u = nix::unistd::Uid::from_raw(0);
-        nix::unistd::setresgid(root_g, root_g, root_g)
-            .ctx(|| "become root in the user namespace (gid)".into())?;
-        nix::unistd::setresuid(root_u, root_u, root_u)
-            .ctx(|| "become root in the user namespace (uid)".into())?;
+        become_root("the user namespace")?;
     }
     // For create, the runtime moves the init into its cgroup while the init builds the
     // rootfs (a cgroup migration waits for an RCU grace period: milliseconds); the init
@@ -140,6 +142,16 @@ fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
         }
         ForkResult::Parent { child } => Ok(child.as_raw()),
     }
+}
+
+/// Sets every uid and gid of the process to 0 in its user namespace (`which`, for the
+/// message).
+fn become_root(which: &str) -> CResult<()> {
+    let root_g = nix::unistd::Gid::from_raw(0);
+    let root_u = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_g, root_g, root_g)
+        .ctx(|| format!("become root in {which} (gid)"))?;
+    nix::unistd::setresuid(root_u, root_u, root_u).ctx(|| format!("become root in {which} (uid)"))
 }
 
 /// Writes `linux.timeOffsets` for the new time namespace (before its first process).
