@@ -12,7 +12,7 @@
 #      after the other (so the three see the same disk weather); medians at the end.
 # Usage: bench/build/bench.sh [path/to/berth]   (default: target/release/berth)
 #   RUNS=20 SIZE_MB=1024 COLD_RUNS=3 bench/build/bench.sh
-#   ONLY=cold bench/build/bench.sh    (skip the cached rebuild)
+#   ONLY=cold bench/build/bench.sh    (skip the cached rebuild; ONLY=cached skips the cold COPY)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BERTH=${1:-target/release/berth}
@@ -105,6 +105,7 @@ printf 'median berth %.1f ms, docker %.1f ms, berth/docker = %.2f\n' \
 fi
 
 # 2. Cold COPY of a large context.
+[ "$ONLY" = cached ] && exit 0
 L=$T/large
 mkdir -p "$L/big"
 per=$((SIZE_MB / 16))
