@@ -388,7 +388,7 @@ fn userns_with(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping], dest: &str) -> Re
             };
             let _ = write(&ready_w, &errno.to_le_bytes());
             // Wait until the runtime is done with the namespace (EOF).
-            let _ = read(&hold_r, &mut [0u8; 1]);
+            while read(&hold_r, &mut [0u8; 1]) == Err(nix::errno::Errno::EINTR) {}
             // SAFETY: _exit ends this forked copy without running the runtime's
             // destructors.
             unsafe { libc::_exit(0) }
@@ -399,7 +399,12 @@ fn userns_with(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping], dest: &str) -> Re
     drop(hold_r);
     let result = (|| {
         let mut buf = [0u8; 4];
-        let n = read(&ready_r, &mut buf).map_err(sys("wait for the user namespace"))?;
+        let n = loop {
+            match read(&ready_r, &mut buf) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                r => break r.map_err(sys("wait for the user namespace"))?,
+            }
+        };
         if n != 4 {
             return Err(Error::Init(format!(
                 "the helper for the idmapped mount {dest} died"
