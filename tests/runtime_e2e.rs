@@ -1874,3 +1874,21 @@ fn idmap_option_uses_a_joined_user_namespace() {
     assert!(out.contains("/plain/b 65534\n"), "{out}");
     b.assert_clean();
 }
+
+#[test]
+fn features_list_idmap_and_memory_policy() {
+    let Some(c) = Ctr::new(&["true"]) else {
+        return;
+    };
+    let o = c.rt(&["features"]);
+    assert!(o.status.success());
+    let f: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
+    let opts = f["mountOptions"].as_array().unwrap();
+    assert!(opts.contains(&json!("idmap")) && opts.contains(&json!("ridmap")));
+    let modes = f["linux"]["memoryPolicy"]["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 7, "{modes:?}");
+    assert!(modes.contains(&json!("MPOL_WEIGHTED_INTERLEAVE")));
+    let flags = f["linux"]["memoryPolicy"]["flags"].as_array().unwrap();
+    assert!(flags.contains(&json!("MPOL_F_NUMA_BALANCING")));
+}

@@ -384,6 +384,24 @@ mod tests {
     }
 
     #[test]
+    fn kernel_refusals_name_the_cause() {
+        // A mode no kernel knows: EINVAL, reported with the likely causes. Nothing is
+        // changed for the test thread.
+        let p = Policy {
+            mode: 99,
+            mask: vec![1],
+            nodes: "0".into(),
+            name: "MPOL_FUTURE",
+        };
+        let err = set_mempolicy(&p).unwrap_err();
+        assert!(
+            err.starts_with("set memory policy MPOL_FUTURE nodes 0: EINVAL"),
+            "{err}"
+        );
+        assert!(err.contains("MPOL_WEIGHTED_INTERLEAVE 6.9"), "{err}");
+    }
+
+    #[test]
     fn host_nodes_are_readable() {
         if let Some(nodes) = host_possible_nodes() {
             assert!(nodes.contains(&0), "{nodes:?}");
