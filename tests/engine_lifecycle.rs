@@ -340,6 +340,43 @@ fn quick_run_rm_returns_exit_codes_and_leaves_nothing() {
     }
     drop(load);
     assert!(failures.is_empty(), "{failures:#?}");
+    // On the bridge, publishing the same host port each time: a removed container's
+    // ports are free as soon as `run --rm` returns (its namespace goes in the background).
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for i in 0..5 {
+        let o = d.berth(&[
+            "run",
+            "--rm",
+            "-p",
+            &format!("{port}:80"),
+            "busybox",
+            "sh",
+            "-c",
+            "exit 3",
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "run {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let (_, v) = d.request("GET", "/containers/json?all=1", None);
     assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+    let netns = d.run_root.join("netns");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(&netns).unwrap().next().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespaces left: {:?}",
+            std::fs::read_dir(&netns).unwrap().collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&netns.display().to_string()), "{mounts}");
 }

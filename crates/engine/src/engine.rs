@@ -1024,7 +1024,16 @@ impl Engine {
             }
         };
         t.lap("read");
-        self.inner.net.detach(id);
+        // An auto-removed container's network goes with its removal below (AutoRemove
+        // excludes restart policies: `validate_host_config`).
+        let removing = self
+            .lock()
+            .by_id
+            .get(id)
+            .is_some_and(|e| e.rec.host_config.auto_remove);
+        if !removing {
+            self.inner.net.detach(id);
+        }
         t.lap("net-detach");
         let (rec, restart_delay) = {
             let mut st = self.lock();
@@ -1082,7 +1091,11 @@ impl Engine {
             });
             (rec, delay)
         };
-        let _ = self.persist(&rec, false);
+        // The record of a container about to be removed needs no update on disk (after a
+        // crash, `load` finds it exited and removes it).
+        if restart_delay.is_some() || !rec.host_config.auto_remove {
+            let _ = self.persist(&rec, false);
+        }
         t.lap("persist");
         let extra = vec![("exitCode", exit_code.to_string())];
         if oom {
@@ -1426,8 +1439,8 @@ impl Engine {
         }
         let _ = nix::mount::umount2(&paths.rootfs(), nix::mount::MntFlags::MNT_DETACH);
         t.lap("rename+umount");
-        self.inner.net.detach(&id);
-        t.lap("net-detach");
+        self.inner.net.release(&id);
+        t.lap("net-release");
         crate::volumes::release_volumes(&self.inner.volumes, &rec, &gone, remove_volumes);
         t.lap("volumes");
         // The container is gone from the API once its directory is renamed; deleting its
@@ -1437,6 +1450,8 @@ impl Engine {
         let bundle = paths.bundle.clone();
         let (rid, rgone) = (id.clone(), gone.clone());
         tokio::task::spawn_blocking(move || {
+            // The id is gone for good: nothing else uses this namespace path.
+            engine.inner.net.remove_namespace(&rid);
             let _ = engine.inner.images.remove_rootfs(&rid);
             let _ = std::fs::remove_dir_all(&bundle);
             let _ = std::fs::remove_dir_all(&rgone);

@@ -316,11 +316,24 @@ impl NetService {
     /// Tears down a container's networking after its run: disconnects every endpoint
     /// (releasing addresses and ports) and removes its namespace. Idempotent.
     pub fn detach(&self, id: &str) {
-        // The veths go with the namespace, below: only addresses and ports to release.
+        self.release(id);
+        self.remove_namespace(id);
+    }
+
+    /// The first half of [`Self::detach`]: releases the container's addresses and
+    /// published ports (at once: a new container may want them).
+    pub fn release(&self, id: &str) {
+        // The veths go with the namespace: only addresses and ports to release.
         if let Err(e) = self.mgr.release_container(id) {
             tracing::warn!("release the network endpoints of {id}: {e}");
         }
         let _ = self.mgr.unpublish_ports(id);
+    }
+
+    /// The second half of [`Self::detach`]: unmounts and deletes the container's
+    /// namespace file (the kernel then deletes its veths). The unmount waits for an RCU
+    /// grace period, so a removed container's is done off the request path.
+    pub fn remove_namespace(&self, id: &str) {
         let path = self.netns_path(id);
         if path.exists() {
             if let Err(e) = net::remove_netns(&path) {
