@@ -1396,8 +1396,11 @@ impl<'a, 'o> Builder<'a, 'o> {
             false
         };
 
-        // Plan (stat only) and hash (streaming file contents).
+        // Plan (stat only) and hash (file contents; hashed already while a tar context
+        // arrived).
         let hash_started = std::time::Instant::now();
+        let context = self.context;
+        let known = (scope == Scope::Context).then_some(context);
         let mut plans = Vec::new();
         let mut h = Sha256::new();
         h.update(
@@ -1419,7 +1422,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                     &mut |e| {
                         let d = clean_abs(&dest_abs, &e.rel);
                         h.update(d.as_bytes());
-                        context::hash_entry(&e, &mut h)?;
+                        context::hash_entry(&e, &mut h, known)?;
                         entries.push((e, d));
                         Ok(())
                     },
@@ -1474,7 +1477,7 @@ impl<'a, 'o> Builder<'a, 'o> {
                 mode: std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
             };
             h.update(target.as_bytes());
-            context::hash_entry(&e, &mut h)?;
+            context::hash_entry(&e, &mut h, known)?;
             plans.push(Plan::Tree(vec![(e, target)], s.private));
         }
         let content = hex::encode(h.finalize());

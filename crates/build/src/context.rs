@@ -11,6 +11,7 @@
 //! error; in an image root filesystem (`COPY --from`) absolute links and `..` are taken
 //! relative to that root, as a container would see them.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -75,6 +76,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError + '_ {
 pub struct BuildContext {
     root: PathBuf,
     ignore: DockerIgnore,
+    /// sha256 of the regular files unpacked from a tar context, by path (computed on a
+    /// second thread while the context arrived; see [`hash_entry`]).
+    digests: HashMap<PathBuf, [u8; 32]>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -86,6 +90,7 @@ impl BuildContext {
         Ok(BuildContext {
             root,
             ignore,
+            digests: HashMap::new(),
             _tmp: None,
         })
     }
@@ -143,19 +148,39 @@ impl BuildContext {
         ar.set_preserve_mtime(true);
         ar.set_unpack_xattrs(false);
         ar.set_overwrite(true);
-        for entry in ar.entries().map_err(too_large)? {
-            let mut entry = entry.map_err(too_large)?;
-            if !plain_entry(entry.header().entry_type()) {
-                continue;
+        // The files' content hashes (for the cache keys of COPY steps) are computed on
+        // another thread from the bytes as they are written, instead of reading every
+        // file again later.
+        let (htx, hrx) = std::sync::mpsc::sync_channel::<HashMsg>(16);
+        let hasher = std::thread::spawn(move || hash_files(hrx));
+        let unpacked = (|| -> Result<(), ContextError> {
+            for entry in ar.entries().map_err(too_large)? {
+                let mut entry = entry.map_err(too_large)?;
+                if !plain_entry(entry.header().entry_type()) {
+                    continue;
+                }
+                // Regular files the fast way where that is plainly safe; unpack_in for
+                // the rest: it refuses `..` and paths through symlinks that leave the root.
+                if !unpack_plain_file(&mut entry, tmp.path(), &mut buf, &htx).map_err(too_large)? {
+                    // Whatever it puts at that path has no precomputed hash.
+                    if let Some(rel) = entry.path().ok().and_then(|p| clean_entry_path(&p)) {
+                        let _ = htx.send(HashMsg::Forget(rel));
+                    }
+                    entry.unpack_in(tmp.path()).map_err(too_large)?;
+                }
             }
-            // Regular files the fast way where that is plainly safe; unpack_in for the
-            // rest: it refuses `..` and paths through symlinks that leave the root.
-            if !unpack_plain_file(&mut entry, tmp.path(), &mut buf).map_err(too_large)? {
-                entry.unpack_in(tmp.path()).map_err(too_large)?;
-            }
-        }
+            Ok(())
+        })();
+        drop(htx);
+        // A hasher that died leaves no hashes: they are computed when needed.
+        let rel_digests = hasher.join().unwrap_or_default();
+        unpacked?;
         let root = fs::canonicalize(tmp.path()).map_err(io_err(tmp.path()))?;
         let ignore = read_ignore(&root)?;
+        let digests = rel_digests
+            .into_iter()
+            .map(|(rel, d)| (root.join(rel), d))
+            .collect();
         tracing::debug!(
             unpack_ms = started.elapsed().as_millis() as u64,
             "build context unpacked"
@@ -163,8 +188,15 @@ impl BuildContext {
         Ok(BuildContext {
             root,
             ignore,
+            digests,
             _tmp: Some(tmp),
         })
+    }
+
+    /// The sha256 of the regular file at `path` (under [`root`](Self::root)), when it was
+    /// computed while the context was unpacked.
+    pub(crate) fn file_digest(&self, path: &Path) -> Option<[u8; 32]> {
+        self.digests.get(path).copied()
     }
 
     /// Whether the context is a private copy of this build's (unpacked from a tar, removed
@@ -203,6 +235,58 @@ impl BuildContext {
     }
 }
 
+/// What the context unpack tells the thread that hashes its files.
+enum HashMsg {
+    /// A regular file (path relative to the context root) starts.
+    Start(PathBuf),
+    /// Its next bytes.
+    Data(Vec<u8>),
+    /// It was written whole.
+    End,
+    /// Something else was put at this path.
+    Forget(PathBuf),
+}
+
+/// Hashes the files the unpack streams through `rx`; returns their sha256 by path.
+fn hash_files(rx: std::sync::mpsc::Receiver<HashMsg>) -> HashMap<PathBuf, [u8; 32]> {
+    let mut out = HashMap::new();
+    let mut cur: Option<(PathBuf, Sha256)> = None;
+    for m in rx {
+        match m {
+            HashMsg::Start(p) => cur = Some((p, Sha256::new())),
+            HashMsg::Data(d) => {
+                if let Some((_, h)) = cur.as_mut() {
+                    h.update(&d);
+                }
+            }
+            HashMsg::End => {
+                if let Some((p, h)) = cur.take() {
+                    out.insert(p, h.finalize().into());
+                }
+            }
+            HashMsg::Forget(p) => {
+                cur = None;
+                out.remove(&p);
+            }
+        }
+    }
+    out
+}
+
+/// A tar entry's name as a plain relative path (`None` with `..` or nothing left).
+fn clean_entry_path(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut rel = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!rel.as_os_str().is_empty()).then_some(rel)
+}
+
 /// Unpacks a regular-file entry under `root` as `tar`'s `unpack_in` would (with
 /// permissions and mtime preserved, overwriting) but copying through `buf` (1 MiB pieces
 /// instead of `io::copy`'s 8 KiB, a write syscall each). Only for the plain case: a name
@@ -213,8 +297,8 @@ fn unpack_plain_file<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     root: &Path,
     buf: &mut [u8],
+    hashes: &std::sync::mpsc::SyncSender<HashMsg>,
 ) -> io::Result<bool> {
-    use std::path::Component;
     if !matches!(
         entry.header().entry_type(),
         tar::EntryType::Regular | tar::EntryType::Continuous
@@ -222,14 +306,9 @@ fn unpack_plain_file<R: Read>(
         return Ok(false);
     }
     let path = entry.path()?.into_owned();
-    let mut rel = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(n) => rel.push(n),
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => return Ok(false),
-        }
-    }
+    let Some(rel) = clean_entry_path(&path) else {
+        return Ok(false);
+    };
     let Some(name) = rel.file_name().map(|n| n.to_os_string()) else {
         return Ok(false);
     };
@@ -261,6 +340,8 @@ fn unpack_plain_file<R: Read>(
     };
     let expected = entry.size();
     let mut n = 0u64;
+    // The hasher may be gone (it panicked): the hash is then computed when needed.
+    let _ = hashes.send(HashMsg::Start(rel.clone()));
     loop {
         // Whole pieces: the request body arrives in small chunks.
         let mut filled = 0;
@@ -276,6 +357,7 @@ fn unpack_plain_file<R: Read>(
             break;
         }
         io::Write::write_all(&mut f, &buf[..filled])?;
+        let _ = hashes.send(HashMsg::Data(buf[..filled].to_vec()));
         n += filled as u64;
         if filled < buf.len() {
             break;
@@ -295,6 +377,7 @@ fn unpack_plain_file<R: Read>(
     if let Ok(mode) = entry.header().mode() {
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
     }
+    let _ = hashes.send(HashMsg::End);
     Ok(true)
 }
 
@@ -697,9 +780,15 @@ pub(crate) fn hash_file(path: &Path, h: &mut Sha256) -> Result<(), ContextError>
     }
 }
 
-/// Adds an entry (name, type, mode, content or target) to a content hash. Timestamps and
-/// ownership are deliberately left out: the cache follows content, not `touch`.
-pub(crate) fn hash_entry(e: &Entry, h: &mut Sha256) -> Result<(), ContextError> {
+/// Adds an entry (name, type, mode, the sha256 of its content or its target) to a content
+/// hash. Timestamps and ownership are deliberately left out: the cache follows content,
+/// not `touch`. A file's sha256 comes from `ctx` when it was computed while the context
+/// arrived, else it is computed here: the same value either way.
+pub(crate) fn hash_entry(
+    e: &Entry,
+    h: &mut Sha256,
+    ctx: Option<&BuildContext>,
+) -> Result<(), ContextError> {
     h.update(e.rel.as_bytes());
     h.update([0]);
     h.update(e.mode.to_le_bytes());
@@ -708,7 +797,15 @@ pub(crate) fn hash_entry(e: &Entry, h: &mut Sha256) -> Result<(), ContextError> 
         EntryKind::File(size) => {
             h.update(b"f");
             h.update(size.to_le_bytes());
-            hash_file(&e.path, h)?;
+            let digest = match ctx.and_then(|c| c.file_digest(&e.path)) {
+                Some(d) => d,
+                None => {
+                    let mut fh = Sha256::new();
+                    hash_file(&e.path, &mut fh)?;
+                    fh.finalize().into()
+                }
+            };
+            h.update(digest);
         }
         EntryKind::Symlink(t) => {
             h.update(b"l");
@@ -787,7 +884,7 @@ mod tests {
 
     fn tree_hash(root: &Path) -> String {
         let mut h = Sha256::new();
-        walk(root, "", None, &mut |e| hash_entry(&e, &mut h)).unwrap();
+        walk(root, "", None, &mut |e| hash_entry(&e, &mut h, None)).unwrap();
         hex::encode(h.finalize())
     }
 
@@ -923,6 +1020,78 @@ mod tests {
         h.set_mtime(mtime);
         h.set_cksum();
         h
+    }
+
+    /// The content hashes computed while a tar context arrives give the same cache-key
+    /// hash as hashing the files afterwards; a path that something else replaced later in
+    /// the tar has no precomputed hash.
+    #[test]
+    fn hashes_made_during_the_unpack_equal_hashing_afterwards() {
+        let big: Vec<u8> = (0..(5u32 << 20) / 2)
+            .map(|i| (i * 31 % 253) as u8)
+            .collect();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, kind: tar::EntryType, data: &[u8]| {
+            let h = raw_header(name, kind, data.len() as u64, 0o644, 1_600_000_000);
+            b.append(&h, data).unwrap();
+        };
+        add("Dockerfile", tar::EntryType::Regular, b"FROM scratch\n");
+        add("src/big.bin", tar::EntryType::Regular, &big);
+        add("src/a.txt", tar::EntryType::Regular, b"one");
+        add("src/b.txt", tar::EntryType::Regular, b"two");
+        let mut h = raw_header("src/b.txt", tar::EntryType::Symlink, 0, 0o777, 1);
+        h.set_link_name("a.txt").unwrap();
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let ctx = BuildContext::from_tar(&bytes[..], None).unwrap();
+        let r = ctx.root();
+        assert_eq!(
+            ctx.file_digest(&r.join("src/big.bin")),
+            Some(<[u8; 32]>::from(Sha256::digest(&big)))
+        );
+        assert_eq!(
+            ctx.file_digest(&r.join("src/a.txt")),
+            Some(<[u8; 32]>::from(Sha256::digest(b"one")))
+        );
+        assert_eq!(
+            ctx.file_digest(&r.join("src/b.txt")),
+            None,
+            "replaced by a link"
+        );
+        assert_eq!(
+            fs::read_link(r.join("src/b.txt")).unwrap(),
+            Path::new("a.txt")
+        );
+        let with = |known: Option<&BuildContext>| {
+            let mut h = Sha256::new();
+            walk(&r.join("src"), "src", None, &mut |e| {
+                hash_entry(&e, &mut h, known)
+            })
+            .unwrap();
+            hex::encode(h.finalize())
+        };
+        assert_eq!(with(Some(&ctx)), with(None));
+        // The same files in a directory context hash the same.
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("src")).unwrap();
+        fs::write(d.path().join("src/big.bin"), &big).unwrap();
+        fs::write(d.path().join("src/a.txt"), b"one").unwrap();
+        symlink("a.txt", d.path().join("src/b.txt")).unwrap();
+        for f in ["big.bin", "a.txt"] {
+            fs::set_permissions(
+                d.path().join("src").join(f),
+                fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        let dir_ctx = BuildContext::from_dir(d.path()).unwrap();
+        let mut h = Sha256::new();
+        walk(&dir_ctx.root().join("src"), "src", None, &mut |e| {
+            hash_entry(&e, &mut h, Some(&dir_ctx))
+        })
+        .unwrap();
+        assert_eq!(hex::encode(h.finalize()), with(Some(&ctx)));
     }
 
     /// Regular files take a faster path than `unpack_in`: the same files, modes and
