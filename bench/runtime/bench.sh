@@ -23,7 +23,8 @@ mkdir -p "$WORK/bundle/rootfs"/{bin,proc,sys,dev,tmp,etc}
 cp /bin/busybox "$WORK/bundle/rootfs/bin/"
 for a in sh true; do ln -s busybox "$WORK/bundle/rootfs/bin/$a"; done
 (cd "$WORK/bundle" && "$BERTH" spec)
-jq '.process.terminal=false | .process.args=["/bin/true"]' "$WORK/bundle/config.json" > "$WORK/c.json"
+# ociVersion 1.0.2: what every runtime here accepts (Debian's crun 1.8 refuses 1.2).
+jq '.ociVersion="1.0.2" | .process.terminal=false | .process.args=["/bin/true"]' "$WORK/bundle/config.json" > "$WORK/c.json"
 mv "$WORK/c.json" "$WORK/bundle/config.json"
 
 cmds=("$BERTH --root $WORK/berth run -b $WORK/bundle bench-berth")
@@ -32,11 +33,11 @@ if command -v runc >/dev/null; then
     cmds+=("runc --root $WORK/runc run -b $WORK/bundle bench-runc")
     names+=("runc")
 fi
-if command -v crun >/dev/null && crun --root "$WORK/crun" run -b "$WORK/bundle" bench-crun-probe >/dev/null 2>&1; then
+if command -v crun >/dev/null && crun --root "$WORK/crun" run -b "$WORK/bundle" bench-crun-probe >"$WORK/crun.err" 2>&1; then
     cmds+=("crun --root $WORK/crun run -b $WORK/bundle bench-crun")
     names+=("crun")
 else
-    echo "crun: not installed or does not run on this host; skipped" >&2
+    echo "crun: not installed or does not run on this host ($(cat "$WORK/crun.err" 2>/dev/null)); skipped" >&2
 fi
 
 hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$WORK/h.json" "${cmds[@]}" >&2
