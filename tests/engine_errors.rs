@@ -145,13 +145,7 @@ fn start_with_a_taken_port_fails_cleanly_and_can_be_retried() {
     assert!(!d.run_root.join("runtime").join(&id).exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&id), "a mount of {id} is left");
-    let cgroup_left = std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|h| h.path())
-        .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
-        .any(|h| h.join("berth").join(&id).exists());
+    let cgroup_left = testutil::berth_cgroup_left(&id);
     assert!(!cgroup_left, "the cgroup of {id} is left");
     drop(listener);
     let out = d.berth(&["start", "taken"]);

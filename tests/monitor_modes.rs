@@ -3,23 +3,12 @@
 //! executing a runtime binary with runc's command line (what it does for runc, crun or any
 //! other runtime). Both must give the same status lines, logs, exit records and errors.
 
+mod engine_support;
+
 use engine::monitor::{ExitRecord, MonitorConfig, StatusLine};
+use engine_support::monitor_binary;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-
-fn monitor_binary() -> PathBuf {
-    let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
-    let m = berth.with_file_name("berth-monitor");
-    if !m.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "engine", "--bin", "berth-monitor"])
-            .status()
-            .expect("run cargo to build berth-monitor");
-        assert!(st.success(), "building berth-monitor failed");
-    }
-    m
-}
 
 struct Outcome {
     status_lines: Vec<StatusLine>,
@@ -78,7 +67,7 @@ fn supervise(bundle: &testutil::Bundle, builtin: bool, tty: bool) -> Outcome {
             )
         })
         .collect();
-    let state_left = runtime_root.join(&id).exists() || cgroup_left(&id);
+    let state_left = runtime_root.join(&id).exists() || testutil::berth_cgroup_left(&id);
     Outcome {
         status_lines,
         exit,
@@ -186,15 +175,4 @@ fn both_modes_report_a_failed_create_and_leave_nothing() {
         assert!(o.exit.is_none());
         assert!(!o.state_left, "builtin={builtin}: runtime state left");
     }
-}
-
-/// Whether the runtime's default cgroup (`/berth/<id>`) of `id` is left in any hierarchy.
-fn cgroup_left(id: &str) -> bool {
-    std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|h| h.path())
-        .chain([PathBuf::from("/sys/fs/cgroup")])
-        .any(|h| h.join("berth").join(id).exists())
 }

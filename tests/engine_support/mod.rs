@@ -35,7 +35,7 @@ fn nix_is_root() -> bool {
 }
 
 /// Finds `berth-monitor` next to the `berth` binary, building it when missing.
-fn monitor_binary() -> PathBuf {
+pub fn monitor_binary() -> PathBuf {
     let berth = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
     let m = berth.with_file_name("berth-monitor");
     if !m.exists() {

@@ -167,6 +167,19 @@ pub fn default_spec(args: &[&str]) -> serde_json::Value {
     })
 }
 
+/// Whether the cgroup berth's runtime makes by default for container `id`
+/// (`/berth/<id>`) exists in any hierarchy: each v1 controller's, or the cgroup2 root
+/// (a v2-only host).
+pub fn berth_cgroup_left(id: &str) -> bool {
+    fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path())
+        .chain([PathBuf::from("/sys/fs/cgroup")])
+        .any(|h| h.join("berth").join(id).exists())
+}
+
 /// A unique name for test resources (containers, networks, cgroups): `prefix-PID-N`.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
