@@ -7,7 +7,6 @@ mod engine_support;
 
 use engine::monitor::{ExitRecord, MonitorConfig, StatusLine};
 use engine_support::monitor_binary;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 struct Outcome {
