@@ -83,6 +83,7 @@ impl Sock {
     pub fn recv(&self) -> nix::Result<Option<Msg>> {
         let mut buf = vec![0u8; 65536];
         let mut cmsg_space = nix::cmsg_space!([RawFd; 1]);
+        let mut reset_seen = false;
         let (len, fd) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
             match recvmsg::<()>(
@@ -108,6 +109,14 @@ impl Sock {
                     break (r.bytes, fd);
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
+                // A peer that exits with messages of ours unread sets ECONNRESET on this
+                // socket, and a reader already waiting is woken with that error before it
+                // looks at its queue: the peer's last message (an init's ERROR) may be
+                // there. Reading the error cleared it; read again, once.
+                Err(nix::errno::Errno::ECONNRESET) if !reset_seen => {
+                    reset_seen = true;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         };
@@ -117,5 +126,29 @@ impl Sock {
         buf.truncate(len);
         let tag = buf.remove(0);
         Ok(Some(Msg { tag, data: buf, fd }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The init's way to fail: a message of the runtime's left unread, its ERROR sent,
+    /// then exit. A runtime already waiting in `recv` must get the ERROR, not the
+    /// ECONNRESET the kernel reports first.
+    #[test]
+    fn a_peer_that_fails_and_exits_is_heard_before_its_reset() {
+        for _ in 0..20 {
+            let (runtime, init) = Sock::pair().unwrap();
+            runtime.send(CGROUP, &[]).unwrap();
+            let reader = std::thread::spawn(move || runtime.recv());
+            std::thread::sleep(Duration::from_millis(20));
+            init.send(ERROR, b"mount failed").unwrap();
+            drop(init);
+            let msg = reader.join().unwrap().unwrap().unwrap();
+            assert_eq!(msg.tag, ERROR);
+            assert_eq!(msg.data, b"mount failed");
+        }
     }
 }
