@@ -220,17 +220,13 @@ impl Snapshotter {
         Ok(out)
     }
 
-    /// Creates the committed snapshot `chain_id` on top of `parent` by applying the layer
-    /// read from `reader`, verifying that its diff id is `expected_diff_id`. A no-op returning
-    /// `None` when the snapshot already exists (the reader is then not consumed).
-    pub fn apply_layer<R: Read>(
+    /// Takes the lock of snapshot `chain_id` for making it, after checking that `parent`
+    /// exists. `None` when the snapshot exists already (made meanwhile by another).
+    fn lock_new(
         &self,
         chain_id: &Digest,
         parent: Option<&Digest>,
-        expected_diff_id: &Digest,
-        reader: R,
-        opts: &ApplyOptions,
-    ) -> Result<Option<ApplyResult>> {
+    ) -> Result<Option<Flock<std::fs::File>>> {
         if let Some(p) = parent {
             if !self.exists(p) {
                 return Err(SnapshotError::NotFound(p.to_string()));
@@ -243,11 +239,28 @@ impl Snapshotter {
             .write(true)
             .open(&lock_path)
             .map_err(ioe("open lock", &lock_path))?;
-        let _lock = Flock::lock(lf, FlockArg::LockExclusive)
+        let lock = Flock::lock(lf, FlockArg::LockExclusive)
             .map_err(|(_, e)| ioe("lock", &lock_path)(e.into()))?;
         if self.exists(chain_id) {
             return Ok(None);
         }
+        Ok(Some(lock))
+    }
+
+    /// Creates the committed snapshot `chain_id` on top of `parent` by applying the layer
+    /// read from `reader`, verifying that its diff id is `expected_diff_id`. A no-op returning
+    /// `None` when the snapshot already exists (the reader is then not consumed).
+    pub fn apply_layer<R: Read>(
+        &self,
+        chain_id: &Digest,
+        parent: Option<&Digest>,
+        expected_diff_id: &Digest,
+        reader: R,
+        opts: &ApplyOptions,
+    ) -> Result<Option<ApplyResult>> {
+        let Some(_lock) = self.lock_new(chain_id, parent)? else {
+            return Ok(None);
+        };
         let tmp = tempfile::Builder::new()
             .prefix("apply-")
             .tempdir_in(self.root.join("tmp"))
@@ -300,23 +313,9 @@ impl Snapshotter {
         parent: Option<&Digest>,
         dir: &Path,
     ) -> Result<bool> {
-        if let Some(p) = parent {
-            if !self.exists(p) {
-                return Err(SnapshotError::NotFound(p.to_string()));
-            }
-        }
-        let lock_path = self.root.join("locks").join(chain_id.hex());
-        let lf = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(ioe("open lock", &lock_path))?;
-        let _lock = Flock::lock(lf, FlockArg::LockExclusive)
-            .map_err(|(_, e)| ioe("lock", &lock_path)(e.into()))?;
-        if self.exists(chain_id) {
+        let Some(_lock) = self.lock_new(chain_id, parent)? else {
             return Ok(false);
-        }
+        };
         let meta = fs::symlink_metadata(dir).map_err(ioe("stat", dir))?;
         if !meta.is_dir() {
             return Err(ioe("commit directory", dir)(io::Error::new(
