@@ -128,15 +128,20 @@ impl Client {
             .unwrap_or_else(|_| DEFAULT_API_VERSION.to_string())
     }
 
-    async fn connect(
-        &self,
-    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
+    /// Connects to the daemon's socket (a failure names the host, as docker does).
+    async fn dial(&self) -> Result<tokio::net::UnixStream, ConnectError> {
+        tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ConnectError {
                 host: self.host.clone(),
                 source,
-            })?;
+            })
+    }
+
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+        let stream = self.dial().await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -242,12 +247,7 @@ impl Client {
         body: ChannelBody,
         headers: &[(&str, String)],
     ) -> anyhow::Result<Option<Response<Incoming>>> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ConnectError {
-                host: self.host.clone(),
-                source,
-            })?;
+        let stream = self.dial().await?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake::<_, ChannelBody>(TokioIo::new(stream)).await?;
         tokio::spawn(async move {

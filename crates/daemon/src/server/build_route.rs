@@ -231,18 +231,6 @@ fn pull_fn(store: store::Store, auths: HashMap<String, Credentials>) -> PullFn {
     )
 }
 
-/// One registry's entry of `X-Registry-Config` (docker's `AuthConfig`).
-#[derive(Debug, Default, serde::Deserialize)]
-struct AuthEntry {
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-    /// base64 `user:password`.
-    #[serde(default)]
-    auth: String,
-}
-
 /// Decodes `X-Registry-Config` (base64url or base64 JSON: registry → `AuthConfig`, what
 /// the docker CLI sends with a build) into credentials by registry domain. A missing or
 /// undecodable header means none (pulls are then anonymous).
@@ -259,31 +247,11 @@ fn registry_config(headers: &axum::http::HeaderMap) -> HashMap<String, Credentia
         .decode(v.trim_end_matches('='))
         .or_else(|_| base64::engine::general_purpose::STANDARD.decode(v))
         .unwrap_or_default();
-    let map: HashMap<String, AuthEntry> = serde_json::from_slice(&raw).unwrap_or_default();
-    let mut out = HashMap::new();
-    for (server, e) in map {
-        let creds = if !e.username.is_empty() {
-            Some(Credentials {
-                username: e.username,
-                password: e.password,
-            })
-        } else {
-            base64::engine::general_purpose::STANDARD
-                .decode(e.auth.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| {
-                    s.split_once(':').map(|(u, p)| Credentials {
-                        username: u.to_string(),
-                        password: p.to_string(),
-                    })
-                })
-        };
-        if let Some(c) = creds {
-            out.insert(auth_domain(&server), c);
-        }
-    }
-    out
+    let map: HashMap<String, super::registry::AuthConfig> =
+        serde_json::from_slice(&raw).unwrap_or_default();
+    map.into_iter()
+        .filter_map(|(server, e)| Some((auth_domain(&server), e.credentials()?)))
+        .collect()
 }
 
 /// Before the first build of this daemon process: removes what builds of an earlier,

@@ -19,7 +19,7 @@ use engine::Engine;
 
 /// Docker's `AuthConfig` as sent in `X-Registry-Auth` and to `POST /auth`.
 #[derive(Debug, Default, serde::Deserialize)]
-struct AuthConfig {
+pub(crate) struct AuthConfig {
     #[serde(default)]
     username: String,
     #[serde(default)]
@@ -33,7 +33,7 @@ struct AuthConfig {
 
 impl AuthConfig {
     /// The user name and password it carries, if any.
-    fn credentials(&self) -> Option<Credentials> {
+    pub(crate) fn credentials(&self) -> Option<Credentials> {
         if !self.username.is_empty() {
             return Some(Credentials {
                 username: self.username.clone(),
