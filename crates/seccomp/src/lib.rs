@@ -12,7 +12,11 @@
 //!   which case each condition becomes its own rule (ORed) as libseccomp cannot AND two
 //!   comparisons of one argument;
 //! * `SCMP_CMP_MASKED_EQ` takes the mask in `value` and the expected value in `valueTwo`;
-//! * `SCMP_ACT_ERRNO`/`SCMP_ACT_TRACE` without `errnoRet` return `EPERM`.
+//! * `SCMP_ACT_ERRNO`/`SCMP_ACT_TRACE` without `errnoRet` return `EPERM`;
+//! * `SCMP_ACT_NOTIFY` becomes `SECCOMP_RET_USER_NOTIF`: the call waits until the agent
+//!   holding the filter's listener answers it. It needs `listenerPath` (the agent's
+//!   socket; the runtime connects there and sends the listener), and may be neither the
+//!   default action nor used for [`HANDOFF_SYSCALLS`].
 //!
 //! The filter does **not** set `no_new_privs` itself: the caller (the runtime) sets it
 //! when the spec asks for it, and otherwise must load the filter while it still holds
@@ -39,7 +43,10 @@ use oci_spec::runtime::{
 
 pub use docker::docker_default;
 pub use error::SeccompError;
-pub use program::{Program, FLAG_LOG, FLAG_SPEC_ALLOW, FLAG_TSYNC, INSN_LEN};
+pub use program::{
+    Program, FLAG_LOG, FLAG_NEW_LISTENER, FLAG_SPEC_ALLOW, FLAG_TSYNC, FLAG_TSYNC_ESRCH,
+    FLAG_WAIT_KILLABLE_RECV, INSN_LEN,
+};
 
 /// Number of syscall arguments a condition can test.
 const MAX_ARGS: usize = 6;
@@ -98,12 +105,84 @@ fn action(
         }
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err(SeccompError::Unsupported {
-                what: "SCMP_ACT_NOTIFY (seccomp user notification)".into(),
-            })
-        }
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
     })
+}
+
+/// System calls the runtime makes between installing a filter with a user-notification
+/// listener and handing that listener over (the container's init passes it to the
+/// runtime with `sendmsg`). A notified call there would wait for an agent that cannot
+/// have the listener yet, so `SCMP_ACT_NOTIFY` is refused for them (runc refuses `write`
+/// for the same reason).
+pub const HANDOFF_SYSCALLS: &[&str] = &["sendmsg"];
+
+/// Whether the profile sends any system call to a user-space agent (`SCMP_ACT_NOTIFY`):
+/// then the filter is loaded with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and the runtime
+/// hands the listener to the agent at `listenerPath`.
+pub fn uses_notify(s: &LinuxSeccomp) -> bool {
+    s.default_action() == LinuxSeccompAction::ScmpActNotify
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+}
+
+/// The OCI rules about user notification: `SCMP_ACT_NOTIFY` needs a `listenerPath`,
+/// `listenerMetadata` needs a `listenerPath`, and (as with runc) neither the default
+/// action nor the calls of [`HANDOFF_SYSCALLS`] may be notified, since the listener only
+/// reaches the agent after the filter is installed.
+pub(crate) fn check_notify(s: &LinuxSeccomp) -> Result<(), SeccompError> {
+    let invalid = |what: &str, reason: String| SeccompError::InvalidArgument {
+        what: what.to_string(),
+        reason,
+    };
+    let has_path = s
+        .listener_path()
+        .as_ref()
+        .is_some_and(|p| !p.as_os_str().is_empty());
+    if s.listener_metadata().is_some() && !has_path {
+        return Err(invalid(
+            "listenerMetadata",
+            "it is set but listenerPath is not".into(),
+        ));
+    }
+    if !uses_notify(s) {
+        return Ok(());
+    }
+    if !has_path {
+        return Err(invalid(
+            "listenerPath",
+            "SCMP_ACT_NOTIFY is used but listenerPath (the seccomp agent's socket) is not set"
+                .into(),
+        ));
+    }
+    if s.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err(invalid(
+            "defaultAction",
+            "SCMP_ACT_NOTIFY cannot be the default action: the runtime's own calls \
+             before the agent has the listener would wait forever"
+                .into(),
+        ));
+    }
+    for rule in s.syscalls().iter().flatten() {
+        if rule.action() != LinuxSeccompAction::ScmpActNotify {
+            continue;
+        }
+        if let Some(n) = rule
+            .names()
+            .iter()
+            .find(|n| HANDOFF_SYSCALLS.contains(&n.as_str()))
+        {
+            return Err(invalid(
+                &format!("rule for syscall {n}"),
+                format!(
+                    "SCMP_ACT_NOTIFY cannot be used for {n}: the runtime uses it to hand the \
+                     listener over, before the agent could answer"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The libseccomp architecture for an OCI one.
@@ -203,10 +282,12 @@ fn condition(
 }
 
 impl Filter {
-    /// Compile an OCI seccomp configuration. Fails on actions this crate does not
-    /// support (`SCMP_ACT_NOTIFY`), errno values above 4095, argument indexes above 5,
-    /// architectures or flags the installed libseccomp does not know.
+    /// Compile an OCI seccomp configuration. Fails on errno values above 4095, argument
+    /// indexes above 5, architectures or flags the installed libseccomp does not know, and
+    /// on `SCMP_ACT_NOTIFY` misuse (see [`uses_notify`]): no `listenerPath`, as the
+    /// default action, or for the calls of [`HANDOFF_SYSCALLS`].
     pub fn compile(s: &LinuxSeccomp) -> Result<Filter, SeccompError> {
+        check_notify(s)?;
         let default = action(s.default_action(), s.default_errno_ret(), "defaultAction")?;
         let mut ctx = ScmpFilterContext::new(default).map_err(lib_err("create filter"))?;
         ctx.set_ctl_nnp(false)
@@ -309,6 +390,67 @@ fn may_load(status: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn profile(json: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn notify_maps_to_user_notif() {
+        let a = action(LinuxSeccompAction::ScmpActNotify, None, "x").unwrap();
+        assert_eq!(a, ScmpAction::Notify);
+        let s = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "listenerPath": "/run/agent.sock",
+            "listenerMetadata": "meta",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        }));
+        assert!(uses_notify(&s));
+        Filter::compile(&s).unwrap();
+    }
+
+    #[test]
+    fn notify_misuse_is_refused() {
+        let cases = [
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+                "listenerPath",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "",
+                    "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+                "listenerPath",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerMetadata": "m"}),
+                "listenerMetadata",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/a"}),
+                "default action",
+            ),
+            (
+                serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/a",
+                    "syscalls": [{"names": ["mkdir", "sendmsg"], "action": "SCMP_ACT_NOTIFY"}]}),
+                "sendmsg",
+            ),
+        ];
+        for (json, want) in cases {
+            let s = profile(json.clone());
+            let e = Filter::compile(&s).unwrap_err();
+            assert!(
+                matches!(e, SeccompError::InvalidArgument { .. }),
+                "{json}: {e}"
+            );
+            assert!(e.to_string().contains(want), "{json}: {e}");
+        }
+        // A listenerPath without NOTIFY is ignored, as the spec says.
+        let s =
+            profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/a"}));
+        assert!(!uses_notify(&s));
+        Filter::compile(&s).unwrap();
+    }
 
     #[test]
     fn load_privilege_check() {

@@ -34,6 +34,13 @@ pub const FLAG_TSYNC: u32 = 1;
 pub const FLAG_LOG: u32 = 2;
 /// `SECCOMP_FILTER_FLAG_SPEC_ALLOW`.
 pub const FLAG_SPEC_ALLOW: u32 = 4;
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`: `seccomp(2)` returns a user-notification fd.
+pub const FLAG_NEW_LISTENER: u32 = 8;
+/// `SECCOMP_FILTER_FLAG_TSYNC_ESRCH`: with TSYNC, report a sync failure as `ESRCH` (the
+/// kernel requires it with `NEW_LISTENER`, whose fd takes the return value).
+pub const FLAG_TSYNC_ESRCH: u32 = 16;
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (only valid with `NEW_LISTENER`).
+pub const FLAG_WAIT_KILLABLE_RECV: u32 = 32;
 
 const MAGIC: &[u8; 4] = b"BSCF";
 /// Size of one `struct sock_filter`.
@@ -63,6 +70,12 @@ impl Program {
         self.instructions.is_empty()
     }
 
+    /// Whether loading the program creates a user-notification listener (the profile uses
+    /// `SCMP_ACT_NOTIFY`): `seccomp(2)` then returns its fd, for the agent.
+    pub fn has_listener(&self) -> bool {
+        self.flags & FLAG_NEW_LISTENER != 0
+    }
+
     /// Compiles `s` with libseccomp and exports the result as BPF.
     pub fn compile(s: &LinuxSeccomp) -> Result<Program, SeccompError> {
         let filter = Filter::compile(s)?;
@@ -77,6 +90,8 @@ impl Program {
     /// equal profile, and stores a newly compiled one there. Problems with the cache
     /// (unwritable directory, corrupt file) only cost the compilation.
     pub fn compile_cached(s: &LinuxSeccomp, cache_dir: &Path) -> Result<Program, SeccompError> {
+        // The key leaves the listener out: check its rules before a cache hit skips them.
+        crate::check_notify(s)?;
         let Some(key) = cache_key(s) else {
             return Program::compile(s);
         };
@@ -93,25 +108,43 @@ impl Program {
     }
 }
 
-/// The `seccomp(2)` flags of a profile. `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` only
-/// means something with a user-notification listener, which is not supported, so it is
-/// left out (as libseccomp does without a listener).
+/// The `seccomp(2)` flags of a profile: its own, plus `NEW_LISTENER` when it uses
+/// `SCMP_ACT_NOTIFY` (with `TSYNC_ESRCH` if it asks for TSYNC, which the kernel requires
+/// with a listener). `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` only means something with a
+/// listener, so it is left out without one (as libseccomp does).
 fn flags_of(s: &LinuxSeccomp) -> u32 {
-    s.flags()
+    let listener = crate::uses_notify(s);
+    let flags = s
+        .flags()
         .iter()
         .flatten()
         .map(|f| match f {
             LinuxSeccompFilterFlag::SeccompFilterFlagTsync => FLAG_TSYNC,
             LinuxSeccompFilterFlag::SeccompFilterFlagLog => FLAG_LOG,
             LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => FLAG_SPEC_ALLOW,
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv if listener => {
+                FLAG_WAIT_KILLABLE_RECV
+            }
             LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv => 0,
         })
-        .fold(0, |a, b| a | b)
+        .fold(0, |a, b| a | b);
+    match (listener, flags & FLAG_TSYNC != 0) {
+        (false, _) => flags,
+        (true, false) => flags | FLAG_NEW_LISTENER,
+        (true, true) => flags | FLAG_NEW_LISTENER | FLAG_TSYNC_ESRCH,
+    }
 }
 
-/// SHA-256 (hex) of what decides the BPF: profile, libseccomp version, native arch.
+/// SHA-256 (hex) of what decides the BPF: profile, libseccomp version, native arch. The
+/// agent's socket and metadata (`listenerPath`, `listenerMetadata`) do not change the
+/// program and often differ per container, so they are left out of the key: containers
+/// that differ only there share one cache file. (The flags, listener included, are not
+/// cached: they are recomputed from the profile.)
 fn cache_key(s: &LinuxSeccomp) -> Option<String> {
-    let profile = serde_json::to_vec(s).ok()?;
+    let mut s = s.clone();
+    s.set_listener_path(None);
+    s.set_listener_metadata(None);
+    let profile = serde_json::to_vec(&s).ok()?;
     let v = ScmpVersion::current().ok()?;
     let mut h = Sha256::new();
     h.update(b"berth-seccomp-v1\0");
@@ -196,6 +229,95 @@ mod tests {
             .flags(vec![LinuxSeccompFilterFlag::SeccompFilterFlagLog])
             .build()
             .unwrap()
+    }
+
+    /// The `k` of every `BPF_RET | BPF_K` instruction: the actions the program returns.
+    fn returns(p: &Program) -> Vec<u32> {
+        const BPF_RET_K: u16 = 0x06;
+        p.instructions
+            .chunks_exact(INSN_LEN)
+            .filter(|c| u16::from_ne_bytes([c[0], c[1]]) == BPF_RET_K)
+            .map(|c| u32::from_ne_bytes([c[4], c[5], c[6], c[7]]))
+            .collect()
+    }
+
+    fn notify_profile(json: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn notify_compiles_to_user_notif_with_a_listener() {
+        const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+        const RET_ERRNO_EPERM: u32 = 0x0005_0000 | 1;
+        let p = notify_profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/agent.sock",
+            "syscalls": [
+                {"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"},
+                {"names": ["mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+            ]
+        }));
+        let prog = Program::compile(&p).unwrap();
+        assert!(
+            returns(&prog).contains(&RET_USER_NOTIF),
+            "{:x?}",
+            returns(&prog)
+        );
+        assert!(returns(&prog).contains(&RET_ERRNO_EPERM));
+        assert_eq!(prog.flags, FLAG_NEW_LISTENER);
+        assert!(prog.has_listener());
+        // Without NOTIFY: no USER_NOTIF return and no listener.
+        let plain = Program::compile(&profile("getppid")).unwrap();
+        assert!(!returns(&plain).contains(&RET_USER_NOTIF));
+        assert!(!plain.has_listener());
+        // TSYNC with a listener needs TSYNC_ESRCH.
+        let mut tsync = p.clone();
+        tsync.set_flags(Some(vec![LinuxSeccompFilterFlag::SeccompFilterFlagTsync]));
+        assert_eq!(
+            flags_of(&tsync),
+            FLAG_TSYNC | FLAG_NEW_LISTENER | FLAG_TSYNC_ESRCH
+        );
+        // WAIT_KILLABLE_RECV only with a listener (the kernel refuses it otherwise).
+        let waitkill = Some(vec![
+            LinuxSeccompFilterFlag::SeccompFilterFlagWaitKillableRecv,
+        ]);
+        let mut w = p.clone();
+        w.set_flags(waitkill.clone());
+        assert_eq!(flags_of(&w), FLAG_NEW_LISTENER | FLAG_WAIT_KILLABLE_RECV);
+        let mut w = profile("getppid");
+        w.set_flags(waitkill);
+        assert_eq!(flags_of(&w), 0);
+    }
+
+    #[test]
+    fn listener_settings_do_not_split_the_cache_but_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |path: Option<&str>, meta: Option<&str>| {
+            let mut v = serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_NOTIFY"}]
+            });
+            if let Some(p) = path {
+                v["listenerPath"] = p.into();
+            }
+            if let Some(m) = meta {
+                v["listenerMetadata"] = m.into();
+            }
+            notify_profile(v)
+        };
+        let a = with(Some("/run/a.sock"), Some("one"));
+        let b = with(Some("/run/b.sock"), None);
+        assert_eq!(cache_key(&a), cache_key(&b));
+        assert_ne!(cache_key(&a), cache_key(&profile("getppid")));
+        let pa = Program::compile_cached(&a, dir.path()).unwrap();
+        let pb = Program::compile_cached(&b, dir.path()).unwrap();
+        assert_eq!(pa, pb);
+        assert!(pb.has_listener());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // The cached program does not let a profile without listenerPath through.
+        let e = Program::compile_cached(&with(None, None), dir.path()).unwrap_err();
+        assert!(e.to_string().contains("listenerPath"), "{e}");
+        assert!(matches!(e, SeccompError::InvalidArgument { .. }));
     }
 
     #[test]
