@@ -23,6 +23,7 @@ mod error;
 mod mountinfo;
 mod paths;
 mod stats;
+mod warm;
 
 use std::fs;
 use std::io::{ErrorKind as IoKind, Write};
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use error::{CgroupError, Result};
 pub use stats::{BlkioStats, CpuStats, MemoryStats, PidsStats, Stats};
+pub use warm::{own_procs_file, take_attach_lock, AttachWarmer};
 
 /// How the host mounts its cgroup hierarchies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -76,6 +76,9 @@ struct Inner {
     health: crate::health::HealthStates,
     net: crate::network::NetService,
     volumes: volume::VolumeStore,
+    /// Starts the kernel's cgroup-attach grace period when a container's start is near
+    /// (see `cgroups::AttachWarmer`); `None` on a host without cgroup mounts.
+    warmer: Option<cgroups::AttachWarmer>,
 }
 
 /// The engine; cheap to clone (shared state).
@@ -149,6 +152,15 @@ impl Engine {
                 state: Mutex::new(State::default()),
                 execs: crate::exec::Execs::default(),
                 health: Default::default(),
+                // BERTH_CGROUP_WARMUP=0 turns it off (to measure what it saves).
+                warmer: (std::env::var_os("BERTH_CGROUP_WARMUP").as_deref()
+                    != Some(std::ffi::OsStr::new("0")))
+                .then(|| {
+                    cgroups::AttachWarmer::start()
+                        .map_err(|e| tracing::debug!(error = %e, "no cgroup attach warm-up"))
+                        .ok()
+                })
+                .flatten(),
                 cfg,
             }),
         };
@@ -359,6 +371,8 @@ impl Engine {
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>)> {
         let mut t = crate::timing::Phases::new("create");
+        // A start usually follows a create within milliseconds (`run`).
+        self.warm_cgroup_attach();
         let warnings = Vec::new();
         let ContainerCreateBody {
             config: mut cfg,
@@ -481,7 +495,17 @@ impl Engine {
         Box::pin(self.start_inner(name))
     }
 
+    /// Starts the cgroup-attach grace period in the background (see
+    /// `cgroups::AttachWarmer`): called when a container or exec is about to join its
+    /// cgroups.
+    pub(crate) fn warm_cgroup_attach(&self) {
+        if let Some(w) = &self.inner.warmer {
+            w.kick();
+        }
+    }
+
     async fn start_inner(&self, name: &str) -> Result<()> {
+        self.warm_cgroup_attach();
         let (rec, attachers, monitor) = {
             let mut st = self.lock();
             let id = st.index.resolve(name)?;

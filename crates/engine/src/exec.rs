@@ -153,6 +153,7 @@ impl Engine {
     /// Starts an exec instance; the caller streams the child's stdio and reports its exit
     /// with [`Engine::exec_finished`].
     pub async fn exec_start(&self, id: &str) -> Result<ExecProcess> {
+        self.warm_cgroup_attach();
         let (container, cfg) = {
             let mut m = self.execs().lock();
             let e = m
