@@ -1192,3 +1192,104 @@ fn cold_copy_layers_read_back_and_rebuild_from_cache() {
     let run = d.docker(&["run", "--rm", "copied:2", "sha256sum", "/app/big.bin"]);
     assert!(String::from_utf8_lossy(&run.stdout).starts_with(&big_sum));
 }
+
+/// A cold `COPY` layer is kept as its snapshot only (no tar blob written at build time,
+/// a record of it instead); `save`, `push` and a `rmi` + `pull` make the very tar again:
+/// the layers of the loaded and of the pulled image are the built image's diff ids, and
+/// containers of them read the files back.
+#[test]
+fn a_build_layer_kept_as_its_snapshot_saves_and_pushes_the_same_tar() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let ctx = d.dir.path().join("derived-ctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nCOPY big.bin data/ /app/\nCMD [\"cat\", \"/app/a.txt\"]\n",
+    );
+    write(&ctx, "data/a.txt", "alpha\n");
+    write(&ctx, "data/sub/c.txt", "gamma\n");
+    std::os::unix::fs::symlink("a.txt", ctx.join("data/link")).unwrap();
+    let big: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(ctx.join("big.bin"), &big).unwrap();
+    let big_sum = sha256sum(&ctx.join("big.bin"));
+    let out = berth_build(&d, &["-t", "derived:1", ctx.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+    let layers = |d: &Daemon, name: &str| -> Vec<String> {
+        let o = d.docker(&["inspect", "-f", "{{json .RootFS.Layers}}", name]);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let built = layers(&d, "derived:1");
+    assert_eq!(built.len(), 2);
+    // Only a record of the COPY layer: its tar was not written.
+    let hex = built[1].strip_prefix("sha256:").unwrap();
+    let store = d.root.join("image");
+    assert!(store.join("derived/sha256").join(hex).is_file());
+    assert!(!store.join("blobs/sha256").join(hex).exists());
+    let check = |d: &Daemon, name: &str| {
+        assert_eq!(layers(d, name), built, "{name}");
+        let run = d.docker(&[
+            "run",
+            "--rm",
+            name,
+            "sh",
+            "-c",
+            "sha256sum /app/big.bin | cut -d' ' -f1; cat /app/link /app/sub/c.txt",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            format!("{big_sum}\nalpha\ngamma\n"),
+            "{}",
+            text(&run)
+        );
+    };
+    // Push (the layer made from the snapshot, then compressed) to a registry.
+    let reg = LocalRegistry::start();
+    let remote = format!("{}/derived/img:1", reg.addr);
+    for args in [
+        vec!["tag", "derived:1", remote.as_str()],
+        vec!["push", remote.as_str()],
+    ] {
+        let o = d.docker(&args);
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}\n{}",
+            text(&o),
+            d.log()
+        );
+    }
+    // The push made the layer a stored blob (then compressed it); the record gave way.
+    assert!(store.join("blobs/sha256").join(hex).is_file());
+    assert!(!store.join("derived/sha256").join(hex).exists());
+    // Save, and load it into another daemon.
+    let tar = d.dir.path().join("derived.tar");
+    let o = d.docker(&["save", "-o", tar.to_str().unwrap(), "derived:1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let d2 = Daemon::start();
+    let o = d2.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    check(&d2, "derived:1");
+    // Pull it back there, and into the builder after removing it.
+    let o = d2.docker(&["pull", remote.as_str()]);
+    assert!(o.status.success(), "{}", text(&o));
+    check(&d2, &remote);
+    for args in [
+        vec!["rmi", "derived:1"],
+        vec!["rmi", remote.as_str()],
+        vec!["pull", remote.as_str()],
+    ] {
+        let o = d.docker(&args);
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+    }
+    check(&d, &remote);
+    let o = d.docker(&["rmi", remote.as_str()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!store.join("blobs/sha256").join(hex).exists());
+    assert!(!store.join("derived/sha256").join(hex).exists());
+}

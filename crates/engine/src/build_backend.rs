@@ -568,6 +568,38 @@ fn download(url: &str, dest: &Path, limit: u64) -> Result<(), BackendError> {
 /// Size of the chunks [`ChunkSender`] hands over.
 const PIPE_CHUNK: usize = 1 << 20;
 
+/// Runs `produce` on this thread writing into `sink` on another one (through a
+/// [`ChunkSender`]), hashing what `sink` gets there: `produce`'s result, and `sink` with
+/// the sha256 and length of the bytes. When `sink` fails, `produce` sees a closed pipe:
+/// look at the sink's error first.
+fn pipe_to<W: Write + Send, T>(
+    sink: W,
+    produce: impl FnOnce(&mut ChunkSender) -> T,
+) -> (T, io::Result<(W, Digest, u64)>) {
+    std::thread::scope(|sc| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let writer = sc.spawn(move || -> io::Result<(W, Digest, u64)> {
+            let mut hw = store::digest::HashingWriter::new(sink);
+            for chunk in rx {
+                hw.write_all(&chunk)?;
+            }
+            hw.flush()?;
+            Ok(hw.finish())
+        });
+        let mut w = ChunkSender {
+            tx: Some(tx),
+            buf: Vec::with_capacity(PIPE_CHUNK),
+        };
+        let out = produce(&mut w);
+        let flushed = w.finish();
+        let sink = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the layer writer panicked")))
+            .and_then(|r| flushed.map(|()| r));
+        (out, sink)
+    })
+}
+
 /// A writer that hands its data in chunks to another thread (over a bounded channel).
 struct ChunkSender {
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
@@ -1119,76 +1151,39 @@ impl StoreBuildBackend {
         if is_empty_dir(&upper) {
             return Ok(None);
         }
-        let ref_key = format!("build-layer-{}", unique());
-        let mut bw = self
-            .store
-            .content()
-            .writer(&ref_key)
-            .map_err(wrap("opening a layer upload"))?;
-        if bw.offset() != 0 {
-            bw = bw.restart().map_err(wrap("opening a layer upload"))?;
-        }
         // Uncompressed, as Docker keeps build layers locally: compressing is most of the
         // cost of a large COPY and a push may compress later. So the blob's digest is the
-        // diff id too: the blob writer hashes each byte once, for both.
-        // The tar is made on this thread (`seal_diff`, which also makes the upper dir
-        // what unpacking the tar would give, so that it can become the snapshot) while
-        // another one hashes and writes the blob (two cores instead of one).
+        // diff id too. The tar is made on this thread (`seal_diff`, which also makes the
+        // upper dir what unpacking the tar would give, so that it can become the
+        // snapshot) while another one hashes it (two cores instead of one). It is not
+        // written anywhere: when the sealed dir becomes the snapshot, the blob is only
+        // recorded as derived from it (made again from the snapshot when something reads
+        // it, as dockerd makes a build layer's tar when it pushes or saves), so the data
+        // is written to disk once.
         let started = std::time::Instant::now();
-        let (diff, sink) = std::thread::scope(|sc| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-            let mut bw = bw;
-            let writer = sc.spawn(move || -> io::Result<store::content::BlobWriter> {
-                for chunk in rx {
-                    bw.write_all(&chunk)?;
-                }
-                Ok(bw)
-            });
-            let mut w = ChunkSender {
-                tx: Some(tx),
-                buf: Vec::with_capacity(PIPE_CHUNK),
-            };
-            let diff = store::layer::seal_diff(&upper, &mut w);
-            let flushed = w.finish();
-            let sink = writer
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the layer writer panicked")))
-                .and_then(|bw| flushed.map(|()| bw));
-            (diff, sink)
-        });
-        let (diff, bw) = match (diff, sink) {
-            (Ok(d), Ok(bw)) => (d, bw),
-            // The writer's own failure first: the tar side then only saw a closed channel.
-            (_, Err(e)) => {
-                let _ = self.store.content().abort_ingest(&ref_key);
-                return Err(ioerr(format!("storing the changes of {key}"))(e));
-            }
-            (Err(e), Ok(_)) => {
-                let _ = self.store.content().abort_ingest(&ref_key);
-                return Err(wrap(format!("writing the changes of {key}"))(e));
-            }
+        let (diff, hashed) = pipe_to(io::sink(), |w| store::layer::seal_diff(&upper, w));
+        let (diff, digest, size) = match (diff, hashed) {
+            (Ok(d), Ok((_, digest, size))) => (d, digest, size),
+            (_, Err(e)) => return Err(ioerr(format!("hashing the changes of {key}"))(e)),
+            (Err(e), Ok(_)) => return Err(wrap(format!("writing the changes of {key}"))(e)),
         };
-        let size = bw.offset();
         if size != diff.size {
-            let _ = self.store.content().abort_ingest(&ref_key);
             return Err(be(
                 ErrorKind::Internal,
-                format!("the layer of {key}: wrote {} bytes of {size}", diff.size),
+                format!("the layer of {key}: hashed {size} bytes of {}", diff.size),
             ));
         }
         let written = started.elapsed();
-        let digest = bw
-            .commit(Some(size), None)
-            .map_err(wrap("storing a layer blob"))?;
-        let stored = started.elapsed();
         let desc = Descriptor::new(media_types::OCI_LAYER, digest.clone(), size);
         let diff_id = digest.to_string();
         let chain = match parent_top {
             None => digest.clone(),
             Some(p) => Digest::sha256_of(format!("{p} {digest}").as_bytes()),
         };
-        // The sealed upper dir becomes the snapshot (a rename); unpacking the blob again
-        // is the fallback for what a seal cannot vouch for.
+        let content = self.store.content();
+        // The sealed upper dir becomes the snapshot (a rename) and the blob a record of
+        // it; storing the tar and unpacking it again is the fallback for what a seal
+        // cannot vouch for.
         let mut committed = false;
         if diff.exact
             && self.store.apply_options().devices == store::layer::DevicePolicy::Create
@@ -1199,16 +1194,46 @@ impl StoreBuildBackend {
                 .snapshots()
                 .commit_dir(&chain, parent_top, &upper)
             {
-                Ok(_) => committed = true,
+                Ok(c) => committed = c,
                 Err(e) => {
                     tracing::warn!(error = %e, snapshot = %key, "cannot commit a build step's directory; unpacking its layer instead");
                 }
             }
         }
-        if !committed && !self.store.snapshots().exists(&chain) {
-            let blob = self
-                .store
-                .content()
+        if committed && !content.exists(&digest) {
+            // After the snapshot: a record is never written for a snapshot that is not
+            // there (a crash in between leaves a snapshot that garbage collection frees).
+            content
+                .put_derived(&digest, size, &chain)
+                .map_err(wrap(format!("recording layer {digest}")))?;
+        } else if !content.exists(&digest) {
+            // The sealed dir gives the same tar again: store that, checked against the
+            // digest just computed.
+            let ref_key = format!("build-layer-{}", unique());
+            let mut bw = content
+                .writer(&ref_key)
+                .map_err(wrap("opening a layer upload"))?;
+            if bw.offset() != 0 {
+                bw = bw.restart().map_err(wrap("opening a layer upload"))?;
+            }
+            let (diff, sink) = pipe_to(bw, |w| store::layer::write_diff(&upper, w));
+            let bw = match (diff, sink) {
+                (Ok(_), Ok((bw, _, _))) => bw,
+                (_, Err(e)) => {
+                    let _ = content.abort_ingest(&ref_key);
+                    return Err(ioerr(format!("storing the changes of {key}"))(e));
+                }
+                (Err(e), Ok(_)) => {
+                    let _ = content.abort_ingest(&ref_key);
+                    return Err(wrap(format!("writing the changes of {key}"))(e));
+                }
+            };
+            bw.commit(Some(size), Some(&digest))
+                .map_err(wrap("storing a layer blob"))?;
+        }
+        let stored = started.elapsed();
+        if !self.store.snapshots().exists(&chain) {
+            let blob = content
                 .open_blob(&digest)
                 .map_err(wrap(format!("opening layer {digest}")))?;
             self.store

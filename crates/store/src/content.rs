@@ -21,12 +21,27 @@
 //! Writers with different ref keys that produce the same blob are both fine: the first
 //! rename wins and the later commit finds the blob present and succeeds without touching it.
 //!
+//! **Derived blobs**: a blob can also be present without its bytes being stored, as a
+//! small record at `<root>/derived/<alg>/<hex>` (`"<size> <source>\n"`) naming a *source*
+//! that can make the bytes again: a build step's layer tar is the diff of a committed
+//! snapshot, so only the snapshot is kept (as dockerd keeps build layers) and the tar is
+//! made when something reads it. The store knows sources only through the [`BlobSource`]
+//! set with [`ContentStore::with_source`] (the image [`Store`](crate::Store) sets its
+//! snapshotter); without one, records are ignored. A record counts as the blob
+//! ([`exists`](ContentStore::exists), [`info`](ContentStore::info),
+//! [`list`](ContentStore::list), [`delete`](ContentStore::delete)) only while its source
+//! exists. The first [`open_blob`](ContentStore::open_blob) *materializes* it: the source
+//! writes the bytes through an ordinary [`BlobWriter`], whose commit verifies size and
+//! digest (a source that no longer makes those bytes is [`ContentError::SourceChanged`],
+//! and nothing is stored); the real blob then replaces the record.
+//!
 //! All methods are synchronous and the types are `Send + Sync`; call them from async code
 //! through `spawn_blocking`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use errkind::{ErrorKind, HasKind};
@@ -66,6 +81,15 @@ pub enum ContentError {
         /// The bound.
         limit: u64,
     },
+    /// A derived blob's source no longer makes the bytes it was recorded with (its
+    /// snapshot changed on disk); nothing was stored.
+    #[error("blob {digest} cannot be made again from {source_id}: its content changed")]
+    SourceChanged {
+        /// The derived blob.
+        digest: Digest,
+        /// The source it was recorded with.
+        source_id: Digest,
+    },
     /// A filesystem operation failed.
     #[error("content store: {op} {path}")]
     Io {
@@ -86,7 +110,7 @@ impl HasKind for ContentError {
             ContentError::SizeMismatch { .. }
             | ContentError::DigestMismatch { .. }
             | ContentError::TooLarge { .. } => ErrorKind::InvalidArgument,
-            ContentError::Io { .. } => ErrorKind::Internal,
+            ContentError::SourceChanged { .. } | ContentError::Io { .. } => ErrorKind::Internal,
         }
     }
 }
@@ -106,7 +130,31 @@ pub struct BlobInfo {
     pub digest: Digest,
     /// Its size in bytes.
     pub size: u64,
-    /// When it was committed (file modification time).
+    /// When it was committed (file modification time; a derived blob's: its record's).
+    pub modified: SystemTime,
+    /// Whether it is a derived blob (see the module docs): not stored, so its size takes
+    /// no disk space of its own.
+    pub derived: bool,
+}
+
+/// What makes derived blobs (see the module docs); implemented by the snapshotter.
+pub trait BlobSource: Send + Sync + std::fmt::Debug {
+    /// Whether `source` exists (and so can make its blob).
+    fn has_source(&self, source: &Digest) -> bool;
+    /// Writes the bytes of the blob made from `source` to `out`.
+    fn write_blob(&self, source: &Digest, out: &mut dyn Write) -> io::Result<()>;
+}
+
+/// A derived blob's record (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedRecord {
+    /// The blob.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// What makes it (for the image store: a committed snapshot's chain id).
+    pub source: Digest,
+    /// When the record was written.
     pub modified: SystemTime,
 }
 
@@ -114,6 +162,7 @@ pub struct BlobInfo {
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     root: PathBuf,
+    source: Option<Arc<dyn BlobSource>>,
 }
 
 impl ContentStore {
@@ -124,7 +173,13 @@ impl ContentStore {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
         }
-        Ok(ContentStore { root })
+        Ok(ContentStore { root, source: None })
+    }
+
+    /// This store with `source` making its derived blobs (see the module docs).
+    pub fn with_source(mut self, source: Arc<dyn BlobSource>) -> ContentStore {
+        self.source = Some(source);
+        self
     }
 
     /// The store's root directory.
@@ -209,9 +264,144 @@ impl ContentStore {
         self.writer(ref_key)?.abort()
     }
 
-    /// Whether a blob with this digest is stored.
+    /// Whether a blob with this digest is stored (or derived from a source that exists).
     pub fn exists(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        self.blob_path(digest).is_file() || self.derived(digest).is_some()
+    }
+
+    fn derived_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("derived")
+            .join(digest.algorithm().as_str())
+            .join(digest.hex())
+    }
+
+    /// The record of derived blob `digest`, whatever its source's state.
+    fn derived_record(&self, digest: &Digest) -> Option<DerivedRecord> {
+        let p = self.derived_path(digest);
+        let text = fs::read_to_string(&p).ok()?;
+        let mut parts = text.split_whitespace();
+        let size = parts.next()?.parse::<u64>().ok()?;
+        let source = Digest::parse(parts.next()?).ok()?;
+        let modified = fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Some(DerivedRecord {
+            digest: digest.clone(),
+            size,
+            source,
+            modified,
+        })
+    }
+
+    /// The record of derived blob `digest` when its source exists (so it is present).
+    pub fn derived(&self, digest: &Digest) -> Option<DerivedRecord> {
+        let src = self.source.as_ref()?;
+        self.derived_record(digest)
+            .filter(|r| src.has_source(&r.source))
+    }
+
+    /// The files named by a digest under `<root>/<top>/<alg>/`, with those digests.
+    fn entries(&self, top: &str, op: &'static str) -> Result<Vec<(Digest, fs::DirEntry)>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = self.root.join(top).join(alg.as_str());
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(op, &dir)(e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(io_err(op, &dir))?;
+                let name = ent.file_name();
+                if let Some(d) = name.to_str().and_then(|n| Digest::from_hex(alg, n).ok()) {
+                    out.push((d, ent));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every derived blob record, those whose source is gone included (for garbage
+    /// collection, which drops those).
+    pub fn list_derived(&self) -> Result<Vec<DerivedRecord>> {
+        let mut out: Vec<DerivedRecord> = self
+            .entries("derived", "list derived blobs")?
+            .iter()
+            .filter_map(|(d, _)| self.derived_record(d))
+            .collect();
+        out.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Ok(out)
+    }
+
+    /// Records blob `digest` (`size` bytes) as derived from `source` instead of storing
+    /// its bytes; see the module docs. The caller vouches that `source` makes exactly
+    /// those bytes (the first read verifies it). Crash-safe (temporary file, fsync,
+    /// rename); replaces an earlier record of the digest. A no-op when the blob is stored.
+    pub fn put_derived(&self, digest: &Digest, size: u64, source: &Digest) -> Result<()> {
+        if self.blob_path(digest).is_file() {
+            return Ok(());
+        }
+        let p = self.derived_path(digest);
+        let dir = p.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let tmp = dir.join(format!(".{}.tmp-{}", digest.hex(), std::process::id()));
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(format!("{size} {source}\n").as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &p)?;
+            File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_err("write derived blob record", &p)(e)
+        })
+    }
+
+    /// Makes derived blob `rec` a stored blob (see the module docs) and returns its path.
+    fn materialize(&self, rec: &DerivedRecord) -> Result<PathBuf> {
+        let target = self.blob_path(&rec.digest);
+        let src = self
+            .source
+            .as_ref()
+            .ok_or_else(|| ContentError::NotFound(rec.digest.clone()))?;
+        let mut w = self.writer(&format!("derive-{}", rec.digest))?;
+        if target.is_file() {
+            // Made meanwhile by another reader (whose writer held the lock).
+            w.abort()?;
+            return Ok(target);
+        }
+        if w.offset() != 0 {
+            w = w.restart()?;
+        }
+        let data_path = w.data_path.clone();
+        src.write_blob(&rec.source, &mut w)
+            .and_then(|()| w.flush())
+            .map_err(io_err("make derived blob", &data_path))?;
+        match w.commit(Some(rec.size), Some(&rec.digest)) {
+            Ok(_) => Ok(target),
+            Err(ContentError::SizeMismatch { .. } | ContentError::DigestMismatch { .. }) => {
+                Err(ContentError::SourceChanged {
+                    digest: rec.digest.clone(),
+                    source_id: rec.source.clone(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The path of blob `digest`'s bytes, materializing a derived blob first (see the
+    /// module docs): for callers that read the file by its path.
+    pub fn stored_path(&self, digest: &Digest) -> Result<PathBuf> {
+        let p = self.blob_path(digest);
+        if p.is_file() {
+            return Ok(p);
+        }
+        match self.derived(digest) {
+            Some(rec) => self.materialize(&rec),
+            None => Err(ContentError::NotFound(digest.clone())),
+        }
     }
 
     /// The size of a stored blob.
@@ -227,24 +417,36 @@ impl ContentStore {
                 digest: digest.clone(),
                 size: m.len(),
                 modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                derived: false,
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(ContentError::NotFound(digest.clone()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.derived(digest) {
+                Some(r) => Ok(BlobInfo {
+                    digest: r.digest,
+                    size: r.size,
+                    modified: r.modified,
+                    derived: true,
+                }),
+                None => Err(ContentError::NotFound(digest.clone())),
+            },
             Err(e) => Err(io_err("stat blob", &p)(e)),
         }
     }
 
-    /// Opens a stored blob for reading (the file is never modified once committed).
+    /// Opens a stored blob for reading (the file is never modified once committed). A
+    /// derived blob is materialized first (see the module docs).
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let p = self.blob_path(digest);
-        File::open(&p).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                ContentError::NotFound(digest.clone())
-            } else {
-                io_err("open blob", &p)(e)
+        match File::open(&p) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let rec = self
+                    .derived(digest)
+                    .ok_or_else(|| ContentError::NotFound(digest.clone()))?;
+                let p = self.materialize(&rec)?;
+                File::open(&p).map_err(io_err("open blob", &p))
             }
-        })
+            Err(e) => Err(io_err("open blob", &p)(e)),
+        }
     }
 
     /// Reads a whole blob into memory, refusing blobs larger than `limit` bytes, and
@@ -303,40 +505,50 @@ impl ContentStore {
         Ok(())
     }
 
-    /// Deletes a blob. Deleting a blob that is not there is `NotFound`.
+    /// Deletes a blob: its bytes and its derived record (see the module docs), also one
+    /// whose source is gone. Deleting a blob that is not there (neither) is `NotFound`.
     pub fn delete(&self, digest: &Digest) -> Result<()> {
-        let p = self.blob_path(digest);
-        fs::remove_file(&p).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                ContentError::NotFound(digest.clone())
-            } else {
-                io_err("delete blob", &p)(e)
+        let mut found = false;
+        for (p, op) in [
+            (self.blob_path(digest), "delete blob"),
+            (self.derived_path(digest), "delete derived blob record"),
+        ] {
+            match fs::remove_file(&p) {
+                Ok(()) => found = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(op, &p)(e)),
             }
-        })
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(ContentError::NotFound(digest.clone()))
+        }
     }
 
-    /// Lists every stored blob.
+    /// Lists every stored blob, and every derived one whose source exists.
     pub fn list(&self) -> Result<Vec<BlobInfo>> {
         let mut out = Vec::new();
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let dir = self.root.join("blobs").join(alg.as_str());
-            let rd = match fs::read_dir(&dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("list blobs", &dir)(e)),
-            };
-            for ent in rd {
-                let ent = ent.map_err(io_err("list blobs", &dir))?;
-                let name = ent.file_name();
-                let Some(name) = name.to_str() else { continue };
-                let Ok(d) = Digest::from_hex(alg, name) else {
-                    continue;
-                };
-                if let Ok(m) = ent.metadata() {
+        for (d, ent) in self.entries("blobs", "list blobs")? {
+            if let Ok(m) = ent.metadata() {
+                out.push(BlobInfo {
+                    digest: d,
+                    size: m.len(),
+                    modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    derived: false,
+                });
+            }
+        }
+        if let Some(src) = &self.source {
+            let stored: std::collections::HashSet<Digest> =
+                out.iter().map(|b| b.digest.clone()).collect();
+            for r in self.list_derived()? {
+                if !stored.contains(&r.digest) && src.has_source(&r.source) {
                     out.push(BlobInfo {
-                        digest: d,
-                        size: m.len(),
-                        modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        digest: r.digest,
+                        size: r.size,
+                        modified: r.modified,
+                        derived: true,
                     });
                 }
             }
@@ -513,6 +725,8 @@ impl BlobWriter {
             .map_err(io_err("fsync ingest", &self.data_path))?;
         drop(file);
         fs::rename(&self.data_path, &target).map_err(io_err("commit blob", &target))?;
+        // The stored bytes supersede a derived record of the same blob.
+        let _ = fs::remove_file(self.store.derived_path(&actual));
         if let Some(dir) = target.parent() {
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
@@ -638,6 +852,100 @@ mod tests {
             cs.gzip_of(&missing).unwrap_err().kind(),
             ErrorKind::NotFound
         );
+    }
+
+    /// Sources kept in memory: name → bytes.
+    #[derive(Debug, Default)]
+    struct Memory(std::sync::Mutex<std::collections::HashMap<Digest, Vec<u8>>>);
+
+    impl BlobSource for Memory {
+        fn has_source(&self, source: &Digest) -> bool {
+            self.0.lock().unwrap().contains_key(source)
+        }
+        fn write_blob(&self, source: &Digest, out: &mut dyn Write) -> io::Result<()> {
+            let data = self.0.lock().unwrap().get(source).cloned();
+            out.write_all(&data.ok_or_else(|| io::Error::other("no such source"))?)
+        }
+    }
+
+    #[test]
+    fn derived_blobs_are_present_while_their_source_is_and_made_on_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(Memory::default());
+        let cs = ContentStore::open(dir.path())
+            .unwrap()
+            .with_source(mem.clone());
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        let src = Digest::sha256_of(b"snapshot");
+        mem.0.lock().unwrap().insert(src.clone(), data.clone());
+        cs.put_derived(&d, data.len() as u64, &src).unwrap();
+        assert!(cs.exists(&d));
+        assert!(!cs.blob_path(&d).exists(), "nothing stored yet");
+        let info = cs.info(&d).unwrap();
+        assert_eq!((info.size, info.derived), (data.len() as u64, true));
+        assert_eq!(cs.list().unwrap(), vec![info]);
+        // Without its source it is no blob (a store without a source ignores records).
+        let plain = ContentStore::open(dir.path()).unwrap();
+        assert!(!plain.exists(&d) && plain.list().unwrap().is_empty());
+        let taken = mem.0.lock().unwrap().remove(&src).unwrap();
+        assert!(!cs.exists(&d));
+        assert_eq!(cs.info(&d).unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(cs.open_blob(&d).unwrap_err().kind(), ErrorKind::NotFound);
+        assert!(cs.list().unwrap().is_empty());
+        assert_eq!(cs.list_derived().unwrap().len(), 1, "the record stays");
+        mem.0.lock().unwrap().insert(src.clone(), taken);
+        // First read: made, verified, stored; the record gives way to the blob.
+        assert_eq!(cs.read_blob(&d, 1 << 20).unwrap(), data);
+        assert!(cs.blob_path(&d).is_file());
+        assert!(cs.list_derived().unwrap().is_empty());
+        assert!(!cs.info(&d).unwrap().derived);
+        mem.0.lock().unwrap().clear();
+        assert_eq!(cs.read_blob(&d, 1 << 20).unwrap(), data);
+        // gzip_of reads through the same path.
+        let (g, _) = cs.gzip_of(&d).unwrap();
+        assert!(cs.exists(&g));
+        // Deleting removes a record too, also one whose source is gone.
+        cs.delete(&d).unwrap();
+        cs.put_derived(&d, data.len() as u64, &src).unwrap();
+        assert!(!cs.exists(&d));
+        cs.delete(&d).unwrap();
+        assert!(cs.list_derived().unwrap().is_empty());
+        assert_eq!(cs.delete(&d).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_source_that_changed_is_an_error_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(Memory::default());
+        let cs = ContentStore::open(dir.path())
+            .unwrap()
+            .with_source(mem.clone());
+        let d = Digest::sha256_of(b"original bytes");
+        let src = Digest::sha256_of(b"snapshot");
+        cs.put_derived(&d, 14, &src).unwrap();
+        for changed in [&b"changed bytes!"[..], b"changed length"] {
+            mem.0.lock().unwrap().insert(src.clone(), changed.to_vec());
+            let e = cs.open_blob(&d).unwrap_err();
+            assert!(matches!(e, ContentError::SourceChanged { .. }), "{e:?}");
+            assert!(e.to_string().contains("changed"), "{e}");
+            assert!(!cs.blob_path(&d).exists());
+            assert_eq!(cs.ingest_bytes(), 0);
+        }
+        mem.0
+            .lock()
+            .unwrap()
+            .insert(src.clone(), b"too short".to_vec());
+        assert!(matches!(
+            cs.open_blob(&d),
+            Err(ContentError::SourceChanged { .. })
+        ));
+        // The right bytes again: made.
+        mem.0
+            .lock()
+            .unwrap()
+            .insert(src.clone(), b"original bytes".to_vec());
+        assert_eq!(cs.read_blob(&d, 100).unwrap(), b"original bytes");
     }
 
     #[test]

@@ -46,6 +46,15 @@
 //! every byte is hashed once. Names a tar cannot round-trip (an entry whose name starts
 //! with `.wh.`, which applying turns into a whiteout) make the result
 //! [`SealResult::exact`] false: the caller must then unpack the tar instead.
+//!
+//! Once sealed, the directory gives the very same tar again: [`write_diff`] of it (also
+//! after it was renamed into a committed snapshot, and after links to its files from
+//! outside were removed) is byte for byte what [`seal_diff`] wrote, because the seal
+//! leaves exactly what the tar records and hard-link entries depend only on the paths
+//! inside the tree that share an inode (the first one walked is the file, the later
+//! ones links to it), never on link counts. That is what lets a build keep such a layer
+//! as its snapshot only, and make the tar when it is read (derived blobs, see
+//! [`crate::content`]).
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -765,7 +774,10 @@ fn header_for(m: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
 
 fn carried_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut names = vec![0u8; 4096];
+    // As large as `strip_xattrs`'s: a short buffer (ERANGE) would carry no xattrs before
+    // a seal strips the others and some after, and a layer made again from its sealed
+    // directory must be the same tar.
+    let mut names = vec![0u8; 64 * 1024];
     let Ok(n) = rustix::fs::llistxattr(path, &mut names[..]) else {
         return out;
     };
@@ -805,12 +817,15 @@ fn walk_diff<W: Write>(
         let full = base.join(&rp);
         let m = fs::symlink_metadata(&full).map_err(ioe("stat", &full))?;
         let ft = m.file_type();
-        if let Some(s) = seal.as_deref_mut() {
-            if ft.is_socket() {
-                // Not carried in layers: not in the snapshot either.
+        if ft.is_socket() {
+            // Not carried in layers (nor its xattrs); when sealing, not in the snapshot
+            // either.
+            if seal.is_some() {
                 fs::remove_file(&full).map_err(ioe("remove socket", &full))?;
-                continue;
             }
+            continue;
+        }
+        if let Some(s) = seal.as_deref_mut() {
             if name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 s.exact = false;
             }
@@ -885,7 +900,7 @@ fn walk_diff<W: Write>(
             b.append_data(&mut h, &rp, io::empty())
                 .map_err(werr(&full))?;
         } else {
-            // Sockets are not carried in layers.
+            // Nothing else is carried in layers.
             continue;
         }
         if seal.is_some() {

@@ -645,6 +645,31 @@ pub fn content_size(path: &Path) -> u64 {
     total
 }
 
+/// Committed snapshots are the sources of derived layer blobs (see [`crate::content`]):
+/// the blob made from chain id `c` is [`layer::write_diff`] of `c`'s directory. That is
+/// byte for byte the tar [`layer::seal_diff`] wrote when the directory was a build step's
+/// upper dir committed with [`Snapshotter::commit_dir`]: the seal left exactly what its
+/// tar describes (names, modes, owners, whole-second times, carried xattrs, whiteouts
+/// and opaque markers as overlay keeps them), and hard-link entries depend only on which
+/// paths inside the layer share an inode, not on link counts.
+impl crate::content::BlobSource for Snapshotter {
+    fn has_source(&self, source: &Digest) -> bool {
+        self.exists(source)
+    }
+
+    fn write_blob(&self, source: &Digest, out: &mut dyn io::Write) -> io::Result<()> {
+        if !self.exists(source) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("snapshot {source} not found"),
+            ));
+        }
+        layer::write_diff(&self.committed_fs(source), out)
+            .map(|_| ())
+            .map_err(io::Error::other)
+    }
+}
+
 impl crate::image::LayerSizes for Snapshotter {
     fn layer_size(&self, chain_id: &Digest) -> Option<u64> {
         self.committed_size(chain_id).ok()

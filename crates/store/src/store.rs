@@ -18,7 +18,9 @@
 //! container snapshots are its leases: while a container's snapshot exists, its image's
 //! layers stay, even if the image is removed with `force`. Blobs and snapshots younger than
 //! [`GcOptions::grace`] are kept too, so a pull or load that has written blobs but not yet
-//! registered its image is not collected under its feet.
+//! registered its image is not collected under its feet. A kept derived blob (a build
+//! layer stored only as its snapshot, see [`crate::content`]) keeps that snapshot; a
+//! derived record whose snapshot is gone is dropped.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -220,8 +222,10 @@ impl Store {
     /// applied without chown and device nodes are skipped.
     pub fn open(root: impl AsRef<Path>) -> Result<Store> {
         let root = root.as_ref().to_path_buf();
-        let content = ContentStore::open(&root)?;
         let snapshots = Snapshotter::open(root.join("snapshots"))?;
+        // Build layers are kept as snapshots only; their tars are made when read.
+        let content =
+            ContentStore::open(&root)?.with_source(std::sync::Arc::new(snapshots.clone()));
         let images = ImageStore::open(&root, content.clone())?
             .with_layer_sizes(std::sync::Arc::new(snapshots.clone()));
         let rootless = !nix::unistd::geteuid().is_root();
@@ -666,6 +670,21 @@ impl Store {
                 chains.extend(rec.chain_ids.iter().cloned());
             }
         }
+        // Derived blobs (build layers kept only as snapshots, see `content`): a kept one
+        // keeps the snapshot it is made from, even when no image uses that snapshot any
+        // more (another image has the same layer on another parent); one whose snapshot
+        // is gone is no blob any more and its record goes. Unkept ones are swept with
+        // the blobs below.
+        for r in self.content.list_derived()? {
+            if !self.snapshots.exists(&r.source) {
+                match self.content.delete(&r.digest) {
+                    Ok(()) | Err(ContentError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else if blobs.contains(&r.digest) {
+                chains.insert(r.source);
+            }
+        }
         if only.is_none() {
             self.snapshots.clean_tmp(grace.max(Duration::from_secs(60)));
         }
@@ -689,7 +708,10 @@ impl Store {
             }
             match self.content.delete(&b.digest) {
                 Ok(()) | Err(ContentError::NotFound(_)) => {
-                    report.bytes += b.size;
+                    // A derived blob's bytes are its snapshot's, counted below.
+                    if !b.derived {
+                        report.bytes += b.size;
+                    }
                     report.blobs.push(b.digest);
                 }
                 Err(e) => return Err(e.into()),
@@ -745,7 +767,13 @@ impl Store {
         }
         let mut out = DiskUsage {
             snapshots,
-            blobs: self.content.list()?.iter().map(|b| b.size).sum(),
+            blobs: self
+                .content
+                .list()?
+                .iter()
+                .filter(|b| !b.derived)
+                .map(|b| b.size)
+                .sum(),
             ..Default::default()
         };
         for img in &images {

@@ -586,3 +586,127 @@ fn a_blob_written_from_a_seal_is_named_by_the_diff_id_in_one_hash() {
     assert_eq!(blob, Digest::sha256_of(&reference));
     assert_eq!(cs.read_blob(&blob, 1 << 30).unwrap(), reference);
 }
+
+/// Adds to `messy_upper` what else a layer can hold, with links from `outside` (as a
+/// build's private context copy links its files into a step's upper dir).
+fn trickier_upper(up: &Path, outside: &Path) {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    messy_upper(up);
+    let set = |p: &Path, k: &str, v: &[u8]| {
+        rustix::fs::lsetxattr(p, k, v, rustix::fs::XattrFlags::empty()).unwrap()
+    };
+    fs::create_dir_all(up.join("links")).unwrap();
+    fs::create_dir_all(up.join("empty/dir")).unwrap();
+    fs::create_dir_all(up.join("dev")).unwrap();
+    // A file linked only from outside (link count 2 now, 1 once the context is gone).
+    fs::write(up.join("links/context-file"), b"from the context").unwrap();
+    fs::hard_link(up.join("links/context-file"), outside.join("ctx")).unwrap();
+    // Three names inside and one outside for one inode.
+    fs::write(up.join("links/a"), b"shared").unwrap();
+    fs::hard_link(up.join("links/a"), up.join("links/b")).unwrap();
+    fs::hard_link(up.join("links/a"), up.join("empty/c")).unwrap();
+    fs::hard_link(up.join("links/a"), outside.join("a")).unwrap();
+    // A nested whiteout, and a whiteout of a directory inside an opaque one.
+    mknod(
+        &up.join("app/sub/removed"),
+        SFlag::S_IFCHR,
+        Mode::empty(),
+        0,
+    )
+    .unwrap();
+    mknod(&up.join("opaque/old"), SFlag::S_IFCHR, Mode::empty(), 0).unwrap();
+    // Devices and a fifo.
+    mknod(
+        &up.join("dev/null"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        libc::makedev(1, 3),
+    )
+    .unwrap();
+    mknod(
+        &up.join("dev/loop9"),
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o660),
+        libc::makedev(7, 9),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(&up.join("dev/fifo"), Mode::from_bits_truncate(0o620)).unwrap();
+    // Names and a symlink target too long for a plain tar header.
+    let long = "n".repeat(150);
+    fs::create_dir_all(up.join(&long)).unwrap();
+    fs::write(up.join(&long).join(&long), b"deep").unwrap();
+    std::os::unix::fs::symlink("t".repeat(200), up.join("links/long-target")).unwrap();
+    // Carried xattrs (a capability too), and ones that are not.
+    set(&up.join("links/a"), "user.many", &[7u8; 3000]);
+    set(
+        &up.join("app/run.sh"),
+        "security.capability",
+        b"\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
+    );
+    set(&up.join("dev"), "trusted.other", b"x");
+    set(&up.join("empty/dir"), "user.note", b"empty");
+}
+
+#[test]
+fn a_committed_sealed_dir_gives_its_tar_again_byte_for_byte() {
+    if !is_root() {
+        eprintln!("skipping: needs root for devices, whiteouts and trusted xattrs");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = store::Store::open(tmp.path().join("store")).unwrap();
+    let up = tmp.path().join("upper");
+    let outside = tmp.path().join("context");
+    fs::create_dir(&up).unwrap();
+    fs::create_dir(&outside).unwrap();
+    trickier_upper(&up, &outside);
+    let mut sealed = Vec::new();
+    let r = seal_diff(&up, &mut sealed).unwrap();
+    assert!(r.exact);
+    let digest = Digest::sha256_of(&sealed);
+    // As a build step does: the dir is the snapshot; the blob only a record of it.
+    assert!(s.snapshots().commit_dir(&digest, None, &up).unwrap());
+    s.content()
+        .put_derived(&digest, sealed.len() as u64, &digest)
+        .unwrap();
+    // The build's context copy goes away: link counts drop.
+    fs::remove_dir_all(&outside).unwrap();
+    let committed = s.snapshots().committed_fs(&digest);
+    let mut again = Vec::new();
+    write_diff(&committed, &mut again).unwrap();
+    assert!(again == sealed, "the snapshot gives another tar");
+    // Whiteouts are devices in the snapshot and `.wh.` entries in the tar; the links are
+    // links; nothing was dropped.
+    let names: Vec<(String, tar::EntryType)> = tar::Archive::new(&sealed[..])
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            (p, e.header().entry_type())
+        })
+        .collect();
+    for (name, kind) in [
+        ("app/sub/.wh.removed", tar::EntryType::Regular),
+        ("opaque/.wh..wh..opq", tar::EntryType::Regular),
+        ("opaque/.wh.old", tar::EntryType::Regular),
+        ("links/context-file", tar::EntryType::Regular),
+        ("links/b", tar::EntryType::Link),
+        ("dev/loop9", tar::EntryType::Block),
+        ("dev/fifo", tar::EntryType::Fifo),
+        ("empty/dir", tar::EntryType::Directory),
+    ] {
+        assert!(
+            names.contains(&(name.to_string(), kind)),
+            "{name} {kind:?} not in {names:?}"
+        );
+    }
+    assert!(fs::symlink_metadata(committed.join("opaque/old"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // Read through the content store: made, verified and stored.
+    let blob = s.content().read_blob(&digest, 1 << 30).unwrap();
+    assert!(blob == sealed);
+    assert!(s.content().blob_path(&digest).is_file());
+}

@@ -452,3 +452,186 @@ fn image_size_is_the_uncompressed_layer_content() {
     assert_eq!(u.size, c.size);
     assert_eq!(u.shared_size, 300_010);
 }
+
+/// Makes a build layer the way a build step does: `files` sealed in a directory that
+/// becomes the snapshot of chain (`parent`, layer), the blob only recorded as derived
+/// from it. Returns the layer's descriptor and chain id.
+fn derived_layer(
+    s: &Store,
+    parent: Option<&Digest>,
+    files: &[(&str, &[u8])],
+) -> (Descriptor, Digest) {
+    let dir = s.root().join("snapshots/tmp").join(format!(
+        "step-{}",
+        Digest::sha256_of(format!("{parent:?}{files:?}").as_bytes()).short()
+    ));
+    for (name, data) in files {
+        let p = dir.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, data).unwrap();
+    }
+    // Fixed times (directories too), so that equal files make equal layers.
+    for (name, _) in files {
+        let mut p = dir.join(name);
+        while p != dir {
+            let t = nix::sys::time::TimeSpec::new(1_700_000_000, 0);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &p,
+                &t,
+                &t,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+            p.pop();
+        }
+    }
+    let mut hw = store::digest::HashingWriter::new(std::io::sink());
+    let r = store::layer::seal_diff(&dir, &mut hw).unwrap();
+    let (_, digest, size) = hw.finish();
+    assert!(r.exact);
+    let chain = match parent {
+        None => digest.clone(),
+        Some(p) => Digest::sha256_of(format!("{p} {digest}").as_bytes()),
+    };
+    assert!(s.snapshots().commit_dir(&chain, parent, &dir).unwrap());
+    if !s.content().exists(&digest) {
+        s.content().put_derived(&digest, size, &chain).unwrap();
+    }
+    (Descriptor::new(media_types::OCI_LAYER, digest, size), chain)
+}
+
+fn image_of(s: &Store, layers: Vec<Descriptor>, name: &str) -> store::ImageRecord {
+    use store::image::{ImageConfig, RootFs};
+    let cfg = ImageConfig {
+        created: None,
+        author: None,
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        variant: None,
+        config: None,
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: layers.iter().map(|l| l.digest.clone()).collect(),
+        },
+        history: vec![],
+        extra: Default::default(),
+    };
+    let rec = s.register_image(&cfg, layers).unwrap();
+    s.images()
+        .tag(&rec.id, &Reference::parse(name).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn derived_build_layers_are_blobs_until_nothing_keeps_them() {
+    if !is_root() {
+        eprintln!("skipping: commit_dir of a sealed dir as root only, as the builder");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path().join("store")).unwrap();
+    let big = vec![42u8; 300_000];
+    let (base, base_chain) = derived_layer(&s, None, &[("etc/base", b"base")]);
+    let (layer, chain_a) = derived_layer(&s, None, &[("big/data", &big)]);
+    // The same layer on another parent: another snapshot, the same blob.
+    let (layer_b, chain_b) = derived_layer(&s, Some(&base_chain), &[("big/data", &big)]);
+    assert_eq!(layer, layer_b);
+    assert_ne!(chain_a, chain_b);
+    let a = image_of(&s, vec![layer.clone()], "a:1");
+    let b = image_of(&s, vec![base.clone(), layer.clone()], "b:1");
+    assert_eq!(b.chain_ids, vec![base_chain.clone(), chain_b.clone()]);
+    let c = s.content();
+    // Present, not stored, not counted as blob bytes; registering read nothing.
+    for d in [&layer.digest, &base.digest] {
+        assert!(c.exists(d) && !c.blob_path(d).exists());
+        assert!(c.info(d).unwrap().derived);
+    }
+    assert_eq!(c.size(&layer.digest).unwrap(), layer.size);
+    let listed: Vec<_> = c
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.derived)
+        .collect();
+    assert_eq!(listed.len(), 2);
+    let du = s.disk_usage().unwrap();
+    assert!(du.blobs < 10_000, "{}", du.blobs);
+    // GC keeps what images use.
+    let gc = s
+        .gc_with(&GcOptions {
+            grace: Duration::ZERO,
+        })
+        .unwrap();
+    assert!(gc.blobs.is_empty() && gc.snapshots.is_empty(), "{gc:?}");
+    // Removing `a` frees its snapshot only if the blob does not need it: `b` still
+    // names the blob, whose record is made from `a`'s snapshot.
+    s.remove_image("a:1", false).unwrap();
+    assert!(s.images().get(&a.id).is_err());
+    assert!(c.exists(&layer.digest), "b's layer blob went with a");
+    assert!(s.snapshots().exists(&chain_a));
+    // Save `b` (made from the snapshot on the way) and load it elsewhere: the same ids.
+    let saved = s.save(&["b:1".to_string()], Vec::new()).unwrap();
+    assert!(c.blob_path(&layer.digest).is_file(), "materialized");
+    let s2 = Store::open(tmp.path().join("store2")).unwrap();
+    let loaded = s2.load(&saved[..]).unwrap();
+    assert_eq!(loaded[0].id, b.id);
+    let b2 = s2.images().get(&b.id).unwrap();
+    assert_eq!(b2.diff_ids, b.diff_ids);
+    assert_eq!(
+        s2.snapshots().committed_size(&chain_b).unwrap(),
+        big.len() as u64
+    );
+    // The stored blob replaced the record; now the snapshot of `a` is free.
+    s.gc_with(&GcOptions {
+        grace: Duration::ZERO,
+    })
+    .unwrap();
+    assert!(!s.snapshots().exists(&chain_a));
+    assert!(c
+        .list_derived()
+        .unwrap()
+        .iter()
+        .all(|r| r.digest == base.digest));
+    // Removing `b` removes the rest: blobs, records and snapshots.
+    s.remove_image("b:1", false).unwrap();
+    assert!(!c.exists(&layer.digest) && !c.exists(&base.digest));
+    assert!(c.list_derived().unwrap().is_empty());
+    assert!(s.snapshots().list_committed().unwrap().is_empty());
+}
+
+#[test]
+fn a_derived_blob_whose_snapshot_is_gone_is_not_there() {
+    if !is_root() {
+        eprintln!("skipping: commit_dir of a sealed dir as root only, as the builder");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(tmp.path().join("store")).unwrap();
+    let (layer, chain) = derived_layer(&s, None, &[("f", b"data")]);
+    let c = s.content();
+    assert!(c.exists(&layer.digest));
+    s.snapshots().remove_committed(&chain).unwrap();
+    assert!(!c.exists(&layer.digest));
+    assert!(c.list().unwrap().is_empty());
+    assert_eq!(
+        c.open_blob(&layer.digest).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // Collected: the record goes.
+    assert_eq!(c.list_derived().unwrap().len(), 1);
+    s.gc_with(&GcOptions {
+        grace: Duration::ZERO,
+    })
+    .unwrap();
+    assert!(c.list_derived().unwrap().is_empty());
+    // A snapshot changed under its record: a clear error, nothing stored.
+    let (layer, chain) = derived_layer(&s, None, &[("g", b"data")]);
+    fs::write(s.snapshots().committed_fs(&chain).join("g"), b"DATA").unwrap();
+    let e = c.open_blob(&layer.digest).unwrap_err();
+    assert!(
+        matches!(e, store::content::ContentError::SourceChanged { .. }),
+        "{e:?}"
+    );
+    assert!(!c.blob_path(&layer.digest).exists());
+}

@@ -390,13 +390,18 @@ impl RegistryClient {
         if resp.status() != StatusCode::NOT_FOUND {
             return Err(self.status_error(ep, &Method::HEAD, resp).await);
         }
-        let blob_path = images.content().blob_path(&desc.digest);
         if !images.content().exists(&desc.digest) {
             return Err(ClientError::BlobUnknown {
                 digest: desc.digest.to_string(),
                 repository: "local content store".into(),
             });
         }
+        // A build layer kept only as its snapshot is made into a file first.
+        let content = images.content().clone();
+        let digest = desc.digest.clone();
+        let blob_path = blocking("open blob", move || content.stored_path(&digest))
+            .await?
+            .map_err(|e| ClientError::store("open blob", e))?;
         // A session Location from a failed mount attempt can be reused for the upload.
         let mut session = None;
         for from in self.mount_candidates(ep, path, images, &desc.digest).await {
