@@ -671,6 +671,12 @@ fn init_errors_are_reported_and_nothing_leaks() {
             "hookfail",
         ),
     ];
+    create_fails_with_nothing_left(cases);
+}
+
+/// For each case: `create` of a container with the config changed fails with a message
+/// holding the text given, its program never ran, and nothing of it is left.
+fn create_fails_with_nothing_left(cases: Vec<(&str, ConfigEdit, &str)>) {
     for (name, edit, want) in cases {
         let Some(mut c) = Ctr::new(&["sh", "-c", "echo ran > /ran"]) else {
             return;
@@ -1891,4 +1897,254 @@ fn features_list_idmap_and_memory_policy() {
     assert!(modes.contains(&json!("MPOL_WEIGHTED_INTERLEAVE")));
     let flags = f["linux"]["memoryPolicy"]["flags"].as_array().unwrap();
     assert!(flags.contains(&json!("MPOL_F_NUMA_BALANCING")));
+}
+
+/// A seccomp agent (the other end of `linux.seccomp.listenerPath`): for each connection it
+/// keeps the container process state it receives and answers the notified calls of that
+/// listener: `getppid` returns 4242, `mkdir`/`mkdirat` fail with `EXDEV`, anything else
+/// goes on as if not notified.
+struct Agent {
+    path: PathBuf,
+    states: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Agent {
+    fn start(path: PathBuf) -> Agent {
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = states.clone();
+        std::thread::spawn(move || {
+            while let Ok((conn, _)) = listener.accept() {
+                let (state, fd) = recv_state(&conn);
+                kept.lock().unwrap().push(state);
+                std::thread::spawn(move || answer_notifications(fd));
+            }
+        });
+        Agent { path, states }
+    }
+
+    /// The states received so far, after waiting until there are `n`.
+    fn states(&self, n: usize) -> Vec<Value> {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.states.lock().unwrap().clone();
+            if s.len() >= n || Instant::now() > until {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Reads one container process state: JSON with the listener fd (SCM_RIGHTS), then the
+/// rest of the JSON until the runtime closes the connection.
+fn recv_state(conn: &std::os::unix::net::UnixStream) -> (Value, OwnedFd) {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 65536];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cmsg = [0u64; 8];
+    // SAFETY: msghdr is plain data; all pointers point at live locals of the right size;
+    // the fd in an SCM_RIGHTS message is new and ours.
+    let (n, fd) = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg);
+        let n = libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS, "no fd");
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const RawFd);
+        (n as usize, OwnedFd::from_raw_fd(fd))
+    };
+    buf.truncate(n);
+    let mut c = conn;
+    c.read_to_end(&mut buf).unwrap();
+    (serde_json::from_slice(&buf).unwrap(), fd)
+}
+
+/// The agent's loop over one listener (until the kernel has no more notifications).
+fn answer_notifications(fd: OwnedFd) {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: the kernel wants a zeroed seccomp_notif, which is plain data.
+        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: `req` is a seccomp_notif the kernel fills in.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) } != 0 {
+            match std::io::Error::last_os_error().raw_os_error() {
+                // Interrupted, or the caller died before we got it.
+                Some(libc::EINTR) | Some(libc::ENOENT) => continue,
+                _ => return,
+            }
+        }
+        let nr = i64::from(req.data.nr);
+        let (val, error, flags) = if nr == libc::SYS_getppid {
+            (4242, 0, 0)
+        } else if nr == libc::SYS_mkdir || nr == libc::SYS_mkdirat {
+            (0, -libc::EXDEV, 0)
+        } else {
+            (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32)
+        };
+        let mut resp = libc::seccomp_notif_resp {
+            id: req.id,
+            val,
+            error,
+            flags,
+        };
+        // SAFETY: `resp` is a valid seccomp_notif_resp; an error (the caller died) is
+        // harmless.
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    }
+}
+
+/// A profile whose `getppid` and `mkdir` go to the agent at `path`, and also the calls
+/// the init itself makes after loading the filter (closing its copy of the listener,
+/// waiting for the runtime, dropping privileges, opening the exec fifo, execve): the
+/// agent lets those go on, which it can only do if it got the listener first.
+fn notify_profile(path: &Path) -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": path,
+        "listenerMetadata": "berth-test-metadata",
+        "syscalls": [
+            {"names": ["getppid", "mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"},
+            {"names": ["close", "recvmsg", "write", "openat", "execve", "capset", "setresuid",
+                       "chdir", "prctl"], "action": "SCMP_ACT_NOTIFY"},
+            {"names": ["reboot"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+        ]
+    })
+}
+
+#[test]
+fn seccomp_notify_calls_are_answered_by_the_agent() {
+    // With no_new_privs (the filter is then loaded at the end of the setup), and without
+    // (loaded before the capabilities are dropped): either way during create.
+    for nnp in [true, false] {
+        let Some(mut c) = Ctr::new(&[
+            "sh",
+            "-c",
+            "echo ppid=$PPID; mkdir /tmp/notified 2>&1; echo rc=$?; \
+             for f in /proc/1/fd/*; do echo fd=$(readlink $f); done; echo done; exec sleep 100",
+        ]) else {
+            return;
+        };
+        let agent = Agent::start(c.b.path().join("agent.sock"));
+        c.b.config["process"]["noNewPrivileges"] = json!(nnp);
+        c.b.config["annotations"] = json!({"org.example": "yes"});
+        c.b.config["linux"]["seccomp"] = notify_profile(&agent.path);
+        let (ok, err) = c.create();
+        assert!(ok, "nnp={nnp}: {err}");
+        // The agent has the listener once create returns, before the program runs.
+        let pid = c.state().unwrap()["pid"].as_i64().unwrap();
+        let states = agent.states(1);
+        assert_eq!(states.len(), 1, "nnp={nnp}");
+        let s = &states[0];
+        assert_eq!(s["fds"], json!(["seccompFd"]), "{s}");
+        assert_eq!(s["pid"], pid, "{s}");
+        assert_eq!(s["metadata"], "berth-test-metadata", "{s}");
+        assert_eq!(s["state"]["status"], "creating", "{s}");
+        assert_eq!(s["state"]["id"], c.id.as_str(), "{s}");
+        assert_eq!(s["state"]["pid"], pid, "{s}");
+        assert_eq!(s["state"]["annotations"]["org.example"], "yes", "{s}");
+        assert!(c.ctr_out().is_empty(), "ran before start");
+        assert!(c.rt(&["start", &c.id]).status.success());
+        let until = Instant::now() + Duration::from_secs(10);
+        while !c.ctr_out().contains("done") && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = c.ctr_out();
+        assert!(out.contains("ppid=4242\n"), "nnp={nnp}: {out}");
+        assert!(out.contains("Invalid cross-device link"), "{out}");
+        assert!(out.contains("rc=1"), "{out}");
+        assert!(!c.b.rootfs().join("tmp/notified").exists());
+        // The container holds no listener of its own (it could answer its own calls).
+        assert!(out.contains("fd="), "{out}");
+        assert!(!out.contains("seccomp"), "listener leaked: {out}");
+        if nnp {
+            // An exec'd process gets the container's filter, and its own listener.
+            let o = c.rt(&["exec", &c.id, "sh", "-c", "echo exec-ppid=$PPID"]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "exec-ppid=4242\n");
+            let states = agent.states(2);
+            assert_eq!(states.len(), 2);
+            let s = &states[1];
+            assert_eq!(s["state"]["status"], "running", "{s}");
+            assert_eq!(s["state"]["pid"], pid, "{s}");
+            let exec_pid = s["pid"].as_i64().unwrap();
+            assert!(exec_pid > 0 && exec_pid != pid, "{s}");
+            assert_eq!(s["metadata"], "berth-test-metadata", "{s}");
+        }
+        assert!(c.rt(&["delete", "--force", &c.id]).status.success());
+        c.assert_clean();
+    }
+}
+
+#[test]
+fn seccomp_notify_without_an_agent_fails_with_nothing_left() {
+    // The listener is handed over right after loading: early without no_new_privs, at
+    // the end of the setup with it.
+    let nobody = |nnp: bool| -> ConfigEdit {
+        Box::new(move |c| {
+            c["process"]["noNewPrivileges"] = json!(nnp);
+            c["linux"]["seccomp"] = notify_profile(Path::new("/nonexistent/a.sock"));
+        })
+    };
+    create_fails_with_nothing_left(vec![
+        (
+            "no listenerPath",
+            Box::new(|c| {
+                c["linux"]["seccomp"] = json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+                })
+            }),
+            "listenerPath (the seccomp agent's socket) is not set",
+        ),
+        (
+            "notify as the default action",
+            Box::new(|c| {
+                c["linux"]["seccomp"] =
+                    json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x.sock"})
+            }),
+            "default action",
+        ),
+        (
+            "nobody listening, no_new_privs",
+            nobody(true),
+            "cannot hand the seccomp listener to the agent at /nonexistent/a.sock",
+        ),
+        (
+            "nobody listening, CAP_SYS_ADMIN",
+            nobody(false),
+            "cannot hand the seccomp listener to the agent at /nonexistent/a.sock",
+        ),
+    ]);
+}
+
+#[test]
+fn seccomp_notify_exec_without_the_agent_fails_and_does_not_run() {
+    let Some(mut c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let agent = Agent::start(c.b.path().join("agent.sock"));
+    c.b.config["process"]["noNewPrivileges"] = json!(true);
+    c.b.config["linux"]["seccomp"] = notify_profile(&agent.path);
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    // The agent goes away: an exec cannot hand it its listener.
+    fs::remove_file(&agent.path).unwrap();
+    let started = Instant::now();
+    let o = c.rt(&["exec", &c.id, "sh", "-c", "echo ran > /exec-ran"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "exec succeeded");
+    assert!(err.contains("cannot hand the seccomp listener"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "exec hung");
+    assert!(!c.b.rootfs().join("exec-ran").exists(), "program ran");
+    assert_eq!(c.status(), "running");
 }

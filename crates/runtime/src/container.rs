@@ -206,6 +206,22 @@ fn cgroup_mounts(cg: &cgroups::Cgroup) -> CgroupMounts {
     }
 }
 
+/// Hands a process's seccomp listener (`fd`, from a `SECCOMP` message) to the agent of
+/// the container's profile, with the container process state for `pid` (see `agent`).
+fn hand_over_listener(spec: &Spec, pid: i32, state: &OciState, fd: Option<OwnedFd>) -> Result<()> {
+    let fd = fd.ok_or_else(|| Error::Init("seccomp listener message without fd".into()))?;
+    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+        return Err(Error::Init(
+            "seccomp listener without a seccomp profile".into(),
+        ));
+    };
+    crate::agent::hand_over(
+        seccomp,
+        &crate::agent::process_state(seccomp, pid, state),
+        fd,
+    )
+}
+
 /// Sends `fd` to a console socket, runc-style (SCM_RIGHTS with a small name payload).
 fn send_console(sock: &UnixStream, fd: &OwnedFd) -> Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -535,7 +551,8 @@ impl Runtime {
                         start_time,
                         pty: None,
                     });
-                    let state = self.hook_state(id, bundle, pid, Status::Creating);
+                    let state = serde_json::to_vec(&self.creating_state(id, bundle, pid))
+                        .unwrap_or_default();
                     let hooks = bundle.spec.hooks().as_ref();
                     let has_hooks = hooks.is_some_and(|h| {
                         h.prestart().as_ref().is_some_and(|v| !v.is_empty())
@@ -590,6 +607,19 @@ impl Runtime {
                     (None, fd) => pty = fd,
                     _ => {}
                 },
+                sync::SECCOMP => {
+                    // The init waits for this, under a filter whose notified calls wait
+                    // for the agent: answer before anything else (see `agent`).
+                    let Some(pid) = spawned.as_ref().map(|s| s.pid) else {
+                        break Err(Error::Init("seccomp listener before the pid".into()));
+                    };
+                    let st = self.creating_state(id, bundle, pid);
+                    if let Err(e) = hand_over_listener(&bundle.spec, pid, &st, msg.fd) {
+                        break Err(e);
+                    }
+                    // A failed send means the init died: its error (or EOF) comes next.
+                    let _ = sock.send(sync::SECCOMP_DONE, &[]);
+                }
                 sync::READY => break Ok(()),
                 sync::ERROR => {
                     break Err(Error::Init(String::from_utf8_lossy(&msg.data).into_owned()))
@@ -615,19 +645,19 @@ impl Runtime {
         Ok(spawned)
     }
 
-    fn hook_state(&self, id: &str, bundle: &Bundle, pid: i32, status: Status) -> Vec<u8> {
-        let st = OciState {
+    /// The state of a container being created (for hooks and the seccomp agent).
+    fn creating_state(&self, id: &str, bundle: &Bundle, pid: i32) -> OciState {
+        OciState {
             oci_version: crate::state::OCI_VERSION.into(),
             id: id.to_string(),
-            status,
+            status: Status::Creating,
             pid,
             bundle: bundle.dir.clone(),
             rootfs: bundle.rootfs.clone(),
             created: String::new(),
             owner: String::new(),
             annotations: bundle.spec.annotations().clone().unwrap_or_default(),
-        };
-        serde_json::to_vec(&st).unwrap_or_default()
+        }
     }
 
     /// Starts a created container: lets its init exec the program, then runs the
@@ -1017,6 +1047,22 @@ impl Runtime {
         drop(child_sock);
         let mut pid = None;
         let mut stage1_reaped = false;
+        // The agent is told the exec'd process's host pid, which stage 1 reports: a
+        // listener that comes first waits for it (stage 1 runs no filter, so it comes).
+        let mut listener: Option<OwnedFd> = None;
+        let hand_over = |pid: i32, fd: OwnedFd| {
+            if let Err(e) = hand_over_listener(&rec.config, pid, &rec.oci_state(status), Some(fd)) {
+                // It waits for us under its filter, and may be stuck in a notified call
+                // (closing its own copy of the listener, say) that nobody will answer.
+                // SAFETY: kill has no memory effects. The process has not exited: it waits
+                // for our answer.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return Err(e);
+            }
+            // A failed send means the process died: its error (or EOF) comes next.
+            let _ = parent_sock.send(sync::SECCOMP_DONE, &[]);
+            Ok::<(), Error>(())
+        };
         let result: Result<()> = loop {
             let msg = match parent_sock.recv() {
                 Ok(Some(m)) => m,
@@ -1032,8 +1078,24 @@ impl Runtime {
                     stage1_reaped = true;
                     if let Some(p) = pid {
                         crate::signals::forward_to(p);
+                        if let Some(fd) = listener.take() {
+                            if let Err(e) = hand_over(p, fd) {
+                                break Err(e);
+                            }
+                        }
                     }
                 }
+                sync::SECCOMP => match (pid, msg.fd) {
+                    (Some(p), Some(fd)) => {
+                        if let Err(e) = hand_over(p, fd) {
+                            break Err(e);
+                        }
+                    }
+                    (None, Some(fd)) => listener = Some(fd),
+                    (_, None) => {
+                        break Err(Error::Init("seccomp listener message without fd".into()))
+                    }
+                },
                 sync::WARN => eprintln!("warning: {}", String::from_utf8_lossy(&msg.data)),
                 sync::PTY => match (console.as_ref(), msg.fd) {
                     (Some(c), Some(fd)) => {
@@ -1078,6 +1140,8 @@ impl Runtime {
                 _ => {}
             }
         };
+        // The process may wait for a word from us (SECCOMP_DONE): EOF ends that wait.
+        drop(parent_sock);
         if !stage1_reaped {
             let _ = waitpid(stage1, None);
         }

@@ -82,6 +82,18 @@ pub enum Error {
     /// The seccomp profile could not be compiled.
     #[error("seccomp profile")]
     Seccomp(#[source] seccomp::SeccompError),
+    /// The seccomp agent at `linux.seccomp.listenerPath` could not be given the
+    /// container's user-notification listener (not listening, or the send failed).
+    #[error("cannot hand the seccomp listener to the agent at {} (linux.seccomp.listenerPath): {what}", path.display())]
+    SeccompAgent {
+        /// The agent's socket.
+        path: PathBuf,
+        /// The step that failed.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The state file is corrupt.
     #[error("corrupt state file {path}")]
     State {
@@ -108,6 +120,7 @@ impl HasKind for Error {
             Error::ReadConfig { .. } => ErrorKind::InvalidArgument,
             Error::BadState { .. } => ErrorKind::FailedPrecondition,
             Error::Init(_) | Error::Hook(_) => ErrorKind::FailedPrecondition,
+            Error::SeccompAgent { .. } => ErrorKind::Unavailable,
             Error::Io { .. } | Error::Sys { .. } | Error::Cgroup { .. } | Error::State { .. } => {
                 ErrorKind::Internal
             }

@@ -6,7 +6,9 @@
 //! exiting. The container process (pid 1 of a new pid namespace for `create`) builds the
 //! rootfs, applies the process settings, reports `READY` (or the error that stopped it)
 //! and then blocks opening the exec fifo for writing until `start` opens it for reading.
-//! Only then does it exec the user's program, with seccomp loaded last.
+//! Only then does it exec the user's program, with seccomp loaded last. A filter with a
+//! user-notification listener is the exception: it is loaded before `READY`, and its
+//! listener handed to the runtime for the seccomp agent (see `crate::agent`).
 //!
 //! Everything here runs in a freshly forked copy of a single-threaded runtime, so memory
 //! allocation is safe; the process never returns to the caller's code (it `_exit`s).
@@ -19,7 +21,7 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{Process, Spec};
 use std::convert::Infallible;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 /// Everything the forked processes need, prepared by the runtime before forking.
@@ -328,12 +330,10 @@ impl Ready<'_> {
     fn exec(self) -> CResult<Infallible> {
         reset_signals()?;
         if self.no_new_privs {
-            // SAFETY: PR_SET_NO_NEW_PRIVS with a flag value has no memory effects.
-            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                return Err(format!("set no_new_privs: {}", nix::errno::Errno::last()));
-            }
+            set_no_new_privs()?;
         }
         if let Some(f) = self.filter {
+            // Never one with a listener: that one is loaded in `prepare_process`.
             load_seccomp(f)?;
         }
         if self.init {
@@ -387,9 +387,37 @@ fn reset_signals() -> CResult<()> {
     .map_err(|e| format!("clear the signal mask: {e}"))
 }
 
+fn set_no_new_privs() -> CResult<()> {
+    // SAFETY: PR_SET_NO_NEW_PRIVS with a flag value has no memory effects.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!("set no_new_privs: {}", nix::errno::Errno::last()));
+    }
+    Ok(())
+}
+
+/// Loads the filter and, when it has a user-notification listener (`SCMP_ACT_NOTIFY`),
+/// hands the listener to the runtime, which passes it on to the seccomp agent, and waits
+/// until the agent has it. The only call between the two is the `sendmsg` of
+/// [`sync::Sock::send_fd`] (which the seccomp crate refuses to notify): any later call the
+/// profile notifies just waits for the agent, which is sure to get the listener.
+fn install_seccomp(a: &ChildArgs, p: &seccomp::Program) -> CResult<()> {
+    let Some(listener) = load_seccomp(p)? else {
+        return Ok(());
+    };
+    let sent = a.sock.send_fd(sync::SECCOMP, listener.as_raw_fd());
+    // The container must not keep a listener: it could answer its own calls.
+    drop(listener);
+    sent.ctx(|| "pass the seccomp listener to the runtime".into())?;
+    match a.sock.recv() {
+        Ok(Some(m)) if m.tag == sync::SECCOMP_DONE => Ok(()),
+        _ => Err("the runtime could not hand the seccomp listener to the agent".into()),
+    }
+}
+
 /// Installs a compiled seccomp program on the calling thread (every thread with TSYNC).
-/// Needs no_new_privs or CAP_SYS_ADMIN.
-fn load_seccomp(p: &seccomp::Program) -> CResult<()> {
+/// Needs no_new_privs or CAP_SYS_ADMIN. Returns the user-notification listener when the
+/// program has one (`SECCOMP_FILTER_FLAG_NEW_LISTENER`).
+fn load_seccomp(p: &seccomp::Program) -> CResult<Option<OwnedFd>> {
     let mut insns: Vec<libc::sock_filter> = p
         .instructions
         .chunks_exact(seccomp::INSN_LEN)
@@ -416,7 +444,14 @@ fn load_seccomp(p: &seccomp::Program) -> CResult<()> {
             &prog as *const libc::sock_fprog,
         )
     };
-    if r != 0 {
+    // Success is 0, or the listener's fd with NEW_LISTENER; without it, a positive value
+    // is the thread TSYNC could not synchronize.
+    if r > 0 && !p.has_listener() {
+        return Err(format!(
+            "load the seccomp filter: thread {r} could not be synced"
+        ));
+    }
+    if r < 0 {
         let e = nix::errno::Errno::last();
         return Err(match e {
             nix::errno::Errno::EACCES => {
@@ -425,7 +460,13 @@ fn load_seccomp(p: &seccomp::Program) -> CResult<()> {
             e => format!("load the seccomp filter: {e}"),
         });
     }
-    Ok(())
+    if !p.has_listener() {
+        return Ok(None);
+    }
+    let fd = RawFd::try_from(r).map_err(|_| format!("seccomp returned listener fd {r}"))?;
+    // SAFETY: with NEW_LISTENER, seccomp's return value is a new descriptor (close-on-exec)
+    // that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
 /// Applies everything but no_new_privs and seccomp, and finds the executable.
@@ -453,7 +494,7 @@ fn prepare_process<'a>(a: &'a ChildArgs, keep: &[RawFd]) -> CResult<Ready<'a>> {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it now, while
         // we still have it (the remaining setup must then pass the filter, as with runc).
         if let Some(f) = filter.take() {
-            load_seccomp(f)?;
+            install_seccomp(a, f)?;
         }
     }
     process::set_user_and_caps(p)?;
@@ -462,6 +503,14 @@ fn prepare_process<'a>(a: &'a ChildArgs, keep: &[RawFd]) -> CResult<Ready<'a>> {
     let (path, argv) = process::lookup(p)?;
     let umask = p.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(umask));
+    // A filter with a listener goes in now, during `create`, rather than at execve after
+    // `start`: the runtime that hands the listener to the agent is only there until
+    // `create` returns (runc does the same). no_new_privs first: the capabilities are gone.
+    if let Some(f) = filter.filter(|f| f.has_listener()) {
+        set_no_new_privs()?;
+        install_seccomp(a, f)?;
+        filter = None;
+    }
     Ok(Ready {
         path,
         argv,

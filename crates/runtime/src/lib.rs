@@ -19,7 +19,9 @@
 //! opens the other end: the user's program never runs before `start`. Any error before
 //! that point travels back to the `create` caller, and everything created is removed.
 //! Seccomp is loaded last, just before execve (or before dropping capabilities when
-//! no_new_privs is off, since loading then needs CAP_SYS_ADMIN).
+//! no_new_privs is off, since loading then needs CAP_SYS_ADMIN). A profile with
+//! `SCMP_ACT_NOTIFY` is loaded before the init reports ready instead, and its listener
+//! handed to the seccomp agent during `create` (see `agent`).
 //!
 //! The status is derived, never stored: `created` while the fifo exists and the init is
 //! alive, `running` once started, `paused` when frozen, `stopped` when the init (checked
@@ -30,6 +32,7 @@
 //! make the caller a child subreaper and install signal handlers that forward signals to
 //! the container process; a long-lived program should run the binary instead.
 
+mod agent;
 mod console;
 mod container;
 mod error;

@@ -6,8 +6,7 @@
 //! other end has exited.
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,6 +30,15 @@ pub const PTY: u8 = b'T';
 pub const READY: u8 = b'R';
 /// Child → parent: the setup failed; the payload is the message.
 pub const ERROR: u8 = b'E';
+/// Init or exec'd process → parent: the seccomp filter is loaded; its user-notification
+/// listener comes along (`SCM_RIGHTS`), for the agent at `listenerPath`.
+pub const SECCOMP: u8 = b'S';
+/// Parent → init or exec'd process: the agent has the listener; go on.
+pub const SECCOMP_DONE: u8 = b's';
+
+/// Bytes of control data for one fd (`CMSG_SPACE(sizeof(int))`).
+// SAFETY: CMSG_SPACE only computes a size.
+const FD_SPACE: usize = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
 
 /// One end of the sync channel.
 #[derive(Debug)]
@@ -70,13 +78,36 @@ impl Sock {
         sendmsg::<()>(self.raw(), &iov, &[], MsgFlags::MSG_NOSIGNAL, None).map(|_| ())
     }
 
-    /// Sends a tagged message carrying a file descriptor.
+    /// Sends a tagged message carrying a file descriptor. One `sendmsg` and nothing else
+    /// (no allocation either, which could `brk`/`mmap`): the init calls this with a fresh
+    /// seccomp filter installed, before the agent that may have to answer its calls has
+    /// the listener (see `seccomp::HANDOFF_SYSCALLS`).
     pub fn send_fd(&self, tag: u8, fd: RawFd) -> nix::Result<()> {
-        let t = [tag];
-        let iov = [IoSlice::new(&t)];
-        let fds = [fd];
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        sendmsg::<()>(self.raw(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None).map(|_| ())
+        let mut t = [tag];
+        let mut iov = libc::iovec {
+            iov_base: t.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // Room for one SCM_RIGHTS header and fd, aligned for cmsghdr.
+        let mut control = [0u64; 4];
+        const _: () = assert!(FD_SPACE <= 32, "the control buffer holds one fd");
+        // SAFETY: an all-zero msghdr is valid; every pointer set below points at a local
+        // that outlives the sendmsg call, with the length given; CMSG_FIRSTHDR of a
+        // control buffer of `space` bytes is non-null and has room for one fd.
+        let r = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = FD_SPACE as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
+            libc::sendmsg(self.raw(), &msg, libc::MSG_NOSIGNAL)
+        };
+        nix::errno::Errno::result(r).map(drop)
     }
 
     /// Receives one message; `None` at EOF.
@@ -133,6 +164,21 @@ impl Sock {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A descriptor sent with `send_fd` arrives as the same open file, with its tag.
+    #[test]
+    fn send_fd_passes_the_descriptor() {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = Sock::pair().unwrap();
+        let file = tempfile::tempfile().unwrap();
+        a.send_fd(SECCOMP, file.as_raw_fd()).unwrap();
+        let msg = b.recv().unwrap().unwrap();
+        assert_eq!(msg.tag, SECCOMP);
+        assert!(msg.data.is_empty());
+        let got = std::fs::File::from(msg.fd.expect("an fd"));
+        let (want, got) = (file.metadata().unwrap(), got.metadata().unwrap());
+        assert_eq!((want.dev(), want.ino()), (got.dev(), got.ino()));
+    }
 
     /// The init's way to fail: a message of the runtime's left unread, its ERROR sent,
     /// then exit. A runtime already waiting in `recv` must get the ERROR, not the
