@@ -2023,8 +2023,9 @@ fn notify_profile(path: &Path) -> Value {
 #[test]
 fn seccomp_notify_calls_are_answered_by_the_agent() {
     // With no_new_privs (the filter is then loaded at the end of the setup), and without
-    // (loaded before the capabilities are dropped): either way during create.
-    for nnp in [true, false] {
+    // (loaded before the capabilities are dropped): either way during create. And in a
+    // user namespace of its own.
+    for (nnp, userns) in [(true, false), (false, false), (true, true)] {
         let Some(mut c) = Ctr::new(&[
             "sh",
             "-c",
@@ -2037,8 +2038,15 @@ fn seccomp_notify_calls_are_answered_by_the_agent() {
         c.b.config["process"]["noNewPrivileges"] = json!(nnp);
         c.b.config["annotations"] = json!({"org.example": "yes"});
         c.b.config["linux"]["seccomp"] = notify_profile(&agent.path);
+        if userns {
+            let ns = c.b.config["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.push(json!({"type": "user"}));
+            let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+            c.b.config["linux"]["uidMappings"] = map.clone();
+            c.b.config["linux"]["gidMappings"] = map;
+        }
         let (ok, err) = c.create();
-        assert!(ok, "nnp={nnp}: {err}");
+        assert!(ok, "nnp={nnp} userns={userns}: {err}");
         // The agent has the listener once create returns, before the program runs.
         let pid = c.state().unwrap()["pid"].as_i64().unwrap();
         let states = agent.states(1);
@@ -2058,14 +2066,17 @@ fn seccomp_notify_calls_are_answered_by_the_agent() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let out = c.ctr_out();
-        assert!(out.contains("ppid=4242\n"), "nnp={nnp}: {out}");
+        assert!(
+            out.contains("ppid=4242\n"),
+            "nnp={nnp} userns={userns}: {out}"
+        );
         assert!(out.contains("Invalid cross-device link"), "{out}");
         assert!(out.contains("rc=1"), "{out}");
         assert!(!c.b.rootfs().join("tmp/notified").exists());
         // The container holds no listener of its own (it could answer its own calls).
         assert!(out.contains("fd="), "{out}");
         assert!(!out.contains("seccomp"), "listener leaked: {out}");
-        if nnp {
+        if nnp && !userns {
             // An exec'd process gets the container's filter, and its own listener.
             let o = c.rt(&["exec", &c.id, "sh", "-c", "echo exec-ppid=$PPID"]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
