@@ -356,7 +356,9 @@ impl Filter {
     }
 
     /// Install the filter in the kernel for the calling thread (all threads with TSYNC).
-    /// Needs `no_new_privs` set or `CAP_SYS_ADMIN`. Irreversible for this process.
+    /// Needs `no_new_privs` set or `CAP_SYS_ADMIN`. Irreversible for this process. With
+    /// `SCMP_ACT_NOTIFY`, libseccomp keeps the listener to itself: a runtime loads a
+    /// [`Program`] instead, and gets the listener from `seccomp(2)`.
     pub fn load(&self) -> Result<(), SeccompError> {
         if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
             if !may_load(&status) {
