@@ -1293,3 +1293,34 @@ fn a_build_layer_kept_as_its_snapshot_saves_and_pushes_the_same_tar() {
     assert!(!store.join("blobs/sha256").join(hex).exists());
     assert!(!store.join("derived/sha256").join(hex).exists());
 }
+
+/// A step whose files a tar cannot give back as they are (a name starting with `.wh.`,
+/// which unpacking turns into a whiteout) is not kept as its directory: its tar is
+/// stored as a blob and unpacked into the snapshot, as before.
+#[test]
+fn a_step_a_tar_cannot_round_trip_stores_its_layer_blob() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let ctx = d.dir.path().join("wh-ctx");
+    write(&ctx, "Dockerfile", "FROM busybox\nCOPY odd/ /odd/\n");
+    write(&ctx, "odd/keep", "kept\n");
+    write(&ctx, "odd/.wh.gone", "a file named like a whiteout\n");
+    let out = berth_build(&d, &["-t", "odd:1", ctx.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+    let o = d.docker(&["inspect", "-f", "{{json .RootFS.Layers}}", "odd:1"]);
+    let layers: Vec<String> = serde_json::from_slice(&o.stdout).unwrap();
+    let hex = layers[1].strip_prefix("sha256:").unwrap();
+    let store = d.root.join("image");
+    assert!(store.join("blobs/sha256").join(hex).is_file());
+    assert!(!store.join("derived/sha256").join(hex).exists());
+    let run = d.docker(&["run", "--rm", "odd:1", "ls", "-A", "/odd"]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "keep\n",
+        "{}",
+        text(&run)
+    );
+}

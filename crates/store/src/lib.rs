@@ -7,6 +7,8 @@
 //! * [`content`]: the blob store at `<root>/blobs/<alg>/<hex>`. Uploads stream into
 //!   `<root>/ingest/` under a caller-chosen *ref key*, are resumable, and become visible only
 //!   after [`content::BlobWriter::commit`] verified size and digest (fsync + atomic rename).
+//!   A build layer can be a *derived* blob instead: a record naming the committed snapshot
+//!   its tar is made from when first read.
 //! * [`reference`](mod@reference): docker reference parsing and normalisation (`busybox` →
 //!   `docker.io/library/busybox:latest`).
 //! * [`image`]: manifests / indexes / configs (OCI and Docker media types), platform
