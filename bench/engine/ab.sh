@@ -3,8 +3,12 @@
 # binaries, daemon A started with the environment $ENV_A and B with $ENV_B (e.g.
 # ENV_B=BERTH_CGROUP_WARMUP=0), each on its own temporary root and bridge, and runs
 # alternating A, B, A, B... so that both see the same machine weather. Prints each one's
-# median, mean and minimum and the ratio of the medians.
-# Usage: ENV_A="..." ENV_B="..." BIN=target/release bench/engine/ab.sh [RUNS]  (default 60)
+# median, mean and minimum and the ratio of the medians. BLOCK=N alternates blocks of N
+# runs, with a 0.3 s pause between blocks, for changes whose effect outlives a run
+# (kernel state such as the cgroup-attach switch, which one daemon's runs would leave on
+# for the other's).
+# Usage: ENV_A="..." ENV_B="..." [BLOCK=N] BIN=target/release bench/engine/ab.sh [RUNS]
+# (default 60 runs each)
 set -euo pipefail
 RUNS=${1:-60}
 cd "$(dirname "$0")/../.."
@@ -41,11 +45,15 @@ start() { # $1: a|b, $2: the environment (space-separated NAME=VALUE)
 }
 start a "${ENV_A:-}"
 start b "${ENV_B:-}"
-for i in $(seq "$RUNS"); do
+BLOCK=${BLOCK:-1}
+for i in $(seq $(( (RUNS + BLOCK - 1) / BLOCK ))); do
   for s in a b; do
-    t0=$(date +%s%N)
-    "$BIN/berth" -H "unix://$T/$s.sock" run --rm busybox true
-    echo "$s $(( ($(date +%s%N) - t0) / 1000 ))" >> "$T/times"
+    [ "$BLOCK" -gt 1 ] && sleep 0.3
+    for j in $(seq "$BLOCK"); do
+      t0=$(date +%s%N)
+      "$BIN/berth" -H "unix://$T/$s.sock" run --rm busybox true
+      echo "$s $(( ($(date +%s%N) - t0) / 1000 ))" >> "$T/times"
+    done
   done
 done
 python3 - "$T/times" "${ENV_A:-}" "${ENV_B:-}" <<'PY'

@@ -19,7 +19,11 @@
 //! and a thread of the warmer writes this process's own pid to the `cgroup.procs` of
 //! the cgroup it is in. That migrates nothing (the process is already there) but takes
 //! the lock, so the grace period runs in the background and the container's join finds
-//! the switch on. Kicks that arrive while a warm-up waits are merged into it.
+//! the switch on. Kicks that arrive while a warm-up waits are merged into it. For
+//! `HOLD` (100 ms) after the last kick the thread takes the lock again every `PERIOD`
+//! (4 ms), each time without waiting, which keeps the switch on however long the
+//! start takes to reach its join. (Meanwhile forks and exits on the host take the
+//! readers' slow path, an atomic operation instead of a per-cpu one.)
 //!
 //! The warm-up re-reads `/proc/self/cgroup` each time, so a process moved to another
 //! cgroup by its manager stays where it was moved (the window is the microseconds
@@ -27,6 +31,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::mountinfo::{self, CgroupMount};
 use crate::{join_cg, mounted, read, write, CgroupError, Result, PROC_CGROUP};
@@ -70,12 +75,23 @@ pub fn take_attach_lock() -> Result<()> {
     write(&file, &std::process::id().to_string())
 }
 
+/// How long after the last kick the warmer keeps the readers' switch on.
+const HOLD: Duration = Duration::from_millis(100);
+/// How often it takes the lock meanwhile: well inside one grace period (the switch
+/// stays on for at least one after the last writer, 10-20 ms measured here), so it
+/// never goes off; each of these takes the lock without waiting.
+const PERIOD: Duration = Duration::from_millis(4);
+
 #[derive(Default)]
 struct State {
     /// A warm-up was asked for and has not started yet.
     pending: bool,
+    /// When the last kick came.
+    last_kick: Option<Instant>,
     /// The warmer was dropped: the thread ends.
     stopped: bool,
+    /// Warm-ups done (for tests).
+    done: u64,
 }
 
 /// A thread that takes the cgroup attach lock when kicked (see the module docs).
@@ -109,6 +125,7 @@ impl AttachWarmer {
     pub fn kick(&self) {
         let (m, cv) = &*self.shared;
         let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_kick = Some(Instant::now());
         if !s.pending {
             s.pending = true;
             cv.notify_one();
@@ -129,16 +146,31 @@ fn run(shared: &(Mutex<State>, Condvar)) {
     loop {
         {
             let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
-            while !s.pending && !s.stopped {
-                s = cv.wait(s).unwrap_or_else(|p| p.into_inner());
+            loop {
+                if s.stopped {
+                    return;
+                }
+                if s.pending {
+                    s.pending = false;
+                    break;
+                }
+                let holding = s.last_kick.is_some_and(|t| t.elapsed() < HOLD);
+                if !holding {
+                    s = cv.wait(s).unwrap_or_else(|p| p.into_inner());
+                    continue;
+                }
+                let (g, timeout) = cv
+                    .wait_timeout(s, PERIOD)
+                    .unwrap_or_else(|p| p.into_inner());
+                s = g;
+                if timeout.timed_out() && !s.stopped {
+                    break;
+                }
             }
-            if s.stopped {
-                return;
-            }
-            s.pending = false;
         }
         // Best effort: a failed warm-up only means the container's own join waits.
         let _ = take_attach_lock();
+        m.lock().unwrap_or_else(|p| p.into_inner()).done += 1;
     }
 }
 
@@ -166,7 +198,7 @@ mod tests {
     }
 
     #[test]
-    fn kicks_are_served_and_the_thread_ends_with_the_warmer() {
+    fn kicks_are_served_held_for_a_while_and_the_thread_ends_with_the_warmer() {
         let w = AttachWarmer::start().expect("warmer");
         let shared = Arc::clone(&w.shared);
         w.kick();
@@ -177,6 +209,23 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "kick never served");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        // Without more kicks it goes on taking the lock for HOLD, then stops.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while shared.0.lock().unwrap().done < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no warm-ups while holding"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(HOLD * 3);
+        let settled = shared.0.lock().unwrap().done;
+        std::thread::sleep(HOLD);
+        assert_eq!(
+            shared.0.lock().unwrap().done,
+            settled,
+            "still warming after HOLD"
+        );
         drop(w);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while Arc::strong_count(&shared) > 1 {
