@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{self, enc, query, ApiError, Body, Hijacked};
 use crate::format::{self, ago, ellipsis, human_size, short_id, tabwrite};
-use crate::opts::{create_body, ContainerOpts};
+use crate::opts::{create_body, ContainerOpts, Deferred};
 use crate::stream::{Demuxer, StreamKind};
 use crate::template::Format;
 use crate::tty;
@@ -50,14 +50,14 @@ pub struct RunArgs {
     #[arg(long = "sig-proxy", num_args = 0..=1, default_missing_value = "true", default_value = "true", action = ArgAction::Set)]
     pub sig_proxy: bool,
     #[command(flatten)]
-    pub opts: ContainerOpts,
+    pub opts: Deferred<ContainerOpts>,
 }
 
 /// `berth create`.
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     #[command(flatten)]
-    pub opts: ContainerOpts,
+    pub opts: Deferred<ContainerOpts>,
 }
 
 /// `berth start`.

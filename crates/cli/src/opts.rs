@@ -13,6 +13,49 @@ use serde_json::{json, Map, Value};
 
 use crate::format::ram_in_bytes;
 
+/// Flags whose clap definitions are built only when their subcommand is parsed or its
+/// help shown ([`clap::Command::defer`]). clap's derive builds every subcommand's
+/// arguments before it parses anything; the ~100 flags of [`ContainerOpts`], flattened
+/// into `run`, `create`, `container run` and `container create`, made that build the
+/// largest user-space cost of a short command such as `berth run --rm image true`.
+/// Derefs to the flags.
+#[derive(Debug, Default, Clone)]
+pub struct Deferred<T>(pub T);
+
+impl<T: Args> Args for Deferred<T> {
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args_for_update)
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Deferred<T> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(m).map(Deferred)
+    }
+    fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(m).map(Deferred)
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(m)
+    }
+    fn update_from_arg_matches_mut(&mut self, m: &mut clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(m)
+    }
+}
+
+impl<T> std::ops::Deref for Deferred<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Flags shared by `run` and `create` (docker's names and short forms).
 #[derive(Args, Debug, Default, Clone)]
 pub struct ContainerOpts {
