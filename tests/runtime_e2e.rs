@@ -2159,3 +2159,133 @@ fn seccomp_notify_exec_without_the_agent_fails_and_does_not_run() {
     assert!(!c.b.rootfs().join("exec-ran").exists(), "program ran");
     assert_eq!(c.status(), "running");
 }
+
+/// The resctrl mount `berth-runtime` would use (the first of its root in mountinfo).
+fn resctrl_mount() -> Option<PathBuf> {
+    let mi = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mi.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let pre: Vec<&str> = pre.split(' ').collect();
+        (post.starts_with("resctrl ") && pre.get(3) == Some(&"/"))
+            .then(|| PathBuf::from(pre[4].replace("\\040", " ")))
+    })
+}
+
+#[test]
+fn intel_rdt_without_a_resctrl_mount_fails_with_nothing_left() {
+    if let Some(m) = resctrl_mount() {
+        eprintln!("skipped: resctrl is mounted at {}", m.display());
+        return;
+    }
+    let rdt = |v: Value| -> ConfigEdit { Box::new(move |c| c["linux"]["intelRdt"] = v.clone()) };
+    let want = "linux.intelRdt is set but no resctrl filesystem is mounted";
+    create_fails_with_nothing_left(vec![
+        ("empty: the container id's group", rdt(json!({})), want),
+        (
+            "closID with schemas and monitoring",
+            rdt(json!({
+                "closID": "berth-test",
+                "l3CacheSchema": "L3:0=f",
+                "memBwSchema": "MB:0=50",
+                "schemata": ["L2:0=f"],
+                "enableMonitoring": true
+            })),
+            want,
+        ),
+        ("the root group", rdt(json!({"closID": "/"})), want),
+    ]);
+}
+
+#[test]
+fn intel_rdt_values_against_the_spec_are_rejected_with_nothing_left() {
+    let rdt = |v: Value| -> ConfigEdit { Box::new(move |c| c["linux"]["intelRdt"] = v.clone()) };
+    create_fails_with_nothing_left(vec![
+        (
+            "memBwSchema without MB:",
+            rdt(json!({"memBwSchema": "L3:0=f"})),
+            "does not start with \"MB:\"",
+        ),
+        (
+            "newline in a schemata line",
+            rdt(json!({"schemata": ["L3:0=f\nMB:0=10"]})),
+            "contains a newline",
+        ),
+        (
+            "closID outside resctrl",
+            rdt(json!({"closID": "../escape"})),
+            "is not \"/\" nor a group name",
+        ),
+    ]);
+}
+
+#[test]
+fn features_list_intel_rdt() {
+    let o = Command::new(bin()).arg("features").output().unwrap();
+    assert!(o.status.success());
+    let f: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        f["linux"]["intelRdt"],
+        json!({"enabled": true, "schemata": true, "monitoring": true})
+    );
+}
+
+/// On a host with resctrl mounted: the init and an exec'd process are in the container
+/// id's group and its MON group, which `delete` removes; a missing pre-configured closID
+/// fails with nothing left. Skipped elsewhere (no RDT support in the CPU or VM).
+#[test]
+fn intel_rdt_places_the_container_in_its_resctrl_group() {
+    let Some(root) = resctrl_mount() else {
+        eprintln!("skipped: no resctrl filesystem mounted");
+        return;
+    };
+    let Some(mut c) = Ctr::new(&["sleep", "3600"]) else {
+        return;
+    };
+    c.b.config["linux"]["intelRdt"] = json!({"enableMonitoring": true});
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    let group = root.join(&c.id);
+    let mon = group.join("mon_groups").join(&c.id);
+    let pid = c.state().unwrap()["pid"].as_i64().unwrap();
+    let holds = |dir: &Path, pid: i64| {
+        fs::read_to_string(dir.join("tasks"))
+            .unwrap()
+            .lines()
+            .any(|l| l.trim() == pid.to_string())
+    };
+    assert!(
+        holds(&group, pid) && holds(&mon, pid),
+        "init not in its group"
+    );
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let pid_file = c.b.path().join("exec.pid");
+    let st = c
+        .cmd()
+        .args(["exec", "--detach", "--pid-file"])
+        .arg(&pid_file)
+        .args([&c.id, "sleep", "3600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let exec_pid: i64 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        holds(&group, exec_pid) && holds(&mon, exec_pid),
+        "exec not in the group"
+    );
+    assert!(c.rt(&["delete", "--force", &c.id]).status.success());
+    assert!(!group.exists(), "resctrl group left behind");
+    c.assert_clean();
+
+    let missing = format!("berth-missing-{}", c.id);
+    create_fails_with_nothing_left(vec![(
+        "missing pre-configured closID",
+        Box::new(move |cfg| cfg["linux"]["intelRdt"] = json!({"closID": missing})),
+        "must be pre-configured",
+    )]);
+}

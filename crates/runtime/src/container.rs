@@ -86,6 +86,7 @@ struct Cleanup {
     dir: Option<PathBuf>,
     cgroup: Option<cgroups::Cgroup>,
     pid: Option<(i32, u64)>,
+    resctrl: Option<crate::resctrl::Placement>,
 }
 
 impl Drop for Cleanup {
@@ -100,6 +101,9 @@ impl Drop for Cleanup {
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill_all(nix::sys::signal::Signal::SIGKILL);
             let _ = cg.destroy();
+        }
+        if let Some(p) = &self.resctrl {
+            let _ = p.undo();
         }
         if let Some(d) = &self.dir {
             let _ = std::fs::remove_dir_all(d);
@@ -339,6 +343,13 @@ impl Runtime {
         } else {
             self.console(process, opts.console_socket.as_deref())?
         };
+        // Without a resctrl mount, intelRdt fails here, before anything is made.
+        let rdt = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.intel_rdt().as_ref());
+        let resctrl = rdt.map(|_| crate::resctrl::Resctrl::find()).transpose()?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o711)
@@ -355,6 +366,7 @@ impl Runtime {
             dir: Some(dir.clone()),
             cgroup: None,
             pid: None,
+            resctrl: None,
         };
         let fifo_path = dir.join(FIFO);
         nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
@@ -396,6 +408,9 @@ impl Runtime {
             what: format!("apply resources for {id}"),
             source,
         })?;
+        if let (Some(r), Some(rdt)) = (&resctrl, rdt) {
+            guard.resctrl = Some(r.setup(id, rdt)?);
+        }
         let wants_cg_mount = bundle
             .spec
             .mounts()
@@ -420,6 +435,7 @@ impl Runtime {
             new_user,
             new_flags,
             cgroup: None,
+            resctrl: None,
             cg_mounts,
             fifo: Some(fifo.as_raw_fd()),
             state_dir: Some(dir_fd.as_raw_fd()),
@@ -466,6 +482,7 @@ impl Runtime {
             cgroups_path,
             systemd_cgroup: self.systemd_cgroup,
             config: Box::new(bundle.spec.clone()),
+            resctrl: guard.resctrl.clone(),
         };
         rec.save(&dir)?;
         if let Some(pf) = &opts.pid_file {
@@ -475,6 +492,7 @@ impl Runtime {
         guard.dir = None;
         guard.cgroup = None;
         guard.pid = None;
+        guard.resctrl = None;
         Ok((spawned.pid, spawned.pty))
     }
 
@@ -558,13 +576,24 @@ impl Runtime {
                         h.prestart().as_ref().is_some_and(|v| !v.is_empty())
                             || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
                     });
-                    // A failure because the init died is reported by the init itself.
-                    let join = || match cg.add_pid(pid) {
-                        Err(_) if !util::alive(pid, start_time) => Ok(()),
-                        r => r.map_err(|source| Error::Cgroup {
-                            what: format!("add pid {pid} of {id}"),
-                            source,
-                        }),
+                    // A failure because the init died is reported by the init itself. The
+                    // resctrl group (linux.intelRdt) is joined at the same moment.
+                    let rdt = guard.resctrl.clone();
+                    let join = || {
+                        let r = cg
+                            .add_pid(pid)
+                            .map_err(|source| Error::Cgroup {
+                                what: format!("add pid {pid} of {id}"),
+                                source,
+                            })
+                            .and_then(|()| match &rdt {
+                                Some(p) => p.join(pid).map_err(Error::from),
+                                None => Ok(()),
+                            });
+                        match r {
+                            Err(_) if !util::alive(pid, start_time) => Ok(()),
+                            r => r,
+                        }
                     };
                     if has_hooks {
                         // Hooks (device plugins, ...) expect the process in its cgroup.
@@ -815,6 +844,9 @@ impl Runtime {
                 source,
             })?;
         }
+        if let Some(p) = &rec.resctrl {
+            p.remove()?;
+        }
         std::fs::remove_dir_all(&dir).map_err(io_err(format!("remove {}", dir.display())))?;
         let state = serde_json::to_vec(&rec.oci_state(Status::Stopped)).unwrap_or_default();
         if let Err(e) = hooks::run_hooks(
@@ -1024,6 +1056,7 @@ impl Runtime {
             new_user: false,
             new_flags: CloneFlags::empty(),
             cgroup: cg.as_ref(),
+            resctrl: rec.resctrl.as_ref(),
             cg_mounts: CgroupMounts::default(),
             fifo: None,
             state_dir: None,

@@ -94,6 +94,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `linux.intelRdt` could not be applied (no resctrl mounted, a group that does not
+    /// exist or holds other schemas, a failed resctrl write).
+    #[error(transparent)]
+    IntelRdt(#[from] crate::resctrl::ResctrlError),
     /// The state file is corrupt.
     #[error("corrupt state file {path}")]
     State {
@@ -121,6 +125,7 @@ impl HasKind for Error {
             Error::BadState { .. } => ErrorKind::FailedPrecondition,
             Error::Init(_) | Error::Hook(_) => ErrorKind::FailedPrecondition,
             Error::SeccompAgent { .. } => ErrorKind::Unavailable,
+            Error::IntelRdt(e) => e.kind(),
             Error::Io { .. } | Error::Sys { .. } | Error::Cgroup { .. } | Error::State { .. } => {
                 ErrorKind::Internal
             }

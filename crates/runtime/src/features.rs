@@ -71,7 +71,7 @@ pub fn features() -> Value {
             },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
-            "intelRdt": {"enabled": false},
+            "intelRdt": {"enabled": true, "schemata": true, "monitoring": true},
             "memoryPolicy": {
                 "modes": crate::mempolicy::MODES,
                 "flags": crate::mempolicy::FLAGS
@@ -177,6 +177,11 @@ mod tests {
         assert!(
             actions.contains(&oci_spec::runtime::LinuxSeccompAction::ScmpActNotify),
             "{actions:?}"
+        );
+        let rdt = linux.intel_rdt().as_ref().unwrap();
+        assert_eq!(
+            (rdt.enabled(), rdt.schemata(), rdt.monitoring()),
+            (&Some(true), &Some(true), &Some(true))
         );
         let opts = f.mount_options().as_ref().unwrap();
         assert!(opts.iter().any(|o| o == "idmap") && opts.iter().any(|o| o == "ridmap"));

@@ -1,11 +1,12 @@
 //! The forked side of `create` and `exec`.
 //!
-//! Stage 1 (a child of the runtime) joins the cgroup, joins the namespaces given by path,
-//! creates a user namespace if asked (the runtime writes its id maps), unshares the other
-//! new namespaces and forks the container process, whose host pid it reports before
-//! exiting. The container process (pid 1 of a new pid namespace for `create`) builds the
-//! rootfs, applies the process settings, reports `READY` (or the error that stopped it)
-//! and then blocks opening the exec fifo for writing until `start` opens it for reading.
+//! Stage 1 (a child of the runtime) joins the cgroup (and, for exec, the resctrl group),
+//! joins the namespaces given by path, creates a user namespace if asked (the runtime
+//! writes its id maps), unshares the other new namespaces and forks the container
+//! process, whose host pid it reports before exiting. The container process (pid 1 of a
+//! new pid namespace for `create`) builds the rootfs, applies the process settings,
+//! reports `READY` (or the error that stopped it) and then blocks opening the exec fifo
+//! for writing until `start` opens it for reading.
 //! Only then does it exec the user's program, with seccomp loaded last. A filter with a
 //! user-notification listener is the exception: it is loaded before `READY`, and its
 //! listener handed to the runtime for the seccomp agent (see `crate::agent`).
@@ -44,6 +45,8 @@ pub(crate) struct ChildArgs<'a> {
     pub new_flags: CloneFlags,
     /// The cgroup to join first.
     pub cgroup: Option<&'a cgroups::Cgroup>,
+    /// The resctrl group to join with the cgroup (exec only; the runtime moves the init).
+    pub resctrl: Option<&'a crate::resctrl::Placement>,
     /// The container's cgroup directories, for `cgroup` mounts.
     pub cg_mounts: CgroupMounts,
     /// O_PATH descriptor of the exec fifo (create only).
@@ -93,6 +96,11 @@ fn stage1_inner(a: &ChildArgs) -> CResult<i32> {
     if let Some(cg) = a.cgroup {
         cg.add_pid(std::process::id() as i32)
             .ctx(|| "join the container cgroup".into())?;
+    }
+    if let Some(rdt) = a.resctrl {
+        // The process forked below inherits the group.
+        rdt.join(std::process::id() as i32)
+            .ctx(|| "join the container's resctrl group".into())?;
     }
     for (flag, fd) in &a.joins {
         setns(fd, *flag).ctx(|| format!("join namespace {flag:?}"))?;

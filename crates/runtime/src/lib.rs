@@ -11,7 +11,7 @@
 //! joins the namespaces given by path, creates a user namespace if asked (the runtime
 //! writes its id maps) and unshares the other new namespaces; its child becomes the
 //! container's init (pid 1 of a new pid namespace). The runtime moves the init into the
-//! cgroup while the init builds the root filesystem (mounts resolved inside the rootfs,
+//! cgroup (and the resctrl group of `linux.intelRdt`, see `resctrl`) while the init builds the root filesystem (mounts resolved inside the rootfs,
 //! devices, pivot_root, masked and read-only paths), then the init creates its cgroup
 //! namespace, applies the process settings (I/O priority, scheduler, personality, NUMA
 //! memory policy, rlimits, console, user, capabilities, cwd) and reports back over a socketpair; the
@@ -43,6 +43,7 @@ mod init;
 mod mempolicy;
 mod process;
 mod reaper;
+mod resctrl;
 mod rootfs;
 mod sched;
 mod signals;
@@ -56,4 +57,5 @@ pub use error::{Error, Result};
 pub use features::{default_spec, features};
 pub use hooks::run_hooks;
 pub use reaper::INIT_ANNOTATION;
+pub use resctrl::{Placement, ResctrlError};
 pub use state::{OciState, Status};

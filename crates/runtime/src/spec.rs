@@ -106,6 +106,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     crate::sched::validate_spec(spec).map_err(Error::InvalidConfig)?;
     crate::mempolicy::validate_spec(spec).map_err(Error::InvalidConfig)?;
     crate::idmap::validate_spec(spec).map_err(Error::InvalidConfig)?;
+    crate::resctrl::validate_spec(spec).map_err(Error::InvalidConfig)?;
     validate_net_devices(spec)?;
     if let Some(hooks) = spec.hooks() {
         let lists = [

@@ -61,6 +61,10 @@ pub struct Record {
     pub systemd_cgroup: bool,
     /// The config the container was created from (for exec, hooks and delete).
     pub config: Box<oci_spec::runtime::Spec>,
+    /// The resctrl group the container's processes join and what of it the runtime
+    /// created (for `linux.intelRdt`; `delete` removes exactly that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resctrl: Option<crate::resctrl::Placement>,
 }
 
 /// The state as the OCI runtime spec (and runc) prints it.
