@@ -147,7 +147,8 @@ fn cache_key(s: &LinuxSeccomp) -> Option<String> {
     let profile = serde_json::to_vec(&s).ok()?;
     let v = ScmpVersion::current().ok()?;
     let mut h = Sha256::new();
-    h.update(b"berth-seccomp-v1\0");
+    // v2: programs compiled as a binary tree (v1 files hold linear chains).
+    h.update(b"berth-seccomp-v2\0");
     h.update(format!("{}.{}.{}\0", v.major, v.minor, v.micro));
     h.update(std::env::consts::ARCH);
     h.update(b"\0");
