@@ -9,6 +9,7 @@
 #   STRACE=1 (strace of the daemon to /tmp/strace.out)  NOCOPY=1 (context only)
 #   SAVE=1 (then `save` the image twice: the first makes the build layer's tar from its
 #   snapshot and stores it, the second reads the stored blob)
+#   PUSH=1 (then push the image to a `berth registry serve` on 127.0.0.1, timed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BERTH=$(readlink -f "${1:-target/release/berth}")
@@ -22,7 +23,7 @@ while :; do
   pre="10.$((160 + r % 40)).$((r / 40 % 256))."
   case "$routes" in *"$pre"*) ;; *) break ;; esac
 done
-cleanup() { set +e; kill $BPID 2>/dev/null; wait $BPID 2>/dev/null; grep " $T" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l; ip link del bp$hex 2>/dev/null; CHAINS=BP${hex^^}
+cleanup() { set +e; [ -n "${RPID:-}" ] && kill $RPID; kill $BPID 2>/dev/null; wait $BPID 2>/dev/null; grep " $T" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l; ip link del bp$hex 2>/dev/null; CHAINS=BP${hex^^}
   for table in filter nat; do
     iptables-save -t "$table" | grep -E "^-A [^ ]+ .*$CHAINS" | grep -v "^-A $CHAINS" | sed 's/^-A //' | while read -r rule; do eval iptables -t "$table" -D $rule 2>/dev/null; done
     for ch in $(iptables-save -t "$table" | sed -n "s/^:\($CHAINS[^ ]*\).*/\1/p"); do iptables -t "$table" -F "$ch"; iptables -t "$table" -X "$ch"; done 2>/dev/null
@@ -56,6 +57,14 @@ if [ -n "${SAVE:-}" ]; then
     s=$(date +%s.%N); $B save -o $T/saved.tar large; sync; e=$(date +%s.%N)
     echo "save $i: $(echo "$e - $s" | bc -l) s"; rm -f $T/saved.tar
   done
+fi
+if [ -n "${PUSH:-}" ]; then
+  port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))
+  $BERTH registry serve --addr 127.0.0.1:$port --root $T/registry 2>/dev/null & RPID=$!
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:$port/v2/ >/dev/null && break; sleep 0.1; done
+  $B tag large 127.0.0.1:$port/large:1
+  s=$(date +%s.%N); $B push 127.0.0.1:$port/large:1 >/dev/null; e=$(date +%s.%N)
+  echo "push: $(echo "$e - $s" | bc -l) s"
 fi
 [ -n "${KEEP:-}" ] && { echo "daemon pid $BPID root $T"; sleep $KEEP; }
 true

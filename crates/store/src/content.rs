@@ -34,6 +34,8 @@
 //! writes the bytes through an ordinary [`BlobWriter`], whose commit verifies size and
 //! digest (a source that no longer makes those bytes is [`ContentError::SourceChanged`],
 //! and nothing is stored); the real blob then replaces the record.
+//! [`gzip_of`](ContentStore::gzip_of) compresses a derived blob straight from its source
+//! (verified the same way) and leaves it derived.
 //!
 //! All methods are synchronous and the types are `Send + Sync`; call them from async code
 //! through `spawn_blocking`.
@@ -562,7 +564,8 @@ impl ContentStore {
     /// (gzip level 1, the layer streamed through) and stored as a blob of its own; the
     /// pairing is remembered in `<root>/gzip/<hex>` so that later pushes send the very
     /// same bytes (a registry that has them says so) without compressing again. When
-    /// garbage collection removed the compressed blob it is made again.
+    /// garbage collection removed the compressed blob it is made again. A derived blob
+    /// is compressed straight from its source (verified on the way) and stays derived.
     pub fn gzip_of(&self, digest: &Digest) -> Result<(Digest, u64)> {
         let dir = self.root.join("gzip");
         let memo = dir.join(digest.hex());
@@ -577,16 +580,43 @@ impl ContentStore {
                 }
             }
         }
-        let mut src = self.open_blob(digest)?;
+        let src_path = self.blob_path(digest);
+        // A derived blob is compressed straight from its source, not stored first (the
+        // push that asks needs only the compressed copy); its bytes are verified on the
+        // way, before the compressed copy is committed.
+        let derived = match File::open(&src_path) {
+            Ok(f) => Err(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.derived(digest) {
+                Some(rec) => Ok(rec),
+                None => return Err(ContentError::NotFound(digest.clone())),
+            },
+            Err(e) => return Err(io_err("open blob", &src_path)(e)),
+        };
         let w = self.writer(&format!("gzip-of-{digest}"))?;
         let w = if w.offset() != 0 { w.restart()? } else { w };
         let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-        let src_path = self.blob_path(digest);
-        io::copy(
-            &mut io::BufReader::with_capacity(1 << 20, &mut src),
-            &mut gz,
-        )
-        .map_err(io_err("compress blob", &src_path))?;
+        match (derived, &self.source) {
+            (Err(mut f), _) => {
+                io::copy(&mut io::BufReader::with_capacity(1 << 20, &mut f), &mut gz)
+                    .map_err(io_err("compress blob", &src_path))?;
+            }
+            (Ok(rec), Some(source)) => {
+                let mut hw = crate::digest::HashingWriter::new(&mut gz);
+                source
+                    .write_blob(&rec.source, &mut hw)
+                    .map_err(io_err("compress derived blob", &src_path))?;
+                let (_, actual, n) = hw.finish();
+                if actual != rec.digest || n != rec.size {
+                    let w = gz.finish().map_err(io_err("compress blob", &src_path))?;
+                    w.abort()?;
+                    return Err(ContentError::SourceChanged {
+                        digest: rec.digest,
+                        source_id: rec.source,
+                    });
+                }
+            }
+            (Ok(rec), None) => return Err(ContentError::NotFound(rec.digest)),
+        }
         let mut w = gz.finish().map_err(io_err("compress blob", &src_path))?;
         w.flush().map_err(io_err("compress blob", &src_path))?;
         let size = w.offset();
@@ -895,6 +925,15 @@ mod tests {
         assert!(cs.list().unwrap().is_empty());
         assert_eq!(cs.list_derived().unwrap().len(), 1, "the record stays");
         mem.0.lock().unwrap().insert(src.clone(), taken);
+        // Compressed straight from the source: the blob stays derived.
+        let (g, _) = cs.gzip_of(&d).unwrap();
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&cs.read_blob(&g, 1 << 20).unwrap()[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == data);
+        assert!(!cs.blob_path(&d).exists() && cs.info(&d).unwrap().derived);
+        cs.delete(&g).unwrap();
         // First read: made, verified, stored; the record gives way to the blob.
         assert_eq!(cs.read_blob(&d, 1 << 20).unwrap(), data);
         assert!(cs.blob_path(&d).is_file());
@@ -940,6 +979,14 @@ mod tests {
             cs.open_blob(&d),
             Err(ContentError::SourceChanged { .. })
         ));
+        // Nor is a compressed copy of changed bytes kept.
+        assert!(matches!(
+            cs.gzip_of(&d),
+            Err(ContentError::SourceChanged { .. })
+        ));
+        let left = cs.list().unwrap();
+        assert!(left.len() == 1 && left[0].derived, "{left:?}");
+        assert!(!dir.path().join("gzip").join(d.hex()).exists());
         // The right bytes again: made.
         mem.0
             .lock()
