@@ -380,3 +380,55 @@ fn quick_run_rm_returns_exit_codes_and_leaves_nothing() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&netns.display().to_string()), "{mounts}");
 }
+
+/// Polls `cond` for up to 10 s.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_created_containers_cgroup_is_made_ahead_and_goes_with_it() {
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    // Never started: the cgroup made at create goes when the container is removed.
+    let o = d.berth(&["create", "--network", "none", "busybox", "true"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    eventually("cgroup made at create", || testutil::berth_cgroup_left(&id));
+    let o = d.berth(&["rm", &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eventually("cgroup removed with the container", || {
+        !testutil::berth_cgroup_left(&id)
+    });
+    // Started at once (the usual `run`): it runs in that cgroup, which goes at its exit.
+    let o = d.berth(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/self/cgroup; sleep 0.2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = d.berth(&["wait", &id]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "0");
+    let logs = d.berth(&["logs", &id]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.lines().any(|l| l.ends_with(&format!("/berth/{id}"))),
+        "{logs}"
+    );
+    eventually("cgroup removed at exit", || !testutil::berth_cgroup_left(&id));
+    let o = d.berth(&["rm", &id]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -1,7 +1,10 @@
 //! The protocol between the engine and `berth-monitor`, the per-container supervisor.
 //!
-//! The engine starts one monitor per container run: `berth-monitor '<MonitorConfig JSON>'`
-//! with its stdin a control pipe and its stdout a status pipe. The monitor makes itself a
+//! The engine starts one monitor per container run, `berth-monitor -`, with its stdin a
+//! control pipe and its stdout a status pipe, early in the start (its exec overlaps the
+//! rest of the preparation); once the bundle is ready it writes the [`MonitorConfig`] as
+//! one JSON line on the control pipe (`berth-monitor '<MonitorConfig JSON>'` takes it as
+//! the argument instead; EOF before the line: the monitor exits). The monitor makes itself a
 //! session leader and child subreaper, calls `<runtime> create` (or, for berth's own
 //! runtime, the linked `runtime` library) with the container's stdio
 //! connected to pipes it owns (or receives the pty master on a console socket), writes one

@@ -514,15 +514,10 @@ pub fn build(cfg: &ContainerConfig, hc: &HostConfig, inp: SpecInputs<'_>) -> Res
     if hc.blkio_weight > 0 {
         resources["blockIO"] = json!({"weight": hc.blkio_weight});
     }
-    let cgroup_parent = if hc.cgroup_parent.is_empty() {
-        "/berth"
-    } else {
-        hc.cgroup_parent.as_str()
-    };
     let mut linux = json!({
         "namespaces": namespaces,
         "resources": resources,
-        "cgroupsPath": format!("{}/{}", cgroup_parent.trim_end_matches('/'), inp.id),
+        "cgroupsPath": cgroups_path(hc, inp.id),
         "devices": linux_devices,
     });
     if !hc.sysctls.is_empty() {
@@ -571,6 +566,16 @@ pub fn build(cfg: &ContainerConfig, hc: &HostConfig, inp: SpecInputs<'_>) -> Res
         .map_err(|e| EngineError::Runtime(format!("invalid runtime spec: {e}")))?;
     serde_json::to_value(&typed)
         .map_err(|e| EngineError::Runtime(format!("serialize runtime spec: {e}")))
+}
+
+/// The container's `linux.cgroupsPath`: `<--cgroup-parent, default /berth>/<id>`.
+pub(crate) fn cgroups_path(hc: &api::HostConfig, id: &str) -> String {
+    let parent = if hc.cgroup_parent.is_empty() {
+        "/berth"
+    } else {
+        hc.cgroup_parent.as_str()
+    };
+    format!("{}/{}", parent.trim_end_matches('/'), id)
 }
 
 #[cfg(test)]

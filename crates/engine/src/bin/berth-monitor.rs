@@ -14,7 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -24,10 +24,20 @@ use std::process::{Command, Stdio};
 const MAX_LINE: usize = 16 * 1024;
 
 fn main() {
-    let Some(arg) = std::env::args().nth(1) else {
-        eprintln!("usage: berth-monitor '<config json>'");
+    let Some(mut arg) = std::env::args().nth(1) else {
+        eprintln!("usage: berth-monitor '<config json>' | -");
         std::process::exit(2);
     };
+    // `-`: the engine exec'd us ahead of time; the configuration is the first line of
+    // stdin (std's buffered stdin, which the control bytes are read from later too).
+    if arg == "-" {
+        arg.clear();
+        match io::stdin().lock().read_line(&mut arg) {
+            Ok(n) if n > 0 => {}
+            // The engine gave up on the start.
+            _ => std::process::exit(2),
+        }
+    }
     let cfg: MonitorConfig = match serde_json::from_str(&arg) {
         Ok(c) => c,
         Err(e) => {
