@@ -7,7 +7,7 @@
 # Usage: bench/build/cold_copy.sh [path/to/berth]   (default: target/release/berth)
 #   SIZE_MB=1024  PERF=1 (system-wide perf record to /tmp/perf.data)
 #   STRACE=1 (strace of the daemon to /tmp/strace.out)  NOCOPY=1 (context only)
-#   SAVE=1 (then `save` the image twice: the first makes the build layer's tar from its
+#   SAVE=1 (then, after PUSH, `save` the image twice: the first makes the layer tar from its
 #   snapshot and stores it, the second reads the stored blob)
 #   PUSH=1 (then push the image to a `berth registry serve` on 127.0.0.1, timed)
 set -euo pipefail
@@ -52,12 +52,6 @@ e=$(date +%s.%N)
 [ -n "${STRACE:-}" ] && { kill $SPID; wait $SPID 2>/dev/null || true; }
 grep -E 'unpacked|hashed|copied|captured' $T/log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*Z //' | cut -c1-250 || true
 echo "build: $(echo "$e - $s" | bc -l) s = $(echo "$SIZE_MB / ($e - $s)" | bc -l) MB/s"
-if [ -n "${SAVE:-}" ]; then
-  for i in 1 2; do
-    s=$(date +%s.%N); $B save -o $T/saved.tar large; sync; e=$(date +%s.%N)
-    echo "save $i: $(echo "$e - $s" | bc -l) s"; rm -f $T/saved.tar
-  done
-fi
 if [ -n "${PUSH:-}" ]; then
   port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))
   $BERTH registry serve --addr 127.0.0.1:$port --root $T/registry 2>/dev/null & RPID=$!
@@ -65,6 +59,12 @@ if [ -n "${PUSH:-}" ]; then
   $B tag large 127.0.0.1:$port/large:1
   s=$(date +%s.%N); $B push 127.0.0.1:$port/large:1 >/dev/null; e=$(date +%s.%N)
   echo "push: $(echo "$e - $s" | bc -l) s"
+fi
+if [ -n "${SAVE:-}" ]; then
+  for i in 1 2; do
+    s=$(date +%s.%N); $B save -o $T/saved.tar large; sync; e=$(date +%s.%N)
+    echo "save $i: $(echo "$e - $s" | bc -l) s"; rm -f $T/saved.tar
+  done
 fi
 [ -n "${KEEP:-}" ] && { echo "daemon pid $BPID root $T"; sleep $KEEP; }
 true
