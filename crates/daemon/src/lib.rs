@@ -218,7 +218,7 @@ pub async fn serve(opts: DaemonOptions) -> Result<(), DaemonError> {
             .map_err(io_err("chmod", &path))?;
         listeners.push(l);
     }
-    let app = server::app(server::AppState::new(engine, opts.debug));
+    let app = server::app(server::AppState::new(engine.clone(), opts.debug));
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
         let app = app.clone();
@@ -232,6 +232,7 @@ pub async fn serve(opts: DaemonOptions) -> Result<(), DaemonError> {
         _ = tasks.join_next() => {}
     }
     tasks.abort_all();
+    engine.shutdown();
     Ok(())
 }
 

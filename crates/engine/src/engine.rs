@@ -170,6 +170,12 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Releases what the engine holds only while it runs (the spare network
+    /// namespaces); containers keep running. Called when the daemon stops.
+    pub fn shutdown(&self) {
+        self.inner.net.shutdown();
+    }
+
     /// The network service.
     pub fn networks(&self) -> &crate::network::NetService {
         &self.inner.net

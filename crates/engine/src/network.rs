@@ -64,6 +64,8 @@ pub struct Namespace {
 pub struct NetService {
     mgr: Arc<NetworkManager>,
     netns_dir: PathBuf,
+    /// Namespaces made ahead of time for starts (`<run_root>/spare-netns`).
+    pool: net::NetnsPool,
     containers_dir: PathBuf,
 }
 
@@ -167,11 +169,20 @@ impl NetService {
             .map_err(|e| EngineError::io("create directory", &netns_dir, e))?;
         let mgr = NetworkManager::open(&root.join("network"), &run_root.join("network"), opts)
             .map_err(net_err)?;
+        // Two spares: a run takes one and the pool's thread has made the next well before
+        // the next start; bursts of starts make theirs on demand meanwhile.
+        let pool = net::NetnsPool::open(&run_root.join("spare-netns"), 2).map_err(net_err)?;
         Ok(NetService {
             mgr: Arc::new(mgr),
+            pool,
             netns_dir,
             containers_dir: root.join("containers"),
         })
+    }
+
+    /// Removes the spare namespaces (the daemon is stopping).
+    pub fn shutdown(&self) {
+        self.pool.drain();
     }
 
     /// The manager (for the network API).
@@ -232,7 +243,7 @@ impl NetService {
         let path = self.netns_path(&rec.id);
         // A stale namespace of a previous run (crash): replace it.
         self.detach(&rec.id);
-        net::create_netns(&path).map_err(net_err)?;
+        self.pool.take(&path).map_err(net_err)?;
         Ok(Namespace {
             netns: Some(path.display().to_string()),
             network: mode_network(mode).map(str::to_string),

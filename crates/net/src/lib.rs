@@ -50,5 +50,5 @@ mod state;
 pub use error::{NetError, Result};
 pub use ipam::AddressPool;
 pub use manager::{ManagerOptions, NetworkManager, ReconcileReport};
-pub use netns::{create_netns, remove_netns};
+pub use netns::{create_netns, remove_netns, NetnsPool};
 pub use state::{ContainerNet, Driver, Endpoint, Network, NetworkSpec, PortMapping, Proto};

@@ -762,3 +762,74 @@ fn netns_at_a_path_can_be_connected_and_removed() {
     tm.m().disconnect(&c, "bridge").unwrap();
     net::remove_netns(&path).unwrap();
 }
+
+/// The nsfs inode of the namespace bind-mounted at `p`.
+fn ns_inode(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+fn mounted_under(dir: &std::path::Path) -> Vec<String> {
+    let d = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&d)))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn netns_pool_hands_out_fresh_namespaces_and_cleans_up() {
+    if !common::can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pool_dir = dir.path().join("pool");
+    // A spare left by a previous process is removed when a pool opens.
+    std::fs::create_dir_all(&pool_dir).unwrap();
+    net::create_netns(&pool_dir.join("spare-stale")).unwrap();
+    let pool = net::NetnsPool::open(&pool_dir, 2).unwrap();
+    assert!(!pool_dir.join("spare-stale").exists());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.ready() < 2 {
+        assert!(std::time::Instant::now() < deadline, "pool never filled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let host = ns_inode(std::path::Path::new("/proc/self/ns/net"));
+    let mut seen = Vec::new();
+    // More than it holds: the rest are made on demand or by the refill.
+    for i in 0..5 {
+        let p = dir.path().join(format!("ns{i}"));
+        pool.take(&p).unwrap();
+        let ino = ns_inode(&p);
+        assert_ne!(ino, host, "ns{i} is the host's namespace");
+        assert!(!seen.contains(&ino), "ns{i} handed out twice");
+        seen.push(ino);
+        // lo is up and nothing else is there.
+        let netarg = format!("--net={}", p.display());
+        let out = sh("nsenter", &[&netarg, "ip", "-o", "link"]);
+        let links = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(links.lines().count(), 1, "{links}");
+        assert!(links.contains("lo:") && links.contains("UP"), "{links}");
+        // Taking onto an existing path fails and leaves it alone.
+        assert!(pool.take(&p).is_err());
+        assert_eq!(ns_inode(&p), ino);
+    }
+    for i in 0..5 {
+        net::remove_netns(&dir.path().join(format!("ns{i}"))).unwrap();
+    }
+    pool.drain();
+    assert_eq!(std::fs::read_dir(&pool_dir).unwrap().count(), 0);
+    assert!(
+        mounted_under(dir.path()).is_empty(),
+        "{:?}",
+        mounted_under(dir.path())
+    );
+    // Drained: it makes them on demand.
+    let p = dir.path().join("late");
+    pool.take(&p).unwrap();
+    net::remove_netns(&p).unwrap();
+    drop(pool);
+    assert!(mounted_under(dir.path()).is_empty());
+}
