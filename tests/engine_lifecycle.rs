@@ -428,7 +428,9 @@ fn a_created_containers_cgroup_is_made_ahead_and_goes_with_it() {
         logs.lines().any(|l| l.ends_with(&format!("/berth/{id}"))),
         "{logs}"
     );
-    eventually("cgroup removed at exit", || !testutil::berth_cgroup_left(&id));
+    eventually("cgroup removed at exit", || {
+        !testutil::berth_cgroup_left(&id)
+    });
     let o = d.berth(&["rm", &id]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
