@@ -68,9 +68,10 @@ pub fn remove_netns(path: &Path) -> Result<()> {
 ///
 /// A thread of the pool keeps up to `size` spare namespaces bind-mounted at
 /// `<dir>/spare-<n>` (each made with [`create_netns`], so `lo` is up and nothing else is
-/// in it). [`NetnsPool::take`] binds a spare's nsfs file at the wanted path and unmounts
-/// the spare (a bind mount, not a move: a move fails under a shared parent mount), then
-/// wakes the thread to make another; with no spare ready it makes the namespace itself.
+/// in it). [`NetnsPool::take`] binds a spare's nsfs file at the wanted path (a bind
+/// mount, not a move: a move fails under a shared parent mount) and wakes the thread,
+/// which unmounts the spare (an unmount waits for an RCU grace period) and makes another;
+/// with no spare ready, `take` makes the namespace itself.
 /// [`NetnsPool::open`] removes spares a previous process left in `dir` (after a crash),
 /// and [`NetnsPool::drain`] (also on drop) stops the thread and removes the spares.
 pub struct NetnsPool {
@@ -86,6 +87,9 @@ struct PoolShared {
 #[derive(Default)]
 struct PoolState {
     ready: Vec<std::path::PathBuf>,
+    /// Spares handed out, to be unmounted by the thread (an unmount waits for an RCU
+    /// grace period: not on the caller's path).
+    spent: Vec<std::path::PathBuf>,
     /// Spares the thread is making now (not yet in `ready`).
     making: usize,
     next: u64,
@@ -159,8 +163,16 @@ impl NetnsPool {
                     NetError::io(path, e.into())
                 })
             });
-        // Used or not, the spare goes: a namespace is handed out once.
-        let _ = remove_netns(&spare);
+        // Used or not, the spare goes (a namespace is handed out once), by the thread;
+        // or here when there is no thread any more.
+        let mut st = self.lock();
+        if st.stopped {
+            drop(st);
+            let _ = remove_netns(&spare);
+        } else {
+            st.spent.push(spare);
+            self.shared.cv.notify_all();
+        }
         placed
     }
 
@@ -177,7 +189,10 @@ impl NetnsPool {
         while st.making > 0 {
             st = self.shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        for s in std::mem::take(&mut st.ready) {
+        for s in std::mem::take(&mut st.ready)
+            .into_iter()
+            .chain(std::mem::take(&mut st.spent))
+        {
             let _ = remove_netns(&s);
         }
     }
@@ -200,6 +215,15 @@ fn refill(dir: &Path, shared: &PoolShared, size: usize) {
     loop {
         if st.stopped {
             return;
+        }
+        if !st.spent.is_empty() {
+            let spent = std::mem::take(&mut st.spent);
+            drop(st);
+            for s in spent {
+                let _ = remove_netns(&s);
+            }
+            st = lock();
+            continue;
         }
         if st.ready.len() + st.making >= size {
             st = shared.cv.wait(st).unwrap_or_else(|p| p.into_inner());
