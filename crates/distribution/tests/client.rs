@@ -255,6 +255,113 @@ async fn push_index_with_all_platforms() {
     assert!(!dst.content().exists(&fl));
 }
 
+/// An index whose platforms' layers are stored uncompressed (as the builder stores its
+/// layers) is pushed with every layer gzip-compressed, as a single-platform push does:
+/// each platform's manifest is rewritten to the gzip blobs and the index to those
+/// manifests; pulling it back gives the same image (config, diff ids).
+#[tokio::test]
+async fn push_index_compresses_each_platforms_layers() {
+    use std::io::Read;
+    use store::image::{media_types, Descriptor};
+    let gunzip = |b: &[u8]| {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_server(&dir.path().join("registry"), None).await;
+    let src = open_store(&dir.path().join("src"));
+    let content = src.content();
+    let host = src.platform().clone();
+    // One image per platform, each with an uncompressed layer.
+    let mut entries = Vec::new();
+    let mut images = Vec::new();
+    for (arch, file) in [("s390x", "foreign"), (host.architecture.as_str(), "host")] {
+        let (gz, diff_id) = tar_layer(&[(file, file.as_bytes().to_vec())]);
+        let raw = gunzip(&gz);
+        let ld = content.put_bytes(&raw).unwrap();
+        assert_eq!(ld, diff_id);
+        let cfg = serde_json::to_vec(&serde_json::json!({"architecture":arch,"os":"linux",
+            "rootfs":{"type":"layers","diff_ids":[diff_id.to_string()]}}))
+        .unwrap();
+        let cd = content.put_bytes(&cfg).unwrap();
+        let m = serde_json::to_vec(&serde_json::json!({"schemaVersion":2,"mediaType":media_types::OCI_MANIFEST,
+            "config":{"mediaType":media_types::OCI_CONFIG,"digest":cd.to_string(),"size":cfg.len()},
+            "layers":[{"mediaType":media_types::OCI_LAYER,"digest":ld.to_string(),"size":raw.len()}]}))
+        .unwrap();
+        let md = content.put_bytes(&m).unwrap();
+        entries.push(
+            serde_json::json!({"mediaType":media_types::OCI_MANIFEST,"digest":md.to_string(),
+            "size":m.len(),"platform":{"architecture":arch,"os":"linux"}}),
+        );
+        images.push((arch.to_string(), cd, diff_id, md));
+    }
+    let idx = serde_json::to_vec(&serde_json::json!({"schemaVersion":2,
+        "mediaType":media_types::OCI_INDEX,"manifests":entries}))
+    .unwrap();
+    let idx_digest = content.put_bytes(&idx).unwrap();
+    let reference = Reference::parse(&format!("{}/multi/gz:v1", s.addr)).unwrap();
+    src.set_ref(
+        &reference,
+        &Descriptor::new(media_types::OCI_INDEX, idx_digest.clone(), idx.len() as u64),
+    )
+    .unwrap();
+
+    let pushed = client().push(&reference, &src, &|_| {}).await.unwrap();
+    assert_ne!(pushed, idx_digest, "the index names rewritten manifests");
+
+    // What the registry holds: the index under the tag, with the pushed digest, naming
+    // for each platform a manifest whose layer is a gzip blob of the same tar.
+    let http = reqwest::Client::new();
+    let get = |url: String, accept: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http.get(url).header("Accept", accept).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap().to_vec()
+        }
+    };
+    let base = format!("{}/v2/multi/gz", s.base);
+    let got = get(format!("{base}/manifests/v1"), media_types::OCI_INDEX).await;
+    assert_eq!(Digest::sha256_of(&got), pushed);
+    let got: serde_json::Value = serde_json::from_slice(&got).unwrap();
+    let ms = got["manifests"].as_array().unwrap();
+    assert_eq!(ms.len(), 2);
+    for (m, (arch, cd, diff_id, old)) in ms.iter().zip(&images) {
+        assert_eq!(m["platform"]["architecture"], arch.as_str());
+        let md = m["digest"].as_str().unwrap();
+        assert_ne!(md, old.to_string());
+        let mb = get(format!("{base}/manifests/{md}"), media_types::OCI_MANIFEST).await;
+        assert_eq!(Digest::sha256_of(&mb).to_string(), md);
+        assert_eq!(m["size"], mb.len());
+        let mv: serde_json::Value = serde_json::from_slice(&mb).unwrap();
+        assert_eq!(mv["config"]["digest"], cd.to_string());
+        let l = &mv["layers"][0];
+        assert_eq!(l["mediaType"], media_types::OCI_LAYER_GZIP);
+        let blob = get(
+            format!("{base}/blobs/{}", l["digest"].as_str().unwrap()),
+            "*/*",
+        )
+        .await;
+        assert_eq!(&blob[..2], &[0x1f, 0x8b], "{arch}: not gzip");
+        assert_eq!(l["size"], blob.len());
+        assert_eq!(Digest::sha256_of(&gunzip(&blob)), *diff_id);
+    }
+
+    // A pull gives the same image back: same config (image id) and diff ids.
+    let dst = open_store(&dir.path().join("dst"));
+    let rec = client().pull(&reference, &dst, &|_| {}).await.unwrap();
+    let (_, host_cfg, host_diff, _) = &images[1];
+    assert_eq!(rec.id, *host_cfg);
+    assert_eq!(dst.get_ref(&reference).unwrap().unwrap().digest, pushed);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&dst.content().read_blob(host_cfg, 1 << 20).unwrap()).unwrap();
+    assert_eq!(cfg["rootfs"]["diff_ids"][0], host_diff.to_string());
+    assert_eq!(rec.layers[0].media_type, media_types::OCI_LAYER_GZIP);
+}
+
 #[tokio::test]
 async fn pull_errors_unknown_manifest_and_platform() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,8 @@
 //! Pushing: blob existence checks, cross-repository mounts, uploads, then the manifest.
 //! Uncompressed layers (the builder stores its layers so) are pushed gzip-compressed,
-//! under a manifest rewritten for them (see `compressed_manifest`).
+//! under a manifest rewritten for them (see `compressed_manifest`), also for each platform
+//! of an index pushed whole, under an index rewritten to name those manifests
+//! (`compressed_index`).
 
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
@@ -36,8 +38,8 @@ fn file_body(path: &PathBuf, offset: u64, len: u64) -> reqwest::Body {
 /// (build layers are stored so) replaced by their gzip copies ([`store::ContentStore::gzip_of`],
 /// made once and kept), as docker compresses layers when it pushes. The config, and so
 /// the image id, stays; the pushed manifest gets its own digest. Unchanged (the same
-/// bytes) when every layer is compressed already. Not used for the manifests of an index
-/// pushed whole: the index names them by digest.
+/// bytes) when every layer is compressed already. For an index pushed whole each platform's
+/// manifest is rewritten so, and the index with them ([`compressed_index`]).
 async fn compressed_manifest(
     images: &ImageStore,
     desc: &Descriptor,
@@ -78,6 +80,42 @@ async fn compressed_manifest(
     }
     if !changed {
         return Ok((desc.clone(), bytes));
+    }
+    let out = serde_json::to_vec(&v).map_err(invalid)?;
+    let mut d = desc.clone();
+    d.digest = Digest::sha256_of(&out);
+    d.size = out.len() as u64;
+    Ok((d, out))
+}
+
+/// The index to push for the local index `desc` (`bytes`) whose manifests were rewritten
+/// by [`compressed_manifest`]: each entry in `rewritten` (old digest → new descriptor) gets
+/// the new manifest's digest and size, everything else (platforms, annotations) stays.
+/// Unchanged (the same bytes) when no manifest changed.
+fn compressed_index(
+    desc: &Descriptor,
+    bytes: Vec<u8>,
+    rewritten: &[(Digest, Descriptor)],
+) -> Result<(Descriptor, Vec<u8>), ClientError> {
+    if rewritten.iter().all(|(old, new)| *old == new.digest) {
+        return Ok((desc.clone(), bytes));
+    }
+    let invalid = |e: serde_json::Error| ClientError::InvalidManifest {
+        reference: desc.digest.to_string(),
+        reason: e.to_string(),
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(invalid)?;
+    if let Some(ms) = v.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        for m in ms.iter_mut() {
+            let Some(Ok(digest)) = m.get("digest").and_then(|d| d.as_str()).map(Digest::parse)
+            else {
+                continue;
+            };
+            if let Some((_, new)) = rewritten.iter().find(|(old, _)| *old == digest) {
+                m["digest"] = new.digest.to_string().into();
+                m["size"] = new.size.into();
+            }
+        }
     }
     let out = serde_json::to_vec(&v).map_err(invalid)?;
     let mut d = desc.clone();
@@ -183,20 +221,26 @@ impl RegistryClient {
             ParsedManifest::Index(idx) => {
                 let all_local = idx.manifests.iter().all(|m| content.exists(&m.digest));
                 if all_local {
+                    // Each platform's layers go gzip-compressed as a single image's do,
+                    // under its rewritten manifest, and the index names those.
+                    let mut rewritten = Vec::with_capacity(idx.manifests.len());
                     for m in &idx.manifests {
                         let b = read(m.clone()).await?;
+                        let (md, b) = compressed_manifest(images, m, b).await?;
                         self.push_manifest(
                             &ep,
                             path,
                             &scope,
                             images,
-                            m,
+                            &md,
                             &b,
-                            &m.digest.to_string(),
+                            &md.digest.to_string(),
                             progress,
                         )
                         .await?;
+                        rewritten.push((m.digest.clone(), md));
                     }
+                    let (target, bytes) = compressed_index(&target, bytes, &rewritten)?;
                     self.put_manifest(
                         &ep,
                         path,
