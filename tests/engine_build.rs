@@ -1327,3 +1327,69 @@ fn a_step_a_tar_cannot_round_trip_stores_its_layer_blob() {
         text(&run)
     );
 }
+
+/// `RUN --network=...` is part of the step's cache key (BuildKit keys on the step's
+/// network mode), so the same command with another flag runs again; the build's own
+/// `--network` is not (Docker's classic builder keys on the container config only), so a
+/// rebuild with `--network none` reuses the default build's steps.
+#[test]
+fn run_network_flag_is_part_of_the_cache_key_the_builds_is_not() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let ctx = d.dir.path().join("netkeyctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN cat /proc/net/dev > /dev-seen\n",
+    );
+    let out = docker_build(&d, &["-t", "netkey:default", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+    let cat = |img: &str| {
+        let o = d.docker(&["run", "--rm", "--network", "none", img, "cat", "/dev-seen"]);
+        assert!(o.status.success(), "{}", text(&o));
+        interfaces(&String::from_utf8_lossy(&o.stdout))
+    };
+    assert_eq!(cat("netkey:default"), ["eth0", "lo"]);
+
+    // The build's --network: the classic builder reuses the cached step.
+    let out = docker_build(
+        &d,
+        &[
+            "-t",
+            "netkey:global-none",
+            "--network",
+            "none",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("Using cache"), "{log}");
+    assert_eq!(cat("netkey:global-none"), ["eth0", "lo"]);
+
+    // The step's own --network=none: a different step, run again without a network.
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN --network=none cat /proc/net/dev > /dev-seen\n",
+    );
+    let out = docker_build(&d, &["-t", "netkey:none", ctx.to_str().unwrap()]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("Using cache"), "{log}");
+    assert_eq!(cat("netkey:none"), ["lo"]);
+    // ... which is cached in its turn, and `--network=default` is the unflagged step.
+    let out = docker_build(&d, &["-t", "netkey:none2", ctx.to_str().unwrap()]);
+    assert!(text(&out).contains("Using cache"), "{}", text(&out));
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN --network=default cat /proc/net/dev > /dev-seen\n",
+    );
+    let out = docker_build(&d, &["-t", "netkey:flag-default", ctx.to_str().unwrap()]);
+    assert!(text(&out).contains("Using cache"), "{}", text(&out));
+    assert_eq!(cat("netkey:flag-default"), ["eth0", "lo"]);
+}

@@ -5,7 +5,8 @@
 //! `LABEL`, `CMD`, ...) only change the config and add a history entry with
 //! `empty_layer: true`; `RUN`, `COPY` and `ADD` may add a layer. Before running a step the
 //! builder computes its [`CacheKey`] (parent state id + the step's expanded text + the
-//! build args it sees + for `COPY`/`ADD` the content hash of what would be copied) and
+//! build args it sees + for `COPY`/`ADD` the content hash of what would be copied + for
+//! `RUN` its `--network` flag, not the build's `--network`) and
 //! asks the backend's cache; a hit reuses the cached state (` ---> Using cache`).
 //!
 //! Only the stages the target depends on (through `FROM <stage>` and `COPY --from`) are
@@ -1123,7 +1124,19 @@ impl<'a, 'o> Builder<'a, 'o> {
             .as_ref()
             .map(|s| hex::encode(Sha256::digest(s)))
             .unwrap_or_default();
-        let key = self.cache_key(&ctx.state, &["run", &created_by, &stdin_hash]);
+        // The step's own `RUN --network` is part of its key, as in BuildKit (the flag is
+        // the network mode of the step's ExecOp, which its cache key digests); the build's
+        // `--network` is not, as in Docker's classic builder (its cache probe compares
+        // only the step's container config, never the host config that holds the network
+        // mode: moby image/cache compare.go). `default` is the same as no flag, and a
+        // step without the flag keeps the key it always had.
+        let key = match network.filter(|n| *n != "default") {
+            Some(n) => self.cache_key(
+                &ctx.state,
+                &["run", &created_by, &stdin_hash, &format!("network={n}")],
+            ),
+            None => self.cache_key(&ctx.state, &["run", &created_by, &stdin_hash]),
+        };
         if let Some(s) = self.lookup(&key)? {
             ctx.state = s;
             return Ok(());
