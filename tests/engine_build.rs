@@ -1393,3 +1393,77 @@ fn run_network_flag_is_part_of_the_cache_key_the_builds_is_not() {
     assert!(text(&out).contains("Using cache"), "{}", text(&out));
     assert_eq!(cat("netkey:flag-default"), ["eth0", "lo"]);
 }
+
+/// A build on `--network container:<name>` gives its steps that container's
+/// `/etc/resolv.conf` and `/etc/hosts` (on a user-defined network: the embedded DNS), as
+/// Docker does for a container joining another's network, not the host's resolver.
+#[test]
+fn build_on_a_containers_network_uses_its_resolv_conf_and_hosts() {
+    if !host_ok() || !docker_available() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let subnet = testutil::free_subnet();
+    let o = d.docker(&["network", "create", "--subnet", &subnet, "dnsjoinnet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    d.net
+        .extra_bridges
+        .push(format!("br-{}", &id[..12.min(id.len())]));
+    let o = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "dnsholder",
+        "--network",
+        "dnsjoinnet",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let in_holder = |f: &str| {
+        let o = d.docker(&["exec", "dnsholder", "cat", f]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let (resolv, hosts) = (in_holder("/etc/resolv.conf"), in_holder("/etc/hosts"));
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_ne!(
+        resolv, host_resolv,
+        "the test needs a container resolver of its own"
+    );
+
+    let ctx = d.dir.path().join("dnsjoinctx");
+    write(
+        &ctx,
+        "Dockerfile",
+        "FROM busybox\nRUN cat /etc/resolv.conf > /resolv && cat /etc/hosts > /hosts\n",
+    );
+    let out = docker_build(
+        &d,
+        &[
+            "-t",
+            "dnsjoined",
+            "--network",
+            "container:dnsholder",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+    let cat = |f: &str| {
+        let o = d.docker(&["run", "--rm", "--network", "none", "dnsjoined", "cat", f]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert_eq!(cat("/resolv"), resolv);
+    assert_eq!(cat("/hosts"), hosts);
+    // The container's files are untouched by the step.
+    assert_eq!(in_holder("/etc/resolv.conf"), resolv);
+
+    let o = d.docker(&["rm", "-f", "dnsholder"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = d.docker(&["network", "rm", "dnsjoinnet"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -36,7 +36,8 @@
 //!   are the network's. The endpoint is disconnected and the namespace removed when the
 //!   step ends, whatever happens. `none` gets a new, empty network namespace (loopback
 //!   only); `host` shares the host's network and its resolver config; `container:<name>`
-//!   ([`DefaultNetwork::Join`], resolved by the daemon) joins that running container's.
+//!   ([`DefaultNetwork::Join`], resolved by the daemon) joins that running container's
+//!   namespace and shares its `/etc/resolv.conf` and `/etc/hosts`.
 //! * `COPY`/`ADD` ([`BuildBackend::add_files`]): the same kind of snapshot
 //!   (`build-copy-<unique>`), mounted; the
 //!   items are copied into the mounted root filesystem (destination parents resolved inside
@@ -118,9 +119,18 @@ pub enum DefaultNetwork {
     None,
     /// A user-defined bridge network of the engine, by name or id.
     Named(String),
-    /// An existing network namespace, by path (`docker build --network container:<name>`:
-    /// `/proc/<pid>/ns/net` of that running container, resolved by the caller).
-    Join(PathBuf),
+    /// A running container's network (`docker build --network container:<name>`, resolved
+    /// by the caller): the step joins its namespace (`/proc/<pid>/ns/net`) and, as Docker
+    /// gives a container that joins another's network, sees that container's own
+    /// `/etc/resolv.conf` and `/etc/hosts` (bind mounts of the files in its directory
+    /// `<root>/containers/<id>`), so its DNS is the container's (the embedded DNS on a
+    /// user-defined network), not the host's.
+    Join {
+        /// The namespace to join.
+        netns: PathBuf,
+        /// The container's directory, holding its `resolv.conf` and `hosts`.
+        etc_dir: PathBuf,
+    },
 }
 
 impl DefaultNetwork {
@@ -140,7 +150,7 @@ impl DefaultNetwork {
         match self {
             DefaultNetwork::Bridge => Some("bridge"),
             DefaultNetwork::Named(n) => Some(n),
-            DefaultNetwork::Host | DefaultNetwork::None | DefaultNetwork::Join(_) => None,
+            DefaultNetwork::Host | DefaultNetwork::None | DefaultNetwork::Join { .. } => None,
         }
     }
 }
@@ -1282,6 +1292,31 @@ impl StoreBuildBackend {
         bundle: &Path,
         lease: &mut Lease,
     ) -> Result<StepNet, BackendError> {
+        if let DefaultNetwork::Join { netns, etc_dir } = mode {
+            // The container may have stopped since the build began: its namespace and
+            // files must still be there (the runtime would fail on a stale path later and
+            // less clearly).
+            let gone = [
+                netns.clone(),
+                etc_dir.join("resolv.conf"),
+                etc_dir.join("hosts"),
+            ]
+            .into_iter()
+            .find(|p| !p.exists());
+            if let Some(p) = gone {
+                return Err(be(
+                    ErrorKind::FailedPrecondition,
+                    format!(
+                        "cannot join the network of container {}: it is not running ({} is gone)",
+                        etc_dir
+                            .file_name()
+                            .map(|n| short(&n.to_string_lossy()))
+                            .unwrap_or_default(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
         let Some(network) = mode.bridge_network() else {
             return Ok(StepNet {
                 mode: mode.clone(),
@@ -1354,21 +1389,27 @@ impl StoreBuildBackend {
             env.push(format!("HOME={}", id.home));
         }
         let hostname: String = spec.container_id.chars().take(12).collect();
-        // Private copies of the resolver config and hosts file: the network's, else the
-        // host's resolver config and a minimal hosts file.
-        let resolv = bundle.join("resolv.conf");
-        let resolv_text = match &netcfg.resolv {
-            Some(r) => r.clone().into_bytes(),
-            None => read_small(Path::new("/etc/resolv.conf"), 1 << 16).unwrap_or_default(),
+        // A joined container's own resolver config and hosts file, shared as Docker shares
+        // them; else private copies: the network's, or the host's resolver config and a
+        // minimal hosts file.
+        let (resolv, hosts) = if let DefaultNetwork::Join { etc_dir, .. } = &netcfg.mode {
+            (etc_dir.join("resolv.conf"), etc_dir.join("hosts"))
+        } else {
+            let resolv = bundle.join("resolv.conf");
+            let resolv_text = match &netcfg.resolv {
+                Some(r) => r.clone().into_bytes(),
+                None => read_small(Path::new("/etc/resolv.conf"), 1 << 16).unwrap_or_default(),
+            };
+            fs::write(&resolv, resolv_text).map_err(ioerr("writing resolv.conf"))?;
+            let hosts = bundle.join("hosts");
+            let hosts_text = netcfg.hosts.clone().unwrap_or_else(|| {
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+                )
+            });
+            fs::write(&hosts, hosts_text).map_err(ioerr("writing hosts"))?;
+            (resolv, hosts)
         };
-        fs::write(&resolv, resolv_text).map_err(ioerr("writing resolv.conf"))?;
-        let hosts = bundle.join("hosts");
-        let hosts_text = netcfg.hosts.clone().unwrap_or_else(|| {
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-            )
-        });
-        fs::write(&hosts, hosts_text).map_err(ioerr("writing hosts"))?;
         let mut namespaces = vec![
             serde_json::json!({"type": "pid"}),
             serde_json::json!({"type": "ipc"}),
@@ -1376,7 +1417,7 @@ impl StoreBuildBackend {
             serde_json::json!({"type": "mount"}),
         ];
         match (&netcfg.netns, &netcfg.mode) {
-            (Some(p), _) | (None, DefaultNetwork::Join(p)) => {
+            (Some(p), _) | (None, DefaultNetwork::Join { netns: p, .. }) => {
                 namespaces.push(serde_json::json!({"type": "network", "path": p}))
             }
             (None, DefaultNetwork::Host) => {}

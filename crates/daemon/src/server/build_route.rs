@@ -160,7 +160,8 @@ pub(super) async fn build(
 }
 
 /// The network of the build's `RUN` steps for `docker build --network MODE`;
-/// `container:<name>` must name a running container, whose namespace the steps join.
+/// `container:<name>` must name a running container, whose namespace (and resolver
+/// config and hosts file) the steps join.
 fn build_network(engine: &engine::Engine, mode: &str) -> Result<DefaultNetwork, Error> {
     let Some(name) = mode.strip_prefix("container:") else {
         return Ok(DefaultNetwork::from_mode(mode));
@@ -173,9 +174,10 @@ fn build_network(engine: &engine::Engine, mode: &str) -> Result<DefaultNetwork, 
             "cannot join network of a non running container: {name}"
         ))));
     }
-    Ok(DefaultNetwork::Join(
-        format!("/proc/{}/ns/net", rec.state.pid).into(),
-    ))
+    Ok(DefaultNetwork::Join {
+        netns: format!("/proc/{}/ns/net", rec.state.pid).into(),
+        etc_dir: engine.networks().container_dir(&rec.id),
+    })
 }
 
 /// Pulls a missing base image (`FROM`, or every one under `--pull`) from its registry
