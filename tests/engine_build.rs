@@ -318,8 +318,8 @@ fn run_steps_use_the_build_network() {
         s.contains(&format!("inet {}", subnet.trim_end_matches("0/24"))),
         "{s}"
     );
-    // An unknown network is a clear error (the network is not part of the cache key, as
-    // with Docker, so the step must run).
+    // An unknown network is a clear error (the build's network is not part of the cache
+    // key, as with Docker's classic builder, so the step must run).
     let out = docker_build(
         &d,
         &[
