@@ -8,12 +8,17 @@
 #   2. daemon idle RSS, and the memory of one running container's monitor;
 #   3. GET /containers/json with 1000 containers;
 #   4. 200 containers started concurrently.
-# dockerd runs with --bridge=none (its containers get no network; it must not touch the
-# host's firewall here) and podman with --network none, so berth's bridge figure is the
-# conservative one.
+# dockerd runs with --iptables=false --ip-masq=false (it must not touch the host's
+# firewall here) and --bridge=bbd<pid>, a bridge this script makes with an address of its
+# own: a plain `docker run` takes docker's default-bridge path (veth, address, the
+# bridge) as berth's does. A user-defined network of dockerd's (embedded DNS) and
+# --network none are rows too; podman runs with --network none. Each row is compared with
+# berth's default (bridge) figure and with berth's own figure in the same network mode
+# (like for like).
 #
 # Usage: bench/engine/bench.sh [RUNS]   (default 40). Binaries: $BIN (default
-# target/release, built with `cargo build --release --workspace --bins`).
+# target/release, built with `cargo build --release --workspace --bins`). ONLY=run: the
+# run and memory sections alone; KEEP=DIR: keep hyperfine's output there.
 set -euo pipefail
 RUNS=${1:-40}
 cd "$(dirname "$0")/../.."
@@ -31,7 +36,9 @@ cleanup() {
   curl -s --unix-socket "$SOCK" "http://x/containers/json?all=1" | jq -r '.[].Id' 2>/dev/null |
     xargs -r -P 8 -I{} curl -s -X DELETE --unix-socket "$SOCK" "http://x/containers/{}?force=1" >/dev/null
   [ -n "${BPID:-}" ] && kill "$BPID" && wait "$BPID"
+  [ -n "${DPID:-}" ] && DOCKER_HOST=unix://$DSOCK $DOCKER network rm "bbnet$$" >/dev/null 2>&1
   [ -n "${DPID:-}" ] && kill "$DPID" && wait "$DPID"
+  ip link del "bbd$$" 2>/dev/null; ip link del "bbu$$" 2>/dev/null
   [ -n "${PODMAN:-}" ] && $PODMAN rm -af >/dev/null 2>&1
   grep " $T" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l
   ip link del "$BR" 2>/dev/null
@@ -60,8 +67,10 @@ BERTH="$BIN/berth -H unix://$SOCK"
 DOCKER=/usr/bin/docker; [ -x $DOCKER ] || DOCKER=$(command -v docker || true)
 if command -v dockerd >/dev/null && [ -n "$DOCKER" ]; then
   echo '{}' > "$T/daemon.json"
+  DNET=10.218.$((RANDOM % 200))
+  ip link add "bbd$$" type bridge && ip addr add "$DNET.1/24" dev "bbd$$" && ip link set "bbd$$" up
   dockerd --config-file "$T/daemon.json" --data-root "$T/ddata" --exec-root "$T/dexec" \
-    --pidfile "$T/dockerd.pid" -H "unix://$DSOCK" --bridge=none --iptables=false --ip-masq=false \
+    --pidfile "$T/dockerd.pid" -H "unix://$DSOCK" --bridge="bbd$$" --iptables=false --ip-masq=false \
     --containerd-namespace "bbench$$" --containerd-plugins-namespace "bbench$$-p" >"$T/dockerd.log" 2>&1 &
   DPID=$!
   for _ in $(seq 200); do DOCKER_HOST=unix://$DSOCK $DOCKER version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -79,38 +88,63 @@ if command -v podman >/dev/null; then
 fi
 
 echo "== run --rm busybox true ($RUNS runs each, hyperfine -N, after 5 warm-ups)"
+# `same` is the row of berth's own CLI and daemon with the same network mode as the row
+# (0: bridge, 1: none), for the like-for-like ratio.
 cmds=("$BERTH run --rm busybox true" "$BERTH run --rm --network none busybox true")
 names=("berth CLI -> berth daemon (bridge)" "berth CLI -> berth daemon (--network none)")
+same=(0 1)
 if [ -n "$DOCKER" ]; then
   cmds+=("env DOCKER_HOST=unix://$SOCK $DOCKER run --rm busybox true")
   names+=("docker CLI -> berth daemon (bridge)")
+  same+=(0)
 fi
 if [ -n "${DPID:-}" ] && [ -z "${DPID_BAD:-}" ]; then
   cmds+=("env DOCKER_HOST=unix://$DSOCK $DOCKER run --rm busybox true")
-  names+=("docker CLI -> dockerd (no network)")
+  names+=("docker CLI -> dockerd (default bridge)")
+  same+=(0)
+  cmds+=("env DOCKER_HOST=unix://$DSOCK $DOCKER run --rm --network none busybox true")
+  names+=("docker CLI -> dockerd (--network none)")
+  same+=(1)
+  # A user-defined network of dockerd's (its embedded DNS; no iptables, as above).
+  if DOCKER_HOST=unix://$DSOCK $DOCKER network create --subnet "10.219.$((RANDOM % 200)).0/24" \
+    -o com.docker.network.bridge.name="bbu$$" "bbnet$$" >/dev/null 2>&1; then
+    cmds+=("env DOCKER_HOST=unix://$DSOCK $DOCKER run --rm --network bbnet$$ busybox true")
+    names+=("docker CLI -> dockerd (user-defined network)")
+    same+=(0)
+  fi
 fi
 if [ -n "${PODMAN:-}" ]; then
   cmds+=("$PODMAN run --rm --network none localhost/busybox true")
   names+=("podman (--network none)")
+  same+=(1)
 fi
 hyperfine -N -w 5 -r "$RUNS" --export-json "$T/run.json" "${cmds[@]}" >"$T/hyperfine.log" 2>&1 || { cat "$T/hyperfine.log"; exit 1; }
+# KEEP=DIR keeps hyperfine's own output and JSON (means, ranges, every run) there.
+[ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$T/hyperfine.log" "$T/run.json" "$KEEP/"
 med() { jq -r ".results[$1].median * 1000" "$T/run.json"; }
 base=$(med 0)
-printf '| %-45s | %10s | %16s |\n' "command" "median ms" "berth(bridge) ÷" 
-printf '|%s|%s|%s|\n' "-----------------------------------------------" "------------" "------------------"
+printf '| %-45s | %10s | %16s | %18s |\n' "command" "median ms" "berth(bridge) ÷" "berth(same net) ÷"
+printf '|%s|%s|%s|%s|\n' "-----------------------------------------------" "------------" "------------------" "--------------------"
 for i in "${!names[@]}"; do
   m=$(med "$i")
-  printf '| %-45s | %10.1f | %16.3f |\n' "${names[$i]}" "$m" "$(echo "$base / $m" | bc -l)"
+  printf '| %-45s | %10.1f | %16.3f | %18.3f |\n' "${names[$i]}" "$m" "$(echo "$base / $m" | bc -l)" \
+    "$(echo "$(med "${same[$i]}") / $m" | bc -l)"
 done
 
 echo
 echo "== memory"
 echo "berth daemon idle RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$BPID/status)"
 cid=$($BERTH run -d busybox sleep 600)
-mpid=$(pgrep -f "berth-monitor.*$cid" | head -1)
+# The monitor is the parent of the container's init.
+ipid=$($BERTH inspect -f '{{.State.Pid}}' "$cid")
+mpid=$(ps -o ppid= -p "$ipid" | tr -d ' ')
 echo "monitor of one running container (pid $mpid): $(grep -E 'VmRSS|RssAnon' /proc/$mpid/status | tr -s ' \t' ' ' | paste -sd ',')"
 echo "  PSS: $(awk '/^Pss:/ {s+=$2} END {print s " kB"}' /proc/$mpid/smaps_rollup)"
 $BERTH rm -f "$cid" >/dev/null
+
+# ONLY=run stops here (the sections below leave the kernel tearing down 1000 containers'
+# cgroups and namespaces for a minute, which would load a run that follows at once).
+[ "${ONLY:-}" = run ] && exit 0
 
 echo
 echo "== 1000 containers: create, then GET /containers/json?all=1"

@@ -17,5 +17,6 @@ N=${N:-20}
 for i in $(seq $N); do $BIN/berth -H unix://$SOCK run -d busybox sleep 600 >/dev/null; done
 sleep 1
 tot=0; anon=0; n=0
-for mp in $(pgrep -f "berth-monitor"); do grep -q "$T" /proc/$mp/cmdline 2>/dev/null || continue; p=$(awk '/^Pss:/{print $2}' /proc/$mp/smaps_rollup); a=$(awk '/^Anonymous:/{print $2}' /proc/$mp/smaps_rollup); tot=$((tot+p)); anon=$((anon+a)); n=$((n+1)); done
+# Each container's monitor is the parent of its init.
+for c in $($BIN/berth -H unix://$SOCK ps -q --no-trunc); do mp=$(ps -o ppid= -p "$($BIN/berth -H unix://$SOCK inspect -f '{{.State.Pid}}' "$c")" | tr -d ' '); p=$(awk '/^Pss:/{print $2}' /proc/$mp/smaps_rollup); a=$(awk '/^Anonymous:/{print $2}' /proc/$mp/smaps_rollup); tot=$((tot+p)); anon=$((anon+a)); n=$((n+1)); done
 echo "monitors: $n, total PSS ${tot} kB, per monitor $((tot/n)) kB PSS, $((anon/n)) kB anonymous"
