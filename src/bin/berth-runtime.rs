@@ -89,7 +89,9 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<i32> {
-    let rt = Runtime::new(&cli.root).with_systemd_cgroup(cli.systemd_cgroup);
+    let rt = Runtime::new(&cli.root)
+        .with_systemd_cgroup(cli.systemd_cgroup)
+        .with_attach_warmup(true);
     let Some(cmd) = &cli.cmd else {
         bail!("no command given (try --help)");
     };

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use error::{CgroupError, Result};
 pub use stats::{BlkioStats, CpuStats, MemoryStats, PidsStats, Stats};
-pub use warm::{own_procs_file, take_attach_lock, AttachWarmer};
+pub use warm::{own_procs_file, take_attach_lock, warm_in_child, AttachWarmer, ChildWarmup};
 
 /// How the host mounts its cgroup hierarchies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -75,6 +75,52 @@ pub fn take_attach_lock() -> Result<()> {
     write(&file, &std::process::id().to_string())
 }
 
+/// A one-shot warm-up for a short-lived, single-threaded process (`berth-runtime`'s
+/// `create`, `run` and `exec`, which join a process to its cgroups a few milliseconds
+/// after they start): a forked child writes `0` (itself) to the `cgroup.procs` of the
+/// cgroup it shares with its parent, which migrates nothing and starts the grace period
+/// at once, then exits. The parent goes on without waiting; [`ChildWarmup`] reaps the
+/// child when dropped (by then the grace period the join waited for is over too). A
+/// child rather than a thread: the runtime forks its container processes, and those
+/// allocate after the fork, which a second thread holding an allocator lock at that
+/// moment would deadlock.
+///
+/// Returns `None` where there is nothing to warm (no cgroup mount shows this process,
+/// or the fork fails): the join then waits as it would have.
+pub fn warm_in_child() -> Option<ChildWarmup> {
+    use std::os::unix::ffi::OsStrExt;
+    let file = own_procs_file().ok()?;
+    let path = std::ffi::CString::new(file.as_os_str().as_bytes()).ok()?;
+    // SAFETY: the child only makes async-signal-safe calls (open, write, _exit) on
+    // memory prepared before the fork, which is sound whatever other threads the parent
+    // has; the parent only records the pid.
+    match unsafe { libc::fork() } {
+        0 => unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"0".as_ptr().cast(), 1);
+            }
+            libc::_exit(0)
+        },
+        pid if pid > 0 => Some(ChildWarmup { pid }),
+        _ => None,
+    }
+}
+
+/// The child of [`warm_in_child`]; reaped on drop.
+#[derive(Debug)]
+pub struct ChildWarmup {
+    pid: libc::pid_t,
+}
+
+impl Drop for ChildWarmup {
+    fn drop(&mut self) {
+        let mut status = 0;
+        // SAFETY: waits for our own child by pid; `status` is a valid out-pointer.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+    }
+}
+
 /// How long after the last kick the warmer keeps the readers' switch on.
 const HOLD: Duration = Duration::from_millis(100);
 /// How often it takes the lock meanwhile: well inside one grace period (the switch
@@ -194,6 +240,20 @@ mod tests {
     fn taking_the_lock_leaves_the_process_where_it_is() {
         let before = std::fs::read_to_string(PROC_CGROUP).unwrap();
         take_attach_lock().expect("no-op migration");
+        assert_eq!(std::fs::read_to_string(PROC_CGROUP).unwrap(), before);
+    }
+
+    #[test]
+    fn a_child_warm_up_moves_nothing_and_is_reaped() {
+        let before = std::fs::read_to_string(PROC_CGROUP).unwrap();
+        let w = warm_in_child().expect("a warm-up child");
+        let pid = w.pid;
+        drop(w);
+        // Reaped: it is no longer our child.
+        let mut status = 0;
+        // SAFETY: a non-blocking wait for a pid; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert_eq!(r, -1, "the warm-up child was not reaped");
         assert_eq!(std::fs::read_to_string(PROC_CGROUP).unwrap(), before);
     }
 

@@ -65,6 +65,7 @@ pub struct ExecOptions {
 pub struct Runtime {
     root: PathBuf,
     systemd_cgroup: bool,
+    attach_warmup: bool,
 }
 
 impl Runtime {
@@ -270,7 +271,20 @@ impl Runtime {
         Runtime {
             root: root.into(),
             systemd_cgroup: false,
+            attach_warmup: false,
         }
+    }
+
+    /// Starts the kernel's grace period for the first `cgroup.procs` write of a create
+    /// or an exec as soon as the container's cgroups exist, in a forked child
+    /// (`cgroups::warm_in_child`), so the join waits only for what is left of it. For a
+    /// runtime process of its own (`berth-runtime`); the engine's monitor leaves it off,
+    /// as the daemon warms up for it (`cgroups::AttachWarmer`). Not before the cgroups
+    /// are made: the warm-up holds the cgroup mutex for the grace period, which would
+    /// hold back their `mkdir`.
+    pub fn with_attach_warmup(mut self, on: bool) -> Runtime {
+        self.attach_warmup = on;
+        self
     }
 
     /// Interprets `linux.cgroupsPath` with the systemd convention (`slice:prefix:name`).
@@ -398,6 +412,8 @@ impl Runtime {
             source,
         })?;
         guard.cgroup = Some(cg.clone());
+        // Reaped on return, once the init's join has waited for the same grace period.
+        let _warmup = self.attach_warmup.then(cgroups::warm_in_child).flatten();
         let mut resources: LinuxResources = linux
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
@@ -1068,6 +1084,7 @@ impl Runtime {
             seccomp: self.seccomp_program(&rec.config)?,
             idmapped: Default::default(),
         };
+        let _warmup = self.attach_warmup.then(cgroups::warm_in_child).flatten();
         // SAFETY: single-threaded caller, as for create.
         let stage1 = match unsafe { fork() }.map_err(sys_err("fork"))? {
             ForkResult::Child => {
