@@ -14,7 +14,7 @@
 # bridge) as berth's does. A user-defined network of dockerd's (embedded DNS) and
 # --network none are rows too; podman runs with --network none. Each row is compared with
 # berth's default (bridge) figure and with berth's own figure in the same network mode
-# (like for like).
+# (like for like). DOCKERD_BRIDGE=none runs dockerd with --bridge=none instead.
 #
 # Usage: bench/engine/bench.sh [RUNS]   (default 40). Binaries: $BIN (default
 # target/release, built with `cargo build --release --workspace --bins`). ONLY=run: the
@@ -52,10 +52,16 @@ cleanup() {
 }
 trap cleanup EXIT
 trap "exit 130" INT TERM
+# Each engine's run-time state (berth's --run-root, dockerd's --exec-root, podman's
+# runroot) on a tmpfs, as /run is on a systemd host; data roots stay on the disk under $T.
+# (Where /run is on the disk, as on this build machine's journal-less ext4, every file
+# created there also pays ext4's scan of recently deleted inodes: docs/benchmarks.md.)
+RUN=$T/run
+mkdir -p "$RUN" && mount -t tmpfs -o mode=0711 berth-bench "$RUN"
 scripts/busybox-rootfs.sh > "$T/busybox.tar"
 
 # --- berth
-BERTH_MONITOR=$BIN/berth-monitor "$BIN/berth" daemon --root "$T/broot" --run-root "$T/brun" \
+BERTH_MONITOR=$BIN/berth-monitor "$BIN/berth" daemon --root "$T/broot" --run-root "$RUN/brun" \
   -H "unix://$SOCK" --runtime "$BIN/berth-runtime" --bridge "$BR" --bip 10.213.$((RANDOM % 200)).1/24 \
   --iptables-chain-prefix BBENCH 2>"$T/berth.log" &
 BPID=$!
@@ -67,10 +73,15 @@ BERTH="$BIN/berth -H unix://$SOCK"
 DOCKER=/usr/bin/docker; [ -x $DOCKER ] || DOCKER=$(command -v docker || true)
 if command -v dockerd >/dev/null && [ -n "$DOCKER" ]; then
   echo '{}' > "$T/daemon.json"
-  DNET=10.218.$((RANDOM % 200))
-  ip link add "bbd$$" type bridge && ip addr add "$DNET.1/24" dev "bbd$$" && ip link set "bbd$$" up
-  dockerd --config-file "$T/daemon.json" --data-root "$T/ddata" --exec-root "$T/dexec" \
-    --pidfile "$T/dockerd.pid" -H "unix://$DSOCK" --bridge="bbd$$" --iptables=false --ip-masq=false \
+  # DOCKERD_BRIDGE=none: dockerd with no default bridge at all (--bridge=none), its
+  # fastest set-up; a plain `docker run` then gets no network.
+  DBRIDGE=${DOCKERD_BRIDGE:-bbd$$}
+  if [ "$DBRIDGE" != none ]; then
+    DNET=10.218.$((RANDOM % 200))
+    ip link add "$DBRIDGE" type bridge && ip addr add "$DNET.1/24" dev "$DBRIDGE" && ip link set "$DBRIDGE" up
+  fi
+  dockerd --config-file "$T/daemon.json" --data-root "$T/ddata" --exec-root "$RUN/dexec" \
+    --pidfile "$T/dockerd.pid" -H "unix://$DSOCK" --bridge="$DBRIDGE" --iptables=false --ip-masq=false \
     --containerd-namespace "bbench$$" --containerd-plugins-namespace "bbench$$-p" >"$T/dockerd.log" 2>&1 &
   DPID=$!
   for _ in $(seq 200); do DOCKER_HOST=unix://$DSOCK $DOCKER version >/dev/null 2>&1 && break; sleep 0.1; done
@@ -80,9 +91,9 @@ fi
 # --- podman (optional)
 if command -v podman >/dev/null; then
   printf '[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n' > "$T/containers.conf"
-  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/proot"\nrunroot = "%s/prun"\n' "$T" "$T" > "$T/storage.conf"
+  printf '[storage]\ndriver = "overlay"\ngraphroot = "%s/proot"\nrunroot = "%s/prun"\n' "$T" "$RUN" > "$T/storage.conf"
   export CONTAINERS_CONF=$T/containers.conf CONTAINERS_STORAGE_CONF=$T/storage.conf
-  PODMAN="podman --root $T/proot --runroot $T/prun --tmpdir $T/ptmp --cgroup-manager cgroupfs --events-backend file"
+  PODMAN="podman --root $T/proot --runroot $RUN/prun --tmpdir $T/ptmp --cgroup-manager cgroupfs --events-backend file"
   $PODMAN import "$T/busybox.tar" localhost/busybox:latest >/dev/null 2>&1 || PODMAN=
   [ -n "$PODMAN" ] && ! $PODMAN run --rm --network none localhost/busybox true >/dev/null 2>&1 && PODMAN=
 fi
@@ -100,8 +111,13 @@ if [ -n "$DOCKER" ]; then
 fi
 if [ -n "${DPID:-}" ] && [ -z "${DPID_BAD:-}" ]; then
   cmds+=("env DOCKER_HOST=unix://$DSOCK $DOCKER run --rm busybox true")
-  names+=("docker CLI -> dockerd (default bridge)")
-  same+=(0)
+  if [ "$DBRIDGE" = none ]; then
+    names+=("docker CLI -> dockerd --bridge=none (none)")
+    same+=(1)
+  else
+    names+=("docker CLI -> dockerd (default bridge)")
+    same+=(0)
+  fi
   cmds+=("env DOCKER_HOST=unix://$DSOCK $DOCKER run --rm --network none busybox true")
   names+=("docker CLI -> dockerd (--network none)")
   same+=(1)
