@@ -895,6 +895,88 @@ fn console_socket_receives_pty() {
     assert!(text.contains("stdin-is-tty"), "{text}");
 }
 
+/// The children of `pid`: (pid, comm, state letter; `Z` for a zombie).
+fn children_of(pid: u32) -> Vec<(i64, String, char)> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i64>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_string();
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if f.get(1).and_then(|pp| pp.parse::<u32>().ok()) == Some(pid) {
+            out.push((p, comm, f[0].chars().next().unwrap_or('?')));
+        }
+    }
+    out
+}
+
+/// The children of `pid` once one of them runs `comm` and 200 ms have passed (panics
+/// after 10 s).
+fn children_once_running(pid: u32, comm: &str) -> Vec<(i64, String, char)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !children_of(pid).iter().any(|(_, c, _)| c == comm) {
+        assert!(
+            Instant::now() < deadline,
+            "children of {pid}: {:?}",
+            children_of(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    children_of(pid)
+}
+
+#[test]
+fn a_foreground_run_or_exec_has_only_the_containers_process_as_child() {
+    // berth-runtime forks a helper that starts the kernel's cgroup-attach grace period
+    // (cgroups::warm_in_child); it must be reaped once the join is done, not stay a
+    // zombie child while the container's process runs.
+    let Some(c) = Ctr::new(&["sleep", "100"]) else {
+        return;
+    };
+    let (ok, err) = c.create();
+    assert!(ok, "{err}");
+    assert!(c.rt(&["start", &c.id]).status.success());
+    let mut exec = c
+        .cmd()
+        .args(["exec", &c.id, "sleep", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn exec");
+    // The exec'd process is the runtime's child (it is its subreaper meanwhile).
+    let kids = children_once_running(exec.id(), "sleep");
+    let _ = exec.kill();
+    let _ = exec.wait();
+    assert_eq!(kids.len(), 1, "exec's children: {kids:?}");
+
+    let r = Ctr::new(&["sleep", "30"]).expect("root");
+    r.b.write_config().expect("write config");
+    let mut run = r
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(r.b.path())
+        .arg(&r.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn run");
+    let kids = children_once_running(run.id(), "sleep");
+    assert!(r.rt(&["kill", &r.id, "KILL"]).status.success());
+    let _ = run.wait();
+    assert_eq!(kids.len(), 1, "run's children: {kids:?}");
+}
+
 #[test]
 fn exec_joins_the_container() {
     let Some(c) = Ctr::new(&["sleep", "100"]) else {

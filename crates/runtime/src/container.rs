@@ -1084,7 +1084,9 @@ impl Runtime {
             seccomp: self.seccomp_program(&rec.config)?,
             idmapped: Default::default(),
         };
-        let _warmup = self.attach_warmup.then(cgroups::warm_in_child).flatten();
+        // Reaped once stage 1 has joined the cgroups and reported (not held while the
+        // exec'd process runs).
+        let warmup = self.attach_warmup.then(cgroups::warm_in_child).flatten();
         // SAFETY: single-threaded caller, as for create.
         let stage1 = match unsafe { fork() }.map_err(sys_err("fork"))? {
             ForkResult::Child => {
@@ -1192,6 +1194,7 @@ impl Runtime {
         };
         // The process may wait for a word from us (SECCOMP_DONE): EOF ends that wait.
         drop(parent_sock);
+        drop(warmup);
         if !stage1_reaped {
             let _ = waitpid(stage1, None);
         }
@@ -1216,8 +1219,6 @@ impl Runtime {
     }
 }
 
-/// Waits for `pid` (a child or reparented to us as subreaper); returns its exit code
-/// (128 + signal when killed). Other reaped children are ignored.
 /// Moves host network interfaces into the network namespace of `pid` (renaming them as
 /// asked) with iproute2. When the namespace goes, the kernel destroys virtual devices and
 /// returns physical ones to the host.
@@ -1244,6 +1245,8 @@ fn move_net_devices(
     Ok(())
 }
 
+/// Waits for `pid` (a child or reparented to us as subreaper); returns its exit code
+/// (128 + signal when killed). Other reaped children are ignored.
 fn wait_exit(pid: i32) -> i32 {
     loop {
         match waitpid(Pid::from_raw(pid), None) {
