@@ -59,12 +59,21 @@ impl Cgroup {
         Some(Target { v2: h.v2, dir })
     }
 
-    /// Like [`Cgroup::target`], but a missing controller is an error.
+    /// Like [`Cgroup::target`], but a missing controller is an error: one the host does
+    /// not have, or (v2) one its hierarchy has but this cgroup's parent did not enable.
     pub(crate) fn need(&self, controller: &str) -> Result<Target<'_>> {
-        self.target(controller)
-            .ok_or_else(|| CgroupError::ControllerMissing {
+        if let Some(t) = self.target(controller) {
+            return Ok(t);
+        }
+        match self.controller_dir(controller) {
+            Some((h, dir)) if h.v2 => Err(CgroupError::ControllerNotEnabled {
                 controller: controller.to_string(),
-            })
+                dir: dir.to_path_buf(),
+            }),
+            _ => Err(CgroupError::ControllerMissing {
+                controller: controller.to_string(),
+            }),
+        }
     }
 }
 

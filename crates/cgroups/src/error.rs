@@ -29,6 +29,19 @@ pub enum CgroupError {
         /// The controller name (e.g. `hugetlb`).
         controller: String,
     },
+    /// A cgroup v2 controller the host has, but which is not enabled for this cgroup:
+    /// its parent's `cgroup.subtree_control` does not list it (a parent that holds
+    /// processes itself cannot delegate domain controllers on v2).
+    #[error(
+        "cgroup controller {controller} is not enabled for {}: its parent's cgroup.subtree_control does not list it",
+        dir.display()
+    )]
+    ControllerNotEnabled {
+        /// The controller name (e.g. `pids`).
+        controller: String,
+        /// The cgroup directory.
+        dir: std::path::PathBuf,
+    },
     /// The host supports cgroups, but not the requested feature.
     #[error("{what} is not supported on this host")]
     Unsupported {
@@ -135,6 +148,7 @@ impl HasKind for CgroupError {
                 ErrorKind::InvalidArgument
             }
             CgroupError::ControllerMissing { .. }
+            | CgroupError::ControllerNotEnabled { .. }
             | CgroupError::Unsupported { .. }
             | CgroupError::NoHierarchies => ErrorKind::Unavailable,
             CgroupError::Read { source, .. } => io_kind(source),

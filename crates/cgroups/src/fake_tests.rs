@@ -162,15 +162,19 @@ fn v2_unsupported_and_missing() {
         let e = cg.apply(&resources(json.clone())).unwrap_err();
         assert_eq!(errkind::HasKind::kind(&e), kind, "{json}: {e}");
     }
-    // A controller the parent did not enable for this cgroup is missing.
+    // A controller the host has but the parent did not enable for this cgroup is
+    // named as such (not "not available on this host").
     fs::write(tmp.path().join("berth/x/cgroup.controllers"), "cpu memory").unwrap();
     let e = cg
         .apply(&resources(serde_json::json!({"pids": {"limit": 5}})))
         .unwrap_err();
     assert!(
-        matches!(e, CgroupError::ControllerMissing { ref controller } if controller == "pids"),
+        matches!(e, CgroupError::ControllerNotEnabled { ref controller, ref dir }
+            if controller == "pids" && dir.ends_with("berth/x")),
         "{e}"
     );
+    assert!(e.to_string().contains("subtree_control"), "{e}");
+    assert_eq!(errkind::HasKind::kind(&e), errkind::ErrorKind::Unavailable);
     // Not requested: no error.
     cg.apply(&resources(
         serde_json::json!({"memory": {"limit": 1000000}}),
