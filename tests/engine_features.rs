@@ -847,3 +847,85 @@ fn init_with_another_runtime_runs_docker_init() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "me=1\nnone\n");
 }
+
+#[test]
+fn a_relative_cgroup_parent_is_taken_from_the_root_in_every_hierarchy() {
+    // Docker's rule: a relative --cgroup-parent is relative to the init's cgroup (the
+    // root), not to wherever the daemon runs; the daemon (which makes the cgroup and
+    // reads its stats) and the runtime (which joins it) must agree on it.
+    if !host_ok() {
+        return;
+    }
+    let d = Daemon::start();
+    d.import_busybox("busybox:latest");
+    let parent = testutil::unique_name("berth-cgp");
+    let _cleanup = CgroupParentCleanup(parent.clone());
+    let o = d.berth(&[
+        "run",
+        "-d",
+        "--cgroup-parent",
+        &parent,
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let pid = d.inspect(&id)["State"]["Pid"].as_i64().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let want = format!("/{parent}/{id}");
+    for line in cg.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or("");
+        // Hierarchies the runtime does not manage (none here) would show another path.
+        assert_eq!(path, want, "{line} in:\n{cg}");
+    }
+    // Its stats come from that cgroup.
+    let (st, v) = d.request("GET", &format!("/containers/{id}/stats?stream=false"), None);
+    assert_eq!(st, 200, "{v}");
+    assert!(v["pids_stats"]["current"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert!(d.berth(&["rm", "-f", &id]).status.success());
+    // The parent stays, as with Docker (CgroupParentCleanup removes it).
+    // A parent that climbs out is refused.
+    let o = d.berth(&[
+        "create",
+        "--cgroup-parent",
+        "a/../../etc",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid --cgroup-parent"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Removes a test's cgroup parent (and anything left under it) from every hierarchy:
+/// v1 controller mounts, the unified mount, or a pure v2 root; also when the test fails.
+struct CgroupParentCleanup(String);
+
+impl Drop for CgroupParentCleanup {
+    fn drop(&mut self) {
+        fn rmdir_tree(d: &std::path::Path) {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        rmdir_tree(&e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(d);
+        }
+        let mut dirs = vec![std::path::PathBuf::from(format!(
+            "/sys/fs/cgroup/{}",
+            self.0
+        ))];
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            dirs.extend(rd.flatten().map(|e| e.path().join(&self.0)));
+        }
+        for d in dirs {
+            rmdir_tree(&d);
+        }
+    }
+}

@@ -170,6 +170,9 @@ pub struct ContainerOpts {
     /// Tune container pids limit (set -1 for unlimited)
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// Optional parent cgroup for the container
+    #[arg(long = "cgroup-parent")]
+    pub cgroup_parent: Option<String>,
     /// Ulimit options
     #[arg(long)]
     pub ulimit: Vec<String>,
@@ -766,6 +769,9 @@ pub fn create_body(
     }
     if let Some(p) = opts.pids_limit {
         host.insert("PidsLimit".into(), json!(p));
+    }
+    if let Some(p) = &opts.cgroup_parent {
+        host.insert("CgroupParent".into(), json!(p));
     }
     if !opts.ulimit.is_empty() {
         let u = opts

@@ -2139,6 +2139,13 @@ fn validate_host_config(hc: &api::HostConfig) -> Result<()> {
             "conflicting options: cannot specify both --restart and --rm".into(),
         ));
     }
+    if hc.cgroup_parent.split('/').any(|c| c == ".." || c == ".") || hc.cgroup_parent.contains('\0')
+    {
+        return Err(EngineError::Invalid(format!(
+            "invalid --cgroup-parent {:?}: it may not hold '.' or '..' components",
+            hc.cgroup_parent
+        )));
+    }
     if hc.memory > 0 && hc.memory < 6 * 1024 * 1024 {
         return Err(EngineError::Invalid(
             "Minimum memory limit allowed is 6MB".into(),

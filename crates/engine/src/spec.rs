@@ -568,19 +568,44 @@ pub fn build(cfg: &ContainerConfig, hc: &HostConfig, inp: SpecInputs<'_>) -> Res
         .map_err(|e| EngineError::Runtime(format!("serialize runtime spec: {e}")))
 }
 
-/// The container's `linux.cgroupsPath`: `<--cgroup-parent, default /berth>/<id>`.
+/// The container's `linux.cgroupsPath`: `<--cgroup-parent, default /berth>/<id>`,
+/// always absolute. A relative `--cgroup-parent` is relative to the cgroup of the host's
+/// init, which is the root (Docker's rule for the cgroupfs driver), not to whichever
+/// cgroup the daemon, the monitor or the runtime happen to run in: the daemon makes the
+/// cgroup at create and reads its stats, the runtime joins it, and all must mean the
+/// same directory.
 pub(crate) fn cgroups_path(hc: &api::HostConfig, id: &str) -> String {
     let parent = if hc.cgroup_parent.is_empty() {
         "/berth"
     } else {
         hc.cgroup_parent.as_str()
     };
-    format!("{}/{}", parent.trim_end_matches('/'), id)
+    let parent = parent.trim_matches('/');
+    if parent.is_empty() {
+        format!("/{id}")
+    } else {
+        format!("/{parent}/{id}")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroups_paths_are_absolute() {
+        let mut hc = HostConfig::default();
+        assert_eq!(cgroups_path(&hc, "c1"), "/berth/c1");
+        for (parent, want) in [
+            ("/custom", "/custom/c1"),
+            ("/custom/", "/custom/c1"),
+            ("relative/sub", "/relative/sub/c1"),
+            ("/", "/c1"),
+        ] {
+            hc.cgroup_parent = parent.into();
+            assert_eq!(cgroups_path(&hc, "c1"), want, "{parent}");
+        }
+    }
 
     #[test]
     fn caps_defaults_add_drop() {
