@@ -42,6 +42,9 @@ printf 'FROM busybox\nCOPY big/ /big/\n' > $T/ctx/Dockerfile
 [ -n "${NOCOPY:-}" ] && printf 'FROM busybox\nENV A=1\n' > $T/ctx/Dockerfile
 sync
 if [ -n "${STRACE:-}" ]; then strace -f -tt -T -e trace=fsync,syncfs,fdatasync,rename,renameat2,mount,umount2,unlinkat,openat -p $BPID -o /tmp/strace.out & SPID=$!; sleep 1; fi
+# The daemon's CPU time (user + system, all threads) over the build, in seconds.
+cpu_s() { awk '{print ($14 + $15) / 100}' /proc/$BPID/stat; }
+c0=$(cpu_s)
 s=$(date +%s.%N)
 if [ -n "${PERF:-}" ]; then
   perf record -o /tmp/perf.data -F 999 -g -a -- $B build -q --no-cache -t large $T/ctx >/dev/null 2>/tmp/perf.err
@@ -51,7 +54,7 @@ fi
 e=$(date +%s.%N)
 [ -n "${STRACE:-}" ] && { kill $SPID; wait $SPID 2>/dev/null || true; }
 grep -E 'unpacked|hashed|copied|captured' $T/log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*Z //' | cut -c1-250 || true
-echo "build: $(echo "$e - $s" | bc -l) s = $(echo "$SIZE_MB / ($e - $s)" | bc -l) MB/s"
+echo "build: $(echo "$e - $s" | bc -l) s = $(echo "$SIZE_MB / ($e - $s)" | bc -l) MB/s, daemon CPU $(echo "$(cpu_s) - $c0" | bc -l) s"
 if [ -n "${PUSH:-}" ]; then
   port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))
   $BERTH registry serve --addr 127.0.0.1:$port --root $T/registry 2>/dev/null & RPID=$!
