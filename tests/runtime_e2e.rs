@@ -92,6 +92,13 @@ impl Ctr {
         )
     }
 
+    /// `create`, then `start`; panics (with create's stderr) if either fails.
+    fn create_and_start(&self) {
+        let (ok, err) = self.create();
+        assert!(ok, "{err}");
+        assert!(self.rt(&["start", &self.id]).status.success());
+    }
+
     /// The container's stdout so far (after `create`).
     fn ctr_out(&self) -> String {
         fs::read_to_string(self.b.path().join("ctr.out")).unwrap_or_default()
@@ -273,9 +280,7 @@ fn kill_and_force_delete() {
     let Some(c) = Ctr::new(&["sleep", "100"]) else {
         return;
     };
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     assert_eq!(c.status(), "running");
     let o = c.rt(&["kill", &c.id, "KILL"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -942,9 +947,7 @@ fn a_foreground_run_or_exec_has_only_the_containers_process_as_child() {
     let Some(c) = Ctr::new(&["sleep", "100"]) else {
         return;
     };
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     let mut exec = c
         .cmd()
         .args(["exec", &c.id, "sleep", "30"])
@@ -982,9 +985,7 @@ fn exec_joins_the_container() {
     let Some(c) = Ctr::new(&["sleep", "100"]) else {
         return;
     };
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     let o = c.rt(&[
         "exec",
         "--env",
@@ -1197,9 +1198,7 @@ fn detached_execs_always_report_their_pid() {
     let Some(c) = Ctr::new(&["sleep", "3600"]) else {
         return;
     };
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     let pid_file = c.b.path().join("exec.pid");
     // Keep every core busy so that the scheduler interleaves the runtime's processes.
     let _load = testutil::CpuLoad::start(4);
@@ -1231,9 +1230,7 @@ fn exec_with_tty_sends_pty_to_console_socket() {
     let Some(c) = Ctr::new(&["sleep", "100"]) else {
         return;
     };
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     let sock_path = c.b.path().join("exec-console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
     let pid_file = c.b.path().join("exec.pid");
@@ -1468,9 +1465,7 @@ fn exec_cpu_affinity_final_is_applied() {
         eprintln!("skipped: this process may run on CPU 0 only, nothing to narrow");
         return;
     }
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     let p = json!({
         "args": ["grep", "Cpus_allowed_list", "/proc/self/status"],
         "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"],
@@ -1665,9 +1660,7 @@ fn memory_policy_is_set_for_the_program_and_execs() {
         return;
     };
     c.b.config["linux"]["memoryPolicy"] = json!({"mode": "MPOL_INTERLEAVE", "nodes": "0"});
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     let o = c.rt(&["exec", &c.id, "head", "-n1", "/proc/self/numa_maps"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -2235,9 +2228,7 @@ fn seccomp_notify_exec_without_the_agent_fails_and_does_not_run() {
     let agent = Agent::start(c.b.path().join("agent.sock"));
     c.b.config["process"]["noNewPrivileges"] = json!(true);
     c.b.config["linux"]["seccomp"] = notify_profile(&agent.path);
-    let (ok, err) = c.create();
-    assert!(ok, "{err}");
-    assert!(c.rt(&["start", &c.id]).status.success());
+    c.create_and_start();
     // The agent goes away: an exec cannot hand it its listener.
     fs::remove_file(&agent.path).unwrap();
     let started = Instant::now();

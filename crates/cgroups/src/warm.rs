@@ -100,9 +100,8 @@ fn take_attach_lock_cached(mounts: &mut Option<Vec<Mounted>>) -> Result<()> {
     write(&file, &std::process::id().to_string())
 }
 
-/// A one-shot warm-up for a short-lived, single-threaded process (`berth-runtime`'s
-/// `create`, `run` and `exec`, which join a process to its cgroups a few milliseconds
-/// after they start): a forked child writes `0` (itself) to the `cgroup.procs` of the
+/// A one-shot warm-up for a short-lived process (`berth-runtime`'s `create`, `run` and
+/// `exec`, which join a process to its cgroups a few milliseconds after they start): a forked child writes `0` (itself) to the `cgroup.procs` of the
 /// cgroup it shares with its parent, which migrates nothing and starts the grace period
 /// at once, then exits. The parent goes on without waiting; [`ChildWarmup`] reaps the
 /// child when dropped (by then the grace period the join waited for is over too). A
