@@ -28,6 +28,7 @@ $B mkdir -p $C/system.slice/berth-vm-job.service
 enable_all $C/system.slice
 [ "$debug" = 1 ] && $B cat /proc/self/mountinfo $C/cgroup.subtree_control
 
+echo started >$J/started
 (
   echo 0 >$C/system.slice/berth-vm-job.service/cgroup.procs
   exec /bin/bash $J/job.sh </dev/null
