@@ -379,6 +379,27 @@ fn quick_run_rm_returns_exit_codes_and_leaves_nothing() {
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&netns.display().to_string()), "{mounts}");
+    // The image of a `run --rm` is free as soon as it returns, as with docker: its
+    // container's files may still be on their way out, but not its rootfs snapshot (a
+    // CI run once had `rmi` right after fail with "being used by a container").
+    for args in [&["tag", "busybox", "last:1"][..], &["rmi", "busybox"]] {
+        let o = d.berth(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let load = testutil::CpuLoad::start(3);
+    let o = d.berth(&["run", "--rm", "--network", "none", "last:1", "true"]);
+    let rmi = d.berth(&["rmi", "last:1"]);
+    drop(load);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        rmi.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rmi.stderr)
+    );
 }
 
 /// Polls `cond` for up to 10 s.

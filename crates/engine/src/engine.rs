@@ -1528,9 +1528,13 @@ impl Engine {
         t.lap("net-release");
         crate::volumes::release_volumes(&self.inner.volumes, &rec, &gone, remove_volumes);
         t.lap("volumes");
+        // Its rootfs snapshot leaves the store's view now, so that its image can be
+        // removed as soon as this returns (`docker run --rm` then `docker rmi`).
+        let rootfs_trash = self.inner.images.detach_rootfs(&id).ok();
         // The container is gone from the API once its directory is renamed; deleting its
         // files (upper dir, bundle, logs) is slow on a busy disk and done off the request
-        // path. A daemon stopped before it finishes redoes it at start (`load`).
+        // path. A daemon stopped before it finishes redoes it at start (`load`), and the
+        // store's `clean_tmp` the snapshot's.
         let engine = self.clone();
         let bundle = paths.bundle.clone();
         let (rid, rgone) = (id.clone(), gone.clone());
@@ -1546,7 +1550,14 @@ impl Engine {
             drop(slot);
             // The id is gone for good: nothing else uses this namespace path.
             engine.inner.net.remove_namespace(&rid);
-            let _ = engine.inner.images.remove_rootfs(&rid);
+            match rootfs_trash {
+                Some(trash) => {
+                    let _ = std::fs::remove_dir_all(trash);
+                }
+                None => {
+                    let _ = engine.inner.images.remove_rootfs(&rid);
+                }
+            }
             let _ = std::fs::remove_dir_all(&bundle);
             let _ = std::fs::remove_dir_all(&rgone);
         });

@@ -83,6 +83,16 @@ impl Images {
         })
     }
 
+    /// Takes the container's rootfs snapshot `key` out of the store's view at once (its
+    /// image is free to be removed from then on) and returns the directory left to
+    /// delete.
+    pub fn detach_rootfs(&self, key: &str) -> Result<std::path::PathBuf> {
+        self.store
+            .snapshots()
+            .detach(key)
+            .map_err(EngineError::store)
+    }
+
     /// Removes snapshot `key`.
     pub fn remove_rootfs(&self, key: &str) -> Result<()> {
         self.store

@@ -516,6 +516,16 @@ impl Snapshotter {
 
     /// Removes an active snapshot and the container's writes. The caller unmounts first.
     pub fn remove(&self, key: &str) -> Result<()> {
+        let trash = self.detach(key)?;
+        fs::remove_dir_all(&trash).map_err(ioe("remove snapshot", &trash))
+    }
+
+    /// The first, quick half of [`remove`](Self::remove): active snapshot `key` leaves
+    /// `active/` (a rename into `tmp/`), so nothing sees it any more (its parent image
+    /// is no longer in use, the key is free); deleting the returned directory, which may
+    /// take long on a big upper dir, is the caller's. What a crash leaves there
+    /// [`clean_tmp`](Self::clean_tmp) removes.
+    pub fn detach(&self, key: &str) -> Result<PathBuf> {
         let dir = self.active_dir(key)?;
         if !dir.exists() {
             return Err(SnapshotError::NotFound(key.to_string()));
@@ -525,7 +535,7 @@ impl Snapshotter {
             .join("tmp")
             .join(format!("rm-{key}-{}", std::process::id()));
         fs::rename(&dir, &trash).map_err(ioe("remove snapshot", &dir))?;
-        fs::remove_dir_all(&trash).map_err(ioe("remove snapshot", &trash))
+        Ok(trash)
     }
 
     /// Writes the changes of active snapshot `key` (its upper dir) as an uncompressed layer
