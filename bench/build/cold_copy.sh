@@ -44,7 +44,10 @@ sync
 if [ -n "${STRACE:-}" ]; then strace -f -tt -T -e trace=fsync,syncfs,fdatasync,rename,renameat2,mount,umount2,unlinkat,openat -p $BPID -o /tmp/strace.out & SPID=$!; sleep 1; fi
 # The daemon's CPU time (user + system, all threads) over the build, in seconds.
 cpu_s() { awk '{print ($14 + $15) / 100}' /proc/$BPID/stat; }
+# Its minor page faults (every first touch of a fresh page of its own memory).
+minflt() { awk '{print $10}' /proc/$BPID/stat; }
 c0=$(cpu_s)
+f0=$(minflt)
 s=$(date +%s.%N)
 if [ -n "${PERF:-}" ]; then
   perf record -o /tmp/perf.data -F 999 -g -a -- $B build -q --no-cache -t large $T/ctx >/dev/null 2>/tmp/perf.err
@@ -54,7 +57,7 @@ fi
 e=$(date +%s.%N)
 [ -n "${STRACE:-}" ] && { kill $SPID; wait $SPID 2>/dev/null || true; }
 grep -E 'unpacked|hashed|copied|captured' $T/log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*Z //' | cut -c1-250 || true
-echo "build: $(echo "$e - $s" | bc -l) s = $(echo "$SIZE_MB / ($e - $s)" | bc -l) MB/s, daemon CPU $(echo "$(cpu_s) - $c0" | bc -l) s"
+echo "build: $(echo "$e - $s" | bc -l) s = $(echo "$SIZE_MB / ($e - $s)" | bc -l) MB/s, daemon CPU $(echo "$(cpu_s) - $c0" | bc -l) s, $(($(minflt) - f0)) minor faults"
 if [ -n "${PUSH:-}" ]; then
   port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))
   $BERTH registry serve --addr 127.0.0.1:$port --root $T/registry 2>/dev/null & RPID=$!
