@@ -52,7 +52,7 @@ s=$(date +%s.%N)
 if [ -n "${PERF:-}" ]; then
   perf record -o /tmp/perf.data -F 999 -g -a -- $B build -q --no-cache -t large $T/ctx >/dev/null 2>/tmp/perf.err
 else
-  $B build -q --no-cache -t large $T/ctx >/dev/null
+  /usr/bin/time -f "CLI: %e s, %U user %S sys, %R minor faults" $B build -q --no-cache -t large $T/ctx >/dev/null
 fi
 e=$(date +%s.%N)
 [ -n "${STRACE:-}" ] && { kill $SPID; wait $SPID 2>/dev/null || true; }
