@@ -107,8 +107,24 @@ fn a_crashed_daemon_leaves_no_half_created_container() {
         .join(format!(".creating-{}", "ab".repeat(32)));
     std::fs::create_dir_all(&half).unwrap();
     std::fs::write(half.join("config.v2.json"), b"{}").unwrap();
+    // ... and in the middle of a removal: the record renamed away and the rootfs snapshot
+    // already detached into the snapshotter's tmp/, neither deleted yet.
+    let gone = "cd".repeat(32);
+    let removing = d.root.join("containers").join(format!(".removing-{gone}"));
+    std::fs::create_dir_all(&removing).unwrap();
+    let trash = d
+        .root
+        .join("image/snapshots/tmp")
+        .join(format!("rm-{gone}-4242"));
+    std::fs::create_dir_all(trash.join("fs/etc")).unwrap();
+    std::fs::write(trash.join("fs/etc/data"), b"x").unwrap();
     d.spawn();
     assert!(!half.exists());
+    assert!(!removing.exists());
+    assert!(
+        !trash.exists(),
+        "the detached snapshot of a removal is left"
+    );
     let (_, l) = d.request("GET", "/containers/json?all=1", None);
     assert_eq!(l.as_array().unwrap().len(), 0);
 }

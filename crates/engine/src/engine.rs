@@ -246,6 +246,9 @@ impl Engine {
     }
 
     fn load(&self) -> Result<()> {
+        // What a killed daemon left half done in the snapshotter's tmp/ (the detached
+        // rootfs of a removal, a half-made snapshot): nothing else uses this root now.
+        self.inner.images.clean_snapshot_leftovers();
         let dir = self.inner.cfg.root.join("containers");
         let rd = std::fs::read_dir(&dir).map_err(|e| EngineError::io("read directory", &dir, e))?;
         let mut adopt = Vec::new();
@@ -1533,8 +1536,7 @@ impl Engine {
         let rootfs_trash = self.inner.images.detach_rootfs(&id).ok();
         // The container is gone from the API once its directory is renamed; deleting its
         // files (upper dir, bundle, logs) is slow on a busy disk and done off the request
-        // path. A daemon stopped before it finishes redoes it at start (`load`), and the
-        // store's `clean_tmp` the snapshot's.
+        // path. A daemon stopped before it finishes redoes it at start (`load`).
         let engine = self.clone();
         let bundle = paths.bundle.clone();
         let (rid, rgone) = (id.clone(), gone.clone());
@@ -1554,6 +1556,7 @@ impl Engine {
                 Some(trash) => {
                     let _ = std::fs::remove_dir_all(trash);
                 }
+                // A detach that failed is tried again now that the monitor is done.
                 None => {
                     let _ = engine.inner.images.remove_rootfs(&rid);
                 }

@@ -93,6 +93,12 @@ impl Images {
             .map_err(EngineError::store)
     }
 
+    /// Deletes every leftover in the snapshotter's tmp/ (for a daemon starting on a root
+    /// it holds alone; see `Snapshotter::clean_tmp`).
+    pub fn clean_snapshot_leftovers(&self) {
+        self.store.snapshots().clean_tmp(std::time::Duration::ZERO);
+    }
+
     /// Removes snapshot `key`.
     pub fn remove_rootfs(&self, key: &str) -> Result<()> {
         self.store
