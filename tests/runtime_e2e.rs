@@ -2,6 +2,7 @@
 //! its own id, state root and cgroup, cleaned up (delete --force) even when a test fails.
 
 use serde_json::{json, Value};
+use std::ffi::OsStr;
 use std::fs;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,17 @@ impl Ctr {
         let mut c = Command::new(bin());
         c.arg("--root").arg(self.root.path());
         c
+    }
+
+    /// Starts a runtime command with its stdio on /dev/null, without waiting for it.
+    fn spawn_silent(&self, args: &[&OsStr]) -> std::process::Child {
+        self.cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn berth-runtime")
     }
 
     /// Runs a runtime command to completion.
@@ -948,14 +960,12 @@ fn a_foreground_run_or_exec_has_only_the_containers_process_as_child() {
         return;
     };
     c.create_and_start();
-    let mut exec = c
-        .cmd()
-        .args(["exec", &c.id, "sleep", "30"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn exec");
+    let mut exec = c.spawn_silent(&[
+        "exec".as_ref(),
+        c.id.as_ref(),
+        "sleep".as_ref(),
+        "30".as_ref(),
+    ]);
     // The exec'd process is the runtime's child (it is its subreaper meanwhile).
     let kids = children_once_running(exec.id(), "sleep");
     let _ = exec.kill();
@@ -964,16 +974,12 @@ fn a_foreground_run_or_exec_has_only_the_containers_process_as_child() {
 
     let r = Ctr::new(&["sleep", "30"]).expect("root");
     r.b.write_config().expect("write config");
-    let mut run = r
-        .cmd()
-        .args(["run", "--bundle"])
-        .arg(r.b.path())
-        .arg(&r.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn run");
+    let mut run = r.spawn_silent(&[
+        "run".as_ref(),
+        "--bundle".as_ref(),
+        r.b.path().as_os_str(),
+        r.id.as_ref(),
+    ]);
     let kids = children_once_running(run.id(), "sleep");
     assert!(r.rt(&["kill", &r.id, "KILL"]).status.success());
     let _ = run.wait();
