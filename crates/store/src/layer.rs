@@ -70,6 +70,9 @@ use nix::sys::time::TimeSpec;
 
 use crate::digest::{Digest, HashingReader, HashingWriter};
 
+mod predict;
+pub use predict::{seal_diff_predicted, PredictedSeal, PredictedTar, TarPredictor};
+
 /// The xattr overlayfs uses to mark an opaque directory.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Prefix of whiteout entries in a layer tar.
@@ -669,6 +672,35 @@ struct Counting<W> {
     n: u64,
 }
 
+/// Where [`walk_diff`] writes a layer tar. A sink that holds a prediction of the tar
+/// ([`predict`]) may take a regular file's entry from it instead of its data being read.
+trait DiffSink: Write {
+    /// Whether [`claim`](Self::claim) may take the next file (its header is then worth
+    /// making apart).
+    fn predicting(&self) -> bool {
+        false
+    }
+
+    /// Takes the whole entry of a regular file (`header`: its header bytes; its data: `len`
+    /// bytes of inode `ino` on `dev`; then its padding) as written, when that is the next
+    /// predicted entry. Nothing is written to the sink then.
+    fn claim(&mut self, _header: &[u8], _dev: u64, _ino: u64, _len: u64) -> bool {
+        false
+    }
+}
+
+impl<T: DiffSink + ?Sized> DiffSink for &mut T {
+    fn predicting(&self) -> bool {
+        (**self).predicting()
+    }
+    fn claim(&mut self, header: &[u8], dev: u64, ino: u64, len: u64) -> bool {
+        (**self).claim(header, dev, ino, len)
+    }
+}
+
+impl<W: Write> DiffSink for Counting<W> {}
+impl<W: Write> DiffSink for HashingWriter<W> {}
+
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let k = self.inner.write(buf)?;
@@ -684,7 +716,13 @@ impl<W: Write> Write for Counting<W> {
 /// [`write_diff`] writes, not hashed) and makes `upper` what applying that tar onto an
 /// empty directory gives; see the module docs. `upper` must not be mounted.
 pub fn seal_diff<W: Write>(upper: &Path, out: W) -> Result<SealResult> {
-    let mut b = tar::Builder::new(Counting { inner: out, n: 0 });
+    let (exact, c) = seal_with(upper, Counting { inner: out, n: 0 })?;
+    Ok(SealResult { size: c.n, exact })
+}
+
+/// [`seal_diff`] into a [`DiffSink`]; returns whether the seal is exact, and the sink.
+fn seal_with<W: DiffSink>(upper: &Path, out: W) -> Result<(bool, W)> {
+    let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut seal = Seal { exact: true };
@@ -702,10 +740,7 @@ pub fn seal_diff<W: Write>(upper: &Path, out: W) -> Result<SealResult> {
     )
     .map_err(nixe("chown", upper))?;
     fs::set_permissions(upper, fs::Permissions::from_mode(0o755)).map_err(ioe("chmod", upper))?;
-    Ok(SealResult {
-        size: c.n,
-        exact: seal.exact,
-    })
+    Ok((seal.exact, c))
 }
 
 /// Removes the xattrs of `path` that a layer tar does not carry: all but
@@ -762,14 +797,35 @@ fn start_writeback(f: &fs::File) {
 const READ_CHUNK: usize = 1 << 20;
 
 fn header_for(m: &fs::Metadata, kind: tar::EntryType) -> tar::Header {
+    base_header(
+        kind,
+        m.mode(),
+        m.uid() as u64,
+        m.gid() as u64,
+        m.mtime().max(0) as u64,
+    )
+}
+
+/// The header of every entry a layer tar gets (size 0; name not set).
+fn base_header(kind: tar::EntryType, mode: u32, uid: u64, gid: u64, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
-    h.set_mode(m.mode() & 0o7777);
-    h.set_uid(m.uid() as u64);
-    h.set_gid(m.gid() as u64);
-    h.set_mtime(m.mtime().max(0) as u64);
+    h.set_mode(mode & 0o7777);
+    h.set_uid(uid);
+    h.set_gid(gid);
+    h.set_mtime(mtime);
     h.set_size(0);
     h
+}
+
+/// The bytes `tar::Builder::append_data` writes for header `h` at `path` before the data:
+/// a GNU long-name entry first when the name does not fit, then the header (with its
+/// name and checksum set).
+fn header_bytes(h: &mut tar::Header, path: &Path) -> io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::with_capacity(1024));
+    b.append_data(h, path, io::empty())?;
+    // Taken before the builder's drop appends the end of the archive.
+    Ok(std::mem::take(b.get_mut()))
 }
 
 fn carried_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
@@ -797,7 +853,7 @@ fn carried_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn walk_diff<W: Write>(
+fn walk_diff<W: DiffSink>(
     base: &Path,
     rel: &Path,
     b: &mut tar::Builder<W>,
@@ -831,11 +887,15 @@ fn walk_diff<W: Write>(
             }
         }
         let xattrs = carried_xattrs(&full);
-        if !xattrs.is_empty() {
-            b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .map_err(werr(&full))?;
-        }
+        let pax = |b: &mut tar::Builder<W>| -> Result<()> {
+            if !xattrs.is_empty() {
+                b.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                    .map_err(werr(&full))?;
+            }
+            Ok(())
+        };
         if ft.is_char_device() && m.rdev() == 0 {
+            pax(b)?;
             let mut wh = OsString::from(WHITEOUT_PREFIX);
             wh.push(&name);
             let mut h = header_for(&m, tar::EntryType::Regular);
@@ -845,9 +905,11 @@ fn walk_diff<W: Write>(
             // A whiteout's metadata plays no part (apply makes a fresh one).
             continue;
         } else if ft.is_dir() {
-            let mut h = header_for(&m, tar::EntryType::Directory);
-            b.append_data(&mut h, &rp, io::empty())
-                .map_err(werr(&full))?;
+            // A directory's entry follows its contents (whose entries create it when
+            // applied; its own then sets its metadata), so that a layer's files come
+            // first and their entries can be hashed before the directories' times are
+            // known (see `predict`). The opaque marker still comes first: it hides the
+            // lower layers' entries, never this layer's.
             let mut v = [0u8; 4];
             if let Ok(n) = rustix::fs::lgetxattr(&full, OPAQUE_XATTR, &mut v[..]) {
                 if &v[..n] == b"y" {
@@ -861,14 +923,20 @@ fn walk_diff<W: Write>(
                 strip_xattrs(&full, true)?;
             }
             walk_diff(base, &rp, b, links, seal.as_deref_mut())?;
+            pax(b)?;
+            let mut h = header_for(&m, tar::EntryType::Directory);
+            b.append_data(&mut h, &rp, io::empty())
+                .map_err(werr(&full))?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&full).map_err(ioe("read symlink", &full))?;
+            pax(b)?;
             let mut h = header_for(&m, tar::EntryType::Symlink);
             b.append_link(&mut h, &rp, &target).map_err(werr(&full))?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 let key = (m.dev(), m.ino());
                 if let Some(first) = links.get(&key) {
+                    pax(b)?;
                     let mut h = header_for(&m, tar::EntryType::Link);
                     b.append_link(&mut h, &rp, first).map_err(werr(&full))?;
                     continue;
@@ -877,6 +945,20 @@ fn walk_diff<W: Write>(
             }
             let mut h = header_for(&m, tar::EntryType::Regular);
             h.set_size(m.len());
+            if xattrs.is_empty() && b.get_mut().predicting() {
+                let header = header_bytes(&mut h.clone(), &rp).map_err(werr(&full))?;
+                if b.get_mut().claim(&header, m.dev(), m.ino(), m.len()) {
+                    if seal.is_some() {
+                        if let Ok(f) = fs::File::open(&full) {
+                            start_writeback(&f);
+                        }
+                        strip_xattrs(&full, false)?;
+                        set_whole_second(&full, m.mtime())?;
+                    }
+                    continue;
+                }
+            }
+            pax(b)?;
             let f = fs::File::open(&full).map_err(ioe("open", &full))?;
             // Read in large pieces: `io::copy` would otherwise move 8 KiB per syscall.
             let data = io::BufReader::with_capacity(READ_CHUNK, (&f).take(m.len()));
@@ -897,6 +979,7 @@ fn walk_diff<W: Write>(
                 .map_err(werr(&full))?;
             h.set_device_minor(libc::minor(m.rdev()))
                 .map_err(werr(&full))?;
+            pax(b)?;
             b.append_data(&mut h, &rp, io::empty())
                 .map_err(werr(&full))?;
         } else {
