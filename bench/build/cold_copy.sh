@@ -10,6 +10,9 @@
 #   SAVE=1 (then, after PUSH, `save` the image twice: the first makes the layer tar from its
 #   snapshot and stores it, the second reads the stored blob)
 #   PUSH=1 (then push the image to a `berth registry serve` on 127.0.0.1, timed)
+#   DF=first|last (send the context with tar(1) and curl instead of the CLI, the
+#   Dockerfile first, so that the daemon predicts the COPY's layer, or last, so that it
+#   cannot: the same client either way, for an A/B of the prediction)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BERTH=$(readlink -f "${1:-target/release/berth}")
@@ -30,7 +33,7 @@ cleanup() { set +e; [ -n "${RPID:-}" ] && kill $RPID; kill $BPID 2>/dev/null; wa
   done
   rm -rf $T; }
 trap cleanup EXIT
-RUST_LOG=${RUST_LOG:-info,engine::build_backend=debug,build=debug} BERTH_MONITOR=$D/berth-monitor $BERTH daemon --debug --root $T/root --run-root $T/run -H unix://$T/s.sock --runtime $D/berth-runtime --bridge bp$hex --bip ${pre}0/24 --iptables-chain-prefix BP${hex^^} 2>$T/log &
+RUST_LOG=${RUST_LOG:-info,engine::build_backend=debug,build=debug,store::layer=debug} BERTH_MONITOR=$D/berth-monitor $BERTH daemon --debug --root $T/root --run-root $T/run -H unix://$T/s.sock --runtime $D/berth-runtime --bridge bp$hex --bip ${pre}0/24 --iptables-chain-prefix BP${hex^^} 2>$T/log &
 BPID=$!
 for _ in $(seq 100); do curl -sf --unix-socket $T/s.sock http://x/_ping >/dev/null && break; sleep 0.1; done
 B="$BERTH -H unix://$T/s.sock"
@@ -49,14 +52,17 @@ minflt() { awk '{print $10}' /proc/$BPID/stat; }
 c0=$(cpu_s)
 f0=$(minflt)
 s=$(date +%s.%N)
-if [ -n "${PERF:-}" ]; then
+if [ -n "${DF:-}" ]; then
+  members="Dockerfile big"; [ "$DF" = last ] && members="big Dockerfile"
+  /usr/bin/time -f "client: %e s, %U user %S sys" sh -c "tar --sort=name -C $T/ctx -cf - $members | curl -sf --unix-socket $T/s.sock -H 'Content-Type: application/x-tar' -X POST -T - 'http://x/build?t=large&q=1&nocache=1'" >/dev/null
+elif [ -n "${PERF:-}" ]; then
   perf record -o /tmp/perf.data -F 999 -g -a -- $B build -q --no-cache -t large $T/ctx >/dev/null 2>/tmp/perf.err
 else
   /usr/bin/time -f "CLI: %e s, %U user %S sys, %R minor faults" $B build -q --no-cache -t large $T/ctx >/dev/null
 fi
 e=$(date +%s.%N)
 [ -n "${STRACE:-}" ] && { kill $SPID; wait $SPID 2>/dev/null || true; }
-grep -E 'unpacked|hashed|copied|captured' $T/log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*Z //' | cut -c1-250 || true
+grep -E 'unpacked|hashed|copied|captured|prediction' $T/log | sed 's/\x1b\[[0-9;]*m//g' | sed 's/^.*Z //' | cut -c1-250 || true
 echo "build: $(echo "$e - $s" | bc -l) s = $(echo "$SIZE_MB / ($e - $s)" | bc -l) MB/s, daemon CPU $(echo "$(cpu_s) - $c0" | bc -l) s, $(($(minflt) - f0)) minor faults"
 if [ -n "${PUSH:-}" ]; then
   port=$((20000 + $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 20000))

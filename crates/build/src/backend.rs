@@ -395,6 +395,12 @@ pub trait BuildBackend {
         out: &mut dyn Write,
     ) -> Result<RunResult, BackendError>;
 
+    /// The layers of `COPY` steps that the context unpack hashed ahead of time (see
+    /// `crate::predict`): a backend that makes a step's layer from files linked from the
+    /// context may take their hashes from these instead of reading the files again.
+    /// Called once, before the first step; the default ignores them.
+    fn use_predicted_layers(&mut self, _layers: &[store::layer::PredictedTar]) {}
+
     /// Creates a layer on top of `parent` holding `items` (in order: parents come before
     /// their children). Missing parent directories of a destination are created (0755,
     /// root). Returns `None` if `items` is empty.

@@ -166,6 +166,7 @@ pub fn build(
     };
     let text = context.read_dockerfile(name)?;
     let df = parser::parse(&text)?;
+    backend.use_predicted_layers(context.predicted_layers());
     let mut b = Builder {
         opts,
         df: &df,

@@ -79,6 +79,9 @@ pub struct BuildContext {
     /// sha256 of the regular files unpacked from a tar context, by path (computed on a
     /// second thread while the context arrived; see [`hash_entry`]).
     digests: HashMap<PathBuf, [u8; 32]>,
+    /// The layers of `COPY` steps hashed while the context arrived (see
+    /// [`crate::predict`]).
+    predicted: Vec<store::layer::PredictedTar>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -91,6 +94,7 @@ impl BuildContext {
             root,
             ignore,
             digests: HashMap::new(),
+            predicted: Vec::new(),
             _tmp: None,
         })
     }
@@ -99,16 +103,20 @@ impl BuildContext {
     /// `scratch` (the system temp dir if `None`) and uses it as the context. Entries that
     /// would land outside the directory are skipped; the directory is removed on drop.
     pub fn from_tar(reader: impl Read, scratch: Option<&Path>) -> Result<Self, ContextError> {
-        Self::from_tar_limited(reader, scratch, u64::MAX)
+        Self::from_tar_limited(reader, scratch, u64::MAX, "Dockerfile")
     }
 
     /// [`from_tar`](Self::from_tar), failing with [`ContextError::TooLarge`] once more
     /// than `max_bytes` of uncompressed tar have been read (bounds the disk an API client
-    /// can fill). Nothing is left behind on failure.
+    /// can fill). Nothing is left behind on failure. When the Dockerfile (`dockerfile`,
+    /// relative to the context root) comes first in the tar (after the `.dockerignore`,
+    /// if any), the layers of its simple `COPY` steps are hashed on the way (see
+    /// [`crate::predict`]).
     pub fn from_tar_limited(
         reader: impl Read,
         scratch: Option<&Path>,
         max_bytes: u64,
+        dockerfile: &str,
     ) -> Result<Self, ContextError> {
         let tmp = match scratch {
             Some(p) => tempfile::Builder::new()
@@ -153,11 +161,30 @@ impl BuildContext {
         // file again later.
         let (htx, hrx) = std::sync::mpsc::sync_channel::<HashMsg>(16);
         let hasher = std::thread::spawn(move || hash_files(hrx));
+        // Until another entry arrives, the `.dockerignore` and the Dockerfile can still
+        // make a plan of the COPY steps to predict.
+        let mut leading = true;
+        let mut leading_ignore: Option<DockerIgnore> = None;
         let unpacked = (|| -> Result<(), ContextError> {
             for entry in ar.entries().map_err(too_large)? {
                 let mut entry = entry.map_err(too_large)?;
                 if !plain_entry(entry.header().entry_type()) {
                     continue;
+                }
+                if leading {
+                    let lead = lead_in(
+                        &mut entry,
+                        tmp.path(),
+                        dockerfile,
+                        &mut leading_ignore,
+                        &mut buf,
+                        &htx,
+                    )
+                    .map_err(too_large)?;
+                    leading = lead == Lead::More;
+                    if lead != Lead::Other {
+                        continue;
+                    }
                 }
                 // Regular files the fast way where that is plainly safe; unpack_in for
                 // the rest: it refuses `..` and paths through symlinks that leave the root.
@@ -173,7 +200,7 @@ impl BuildContext {
         })();
         drop(htx);
         // A hasher that died leaves no hashes: they are computed when needed.
-        let rel_digests = hasher.join().unwrap_or_default();
+        let (rel_digests, predicted) = hasher.join().unwrap_or_default();
         unpacked?;
         let root = fs::canonicalize(tmp.path()).map_err(io_err(tmp.path()))?;
         let ignore = read_ignore(&root)?;
@@ -183,12 +210,15 @@ impl BuildContext {
             .collect();
         tracing::debug!(
             unpack_ms = started.elapsed().as_millis() as u64,
+            predicted_layers = predicted.len(),
+            predicted_bytes = predicted.iter().map(|p| p.bytes()).sum::<u64>(),
             "build context unpacked"
         );
         Ok(BuildContext {
             root,
             ignore,
             digests,
+            predicted,
             _tmp: Some(tmp),
         })
     }
@@ -197,6 +227,12 @@ impl BuildContext {
     /// computed while the context was unpacked.
     pub(crate) fn file_digest(&self, path: &Path) -> Option<[u8; 32]> {
         self.digests.get(path).copied()
+    }
+
+    /// The layers of `COPY` steps hashed while the context arrived (see
+    /// [`crate::predict`]).
+    pub fn predicted_layers(&self) -> &[store::layer::PredictedTar] {
+        &self.predicted
     }
 
     /// Whether the context is a private copy of this build's (unpacked from a tar, removed
@@ -246,40 +282,99 @@ const PIECE: usize = 128 << 10;
 
 /// What the context unpack tells the thread that hashes its files.
 enum HashMsg {
-    /// A regular file (path relative to the context root) starts.
-    Start(PathBuf),
+    /// A regular file (path relative to the context root) starts: its mode, mtime and
+    /// size as unpacked.
+    Start(PathBuf, u32, u64, u64),
     /// Its next bytes.
     Data(Vec<u8>),
-    /// It was written whole.
-    End,
+    /// It was written whole, into this inode (device, inode number).
+    End(u64, u64),
     /// Something else was put at this path.
     Forget(PathBuf),
+    /// The COPY steps to predict, and the `.dockerignore` (when it came first).
+    Plan(Vec<crate::predict::CopyPlan>, Option<DockerIgnore>),
 }
 
-/// Hashes the files the unpack streams through `rx`; returns their sha256 by path.
-fn hash_files(rx: std::sync::mpsc::Receiver<HashMsg>) -> HashMap<PathBuf, [u8; 32]> {
+/// What [`hash_files`] found: the files' sha256 by path, and the predicted layers.
+type Hashed = (HashMap<PathBuf, [u8; 32]>, Vec<store::layer::PredictedTar>);
+
+/// Hashes the files the unpack streams through `rx`; returns their sha256 by path, and
+/// the layers predicted from them.
+fn hash_files(rx: std::sync::mpsc::Receiver<HashMsg>) -> Hashed {
     let mut out = HashMap::new();
+    let mut pred = crate::predict::Predictor::default();
     let mut cur: Option<(PathBuf, Sha256)> = None;
     for m in rx {
         match m {
-            HashMsg::Start(p) => cur = Some((p, Sha256::new())),
+            HashMsg::Start(p, mode, mtime, size) => {
+                pred.start(crate::predict::FileMeta {
+                    rel: p.to_string_lossy().into_owned(),
+                    mode,
+                    mtime,
+                    size,
+                });
+                cur = Some((p, Sha256::new()));
+            }
             HashMsg::Data(d) => {
                 if let Some((_, h)) = cur.as_mut() {
                     h.update(&d);
+                    pred.data(&d);
                 }
             }
-            HashMsg::End => {
+            HashMsg::End(dev, ino) => {
                 if let Some((p, h)) = cur.take() {
                     out.insert(p, h.finalize().into());
+                    pred.end(dev, ino);
                 }
             }
             HashMsg::Forget(p) => {
                 cur = None;
+                pred.abort();
                 out.remove(&p);
             }
+            HashMsg::Plan(plans, ignore) => pred.plan(plans, ignore),
         }
     }
-    out
+    (out, pred.finish())
+}
+
+/// What [`lead_in`] did with an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lead {
+    /// Unpacked the `.dockerignore`: the Dockerfile may still come.
+    More,
+    /// Unpacked the Dockerfile and planned the COPY steps.
+    Planned,
+    /// Nothing (another entry): the context leads with no plan.
+    Other,
+}
+
+/// Unpacks `entry` when it is one of the files that may lead a context (the
+/// `.dockerignore`, the Dockerfile `dockerfile`) and no other entry came yet; plans the
+/// COPY steps to predict once the Dockerfile is in. Reads nothing from another entry.
+fn lead_in<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    root: &Path,
+    dockerfile: &str,
+    ignore: &mut Option<DockerIgnore>,
+    buf: &mut [u8],
+    hashes: &std::sync::mpsc::SyncSender<HashMsg>,
+) -> io::Result<Lead> {
+    let Some(rel) = entry.path().ok().and_then(|p| clean_entry_path(&p)) else {
+        return Ok(Lead::Other);
+    };
+    let is_ignore = rel == Path::new(".dockerignore");
+    let is_df = crate::predict::is_dockerfile(&rel, dockerfile);
+    if !(is_ignore || is_df) || !unpack_plain_file(entry, root, buf, hashes)? {
+        return Ok(Lead::Other);
+    }
+    let text = fs::read_to_string(root.join(&rel)).unwrap_or_default();
+    if is_ignore {
+        *ignore = Some(DockerIgnore::parse(&text));
+        return Ok(Lead::More);
+    }
+    let _ = hashes.send(HashMsg::Plan(crate::predict::plans(&text), ignore.take()));
+    Ok(Lead::Planned)
 }
 
 /// A tar entry's name as a plain relative path (`None` with `..` or nothing left).
@@ -349,8 +444,10 @@ fn unpack_plain_file<R: Read>(
     };
     let expected = entry.size();
     let mut n = 0u64;
+    let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+    let mtime = entry.header().mtime().unwrap_or(0).max(1);
     // The hasher may be gone (it panicked): the hash is then computed when needed.
-    let _ = hashes.send(HashMsg::Start(rel.clone()));
+    let _ = hashes.send(HashMsg::Start(rel.clone(), mode, mtime, expected));
     loop {
         // Whole pieces: the request body arrives in small chunks.
         let mut filled = 0;
@@ -386,7 +483,8 @@ fn unpack_plain_file<R: Read>(
     if let Ok(mode) = entry.header().mode() {
         f.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
     }
-    let _ = hashes.send(HashMsg::End);
+    let m = f.metadata()?;
+    let _ = hashes.send(HashMsg::End(m.dev(), m.ino()));
     Ok(true)
 }
 
@@ -410,8 +508,9 @@ pub(crate) fn plain_entry(t: tar::EntryType) -> bool {
 /// Writes the directory `dir` as a build-context tar to `out`, the way `docker build`
 /// sends it: what `.dockerignore` excludes is left out, except the Dockerfile
 /// (`dockerfile`, relative to `dir`) and `.dockerignore` themselves, which are always
-/// sent. Entries come in name order with their modes and mtimes, owned by `0:0`; symlinks
-/// are stored as links. Returns the number of file-content bytes written.
+/// sent. Those two come first (when they are regular files), then the rest in name order,
+/// with their modes and mtimes, owned by `0:0`; symlinks are stored as links. Returns the
+/// number of file-content bytes written.
 pub fn write_context_tar(
     dir: &Path,
     dockerfile: &str,
@@ -446,9 +545,24 @@ pub fn write_context_tar(
         }
         Ok(())
     };
+    // The `.dockerignore` and the Dockerfile first, so that the daemon knows the build's
+    // COPY steps before their files arrive (see `crate::predict`); they are always sent.
+    for always in [".dockerignore", dockerfile] {
+        let rel = clean_rel(always).join("/");
+        if rel.is_empty() || rel.starts_with("..") || written.contains(&rel) {
+            continue;
+        }
+        let p = dir.join(&rel);
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+            add(&mut tb, &rel, &p)?;
+            written.insert(rel);
+        }
+    }
     walk(dir, "", Some(&ignore), &mut |e| {
-        written.insert(e.rel.clone());
-        add(&mut tb, &e.rel, &e.path)
+        if written.insert(e.rel.clone()) {
+            add(&mut tb, &e.rel, &e.path)?;
+        }
+        Ok(())
     })?;
     for always in [dockerfile, ".dockerignore"] {
         let rel = clean_rel(always).join("/");
@@ -1003,14 +1117,19 @@ mod tests {
             assert!(!root.exists(), "temporary context removed on drop");
         }
         let scratch = tempfile::tempdir().unwrap();
-        let e = BuildContext::from_tar_limited(&bytes[..], Some(scratch.path()), 1024).unwrap_err();
+        let e =
+            BuildContext::from_tar_limited(&bytes[..], Some(scratch.path()), 1024, "Dockerfile")
+                .unwrap_err();
         assert!(matches!(e, ContextError::TooLarge(1024)), "{e:?}");
         assert_eq!(
             fs::read_dir(scratch.path()).unwrap().count(),
             0,
             "nothing left"
         );
-        assert!(BuildContext::from_tar_limited(&bytes[..], None, bytes.len() as u64).is_ok());
+        assert!(
+            BuildContext::from_tar_limited(&bytes[..], None, bytes.len() as u64, "Dockerfile")
+                .is_ok()
+        );
     }
 
     fn raw_header(

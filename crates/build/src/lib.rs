@@ -22,6 +22,7 @@ pub mod dockerignore;
 pub mod error;
 pub mod expand;
 pub mod parser;
+mod predict;
 
 pub use backend::{
     BackendError, BaseImage, BuildBackend, CacheKey, CopyItem, HealthConfig, HistoryEntry,

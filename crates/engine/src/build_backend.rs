@@ -194,6 +194,8 @@ pub struct StoreBuildBackend {
     leases: Vec<Lease>,
     /// This build's directory under the scratch dir (created lazily).
     build_dir: Option<PathBuf>,
+    /// The layers of COPY steps hashed while the context arrived.
+    predicted: Vec<store::layer::PredictedTar>,
 }
 
 impl std::fmt::Debug for StoreBuildBackend {
@@ -756,6 +758,7 @@ impl StoreBuildBackend {
             descs: HashMap::new(),
             leases: Vec::new(),
             build_dir: None,
+            predicted: Vec::new(),
         }
     }
 
@@ -1171,11 +1174,29 @@ impl StoreBuildBackend {
         // it, as dockerd makes a build layer's tar when it pushes or saves), so the data
         // is written to disk once.
         let started = std::time::Instant::now();
-        let (diff, hashed) = pipe_to(io::sink(), |w| store::layer::seal_diff(&upper, w));
-        let (diff, digest, size) = match (diff, hashed) {
-            (Ok(d), Ok((_, digest, size))) => (d, digest, size),
-            (_, Err(e)) => return Err(ioerr(format!("hashing the changes of {key}"))(e)),
-            (Err(e), Ok(_)) => return Err(wrap(format!("writing the changes of {key}"))(e)),
+        // The files linked from the context may have been hashed as this layer's tar
+        // while the context arrived (a prediction holding the first one's inode); the
+        // seal then reads only what differs from it.
+        let predicted = links.first().and_then(|l| {
+            let m = fs::symlink_metadata(&l.src).ok()?;
+            self.predicted.iter().find(|p| p.holds(m.dev(), m.ino()))
+        });
+        let (diff, digest, size, predicted_bytes) = match predicted {
+            Some(p) => {
+                let s = store::layer::seal_diff_predicted(&upper, p)
+                    .map_err(wrap(format!("writing the changes of {key}")))?;
+                (s.seal, s.diff_id, s.seal.size, s.predicted)
+            }
+            None => {
+                let (diff, hashed) = pipe_to(io::sink(), |w| store::layer::seal_diff(&upper, w));
+                match (diff, hashed) {
+                    (Ok(d), Ok((_, digest, size))) => (d, digest, size, 0),
+                    (_, Err(e)) => return Err(ioerr(format!("hashing the changes of {key}"))(e)),
+                    (Err(e), Ok(_)) => {
+                        return Err(wrap(format!("writing the changes of {key}"))(e))
+                    }
+                }
+            }
         };
         if size != diff.size {
             return Err(be(
@@ -1261,6 +1282,7 @@ impl StoreBuildBackend {
             layer = %diff_id,
             bytes = size,
             sealed = committed,
+            predicted_bytes,
             tar_ms = written.as_millis() as u64,
             blob_ms = stored.as_millis() as u64,
             snapshot_ms = started.elapsed().as_millis() as u64,
@@ -1837,6 +1859,10 @@ impl StoreBuildBackend {
 }
 
 impl BuildBackend for StoreBuildBackend {
+    fn use_predicted_layers(&mut self, layers: &[store::layer::PredictedTar]) {
+        self.predicted = layers.to_vec();
+    }
+
     fn resolve_base(
         &mut self,
         image_ref: &str,

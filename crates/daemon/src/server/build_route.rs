@@ -132,8 +132,17 @@ pub(super) async fn build(
         let scratch = backend_cfg.scratch_dir.clone();
         let result = (|| -> Result<build::BuildResult, String> {
             std::fs::create_dir_all(&scratch).map_err(|e| format!("create {scratch:?}: {e}"))?;
-            let ctx = build::BuildContext::from_tar_limited(body, Some(&scratch), MAX_CONTEXT)
-                .map_err(|e| error_chain(&e))?;
+            let dockerfile = match opts.dockerfile.as_str() {
+                "" => "Dockerfile",
+                d => d,
+            };
+            let ctx = build::BuildContext::from_tar_limited(
+                body,
+                Some(&scratch),
+                MAX_CONTEXT,
+                dockerfile,
+            )
+            .map_err(|e| error_chain(&e))?;
             clean_stale_once(&store, &backend_cfg);
             let pull = pull_fn(store.clone(), auths);
             let mut backend =

@@ -274,6 +274,12 @@ impl Verify<'_> {
             return Ok(());
         }
         self.diverged = true;
+        tracing::debug!(
+            entry = self.next,
+            of = self.pred.entries.len(),
+            header_byte = self.matched,
+            "the layer tar leaves its prediction"
+        );
         let (state, offset) = match self.pred.entries.get(self.next) {
             Some(e) => {
                 let mut s = e.state.clone();
