@@ -289,12 +289,14 @@ impl Predictor {
     /// A regular file starts.
     pub(crate) fn start(&mut self, meta: FileMeta) {
         self.abort();
-        if self.streams.is_none() {
+        let Some(streams) = self.streams.as_deref() else {
             self.cur = Some((meta, None, Vec::new()));
             return;
-        }
-        let target = self.target(self.streams.as_deref().unwrap_or(&[]), &meta.rel);
-        let streams = self.streams.as_mut().expect("checked above");
+        };
+        let target = self.target(streams, &meta.rel);
+        let Some(streams) = self.streams.as_mut() else {
+            return;
+        };
         let idx = target.map(|(i, layer)| {
             let s = &mut streams[i];
             s.flush_before(Some(&layer));
@@ -369,8 +371,7 @@ impl Predictor {
     }
 }
 
-/// Paths kept apart, for the unpack: whether context entry `rel` is the Dockerfile
-/// `dockerfile` (cleaned the same way).
+/// Whether context entry `rel` is the Dockerfile `dockerfile` (cleaned the same way).
 pub(crate) fn is_dockerfile(rel: &Path, dockerfile: &str) -> bool {
     let want: PathBuf = clean_rel(dockerfile).iter().collect();
     !want.as_os_str().is_empty() && rel == want

@@ -945,26 +945,23 @@ fn walk_diff<W: DiffSink>(
             }
             let mut h = header_for(&m, tar::EntryType::Regular);
             h.set_size(m.len());
-            if xattrs.is_empty() && b.get_mut().predicting() {
+            // A file the sink has as predicted is not read (its hash is known).
+            let claimed = xattrs.is_empty() && b.get_mut().predicting() && {
                 let header = header_bytes(&mut h.clone(), &rp).map_err(werr(&full))?;
-                if b.get_mut().claim(&header, m.dev(), m.ino(), m.len()) {
-                    if seal.is_some() {
-                        if let Ok(f) = fs::File::open(&full) {
-                            start_writeback(&f);
-                        }
-                        strip_xattrs(&full, false)?;
-                        set_whole_second(&full, m.mtime())?;
-                    }
-                    continue;
-                }
-            }
-            pax(b)?;
-            let f = fs::File::open(&full).map_err(ioe("open", &full))?;
-            // Read in large pieces: `io::copy` would otherwise move 8 KiB per syscall.
-            let data = io::BufReader::with_capacity(READ_CHUNK, (&f).take(m.len()));
-            b.append_data(&mut h, &rp, data).map_err(werr(&full))?;
-            if seal.is_some() {
-                start_writeback(&f);
+                b.get_mut().claim(&header, m.dev(), m.ino(), m.len())
+            };
+            let f = if claimed {
+                seal.is_some().then(|| fs::File::open(&full).ok()).flatten()
+            } else {
+                pax(b)?;
+                let f = fs::File::open(&full).map_err(ioe("open", &full))?;
+                // Read in large pieces: `io::copy` would otherwise move 8 KiB per syscall.
+                let data = io::BufReader::with_capacity(READ_CHUNK, (&f).take(m.len()));
+                b.append_data(&mut h, &rp, data).map_err(werr(&full))?;
+                Some(f)
+            };
+            if let (Some(f), true) = (f.as_ref(), seal.is_some()) {
+                start_writeback(f);
             }
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             let kind = if ft.is_char_device() {
